@@ -1,0 +1,37 @@
+# raymlops: `make demo` runs the flagship job end to end, `make test` runs the whole suite.
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test test-unit test-integration lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# The CPU build of torch that lies on this machine's disk; a bare `torch` could pull a CUDA build.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev,examples]'
+	touch $(STAMP)
+
+demo: setup
+	$(PY) examples/flights/prepare.py --out examples/flights/data
+	$(VENV)/bin/raymlops run configs/flights.yaml
+
+lint: setup
+	$(VENV)/bin/lint-imports
+
+test: setup lint
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+test-unit: setup
+	$(PY) -m pytest -q tests/unit
+
+bench: setup
+	$(PY) benchmarks/data_bench.py
+
+clean:
+	rm -rf .raymlops examples/flights/data

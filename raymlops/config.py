@@ -1,0 +1,448 @@
+"""The pipeline config: one YAML file, validated by pydantic, is the single source of truth.
+
+Every stage reads its own section. Models are strict (unknown keys are errors) and frozen.
+``load_config(path)`` parses YAML, validates the schema, runs the cross-field checks, and raises one
+``ConfigError`` that lists every problem with its YAML path and line.
+
+Example::
+
+    cfg = load_config("configs/smoke.yaml")
+    cfg.data.sources[0].path
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from raymlops.errors import ConfigError
+
+ColumnType = Literal["int", "float", "string", "bool", "timestamp", "date"]
+
+
+class StrictModel(BaseModel):
+    """Base of every config section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ----------------------------------------------------------------------------------------- data
+class CsvOptions(StrictModel):
+    delimiter: str = Field(",", description="Field delimiter, one character.", min_length=1, max_length=1)
+    null_values: list[str] = Field(
+        default_factory=lambda: ["", "NA", "N/A", "NULL", "null", "NaN", "nan"],
+        description="Cell texts read as missing.",
+    )
+
+
+class FileSourceConfig(StrictModel):
+    """Files read in parallel, one Ray task per file; each row keeps its file and row number for reports."""
+
+    type: Literal["csv", "parquet", "json"] = Field(description="File format; json means JSON lines.")
+    name: str = Field(description="Name other parts of the config use to refer to this source.")
+    path: str | list[str] = Field(
+        description="A path, glob, or object-store URI (s3://bucket/key, gs://...), or a list of them. "
+        "Relative paths are resolved against the config file's folder."
+    )
+    storage_options: dict[str, str] = Field(
+        default_factory=dict,
+        description="Options for the pyarrow filesystem of a URI, e.g. endpoint_override, region, scheme.",
+    )
+    columns: list[str] | None = Field(None, description="Read only these columns (default: all).")
+    csv: CsvOptions = Field(default_factory=CsvOptions, description="CSV parsing options.")
+
+
+class SqlSourceConfig(StrictModel):
+    """A query read with ``ray.data.read_sql``: SQLite or PostgreSQL."""
+
+    type: Literal["sql"] = Field(description="A SQL query.")
+    name: str = Field(description="Name other parts of the config use to refer to this source.")
+    url: str = Field(
+        description="sqlite:///relative/or/absolute.db or postgresql://user@host:port/dbname. "
+        "Never put a password here: use password_env."
+    )
+    query: str = Field(description="The SELECT statement to run.")
+    password_env: str | None = Field(
+        None, description="Name of the environment variable that holds the database password."
+    )
+
+
+SourceConfig = Annotated[FileSourceConfig | SqlSourceConfig, Field(discriminator="type")]
+
+
+class JoinConfig(StrictModel):
+    """A broadcast join of a small source onto the base table (the right side must fit in memory)."""
+
+    right: str = Field(description="Name of the source joined onto the base table.")
+    keys: list[str] = Field(min_length=1, description="Key columns present in both tables.")
+    how: Literal["left", "inner"] = Field("left", description="left keeps unmatched base rows.")
+
+
+class CleaningConfig(StrictModel):
+    drop_duplicates: bool = Field(True, description="Drop exact duplicate rows (all columns equal).")
+    drop_columns: list[str] = Field(default_factory=list, description="Columns removed before the snapshot.")
+
+
+class RandomSplitConfig(StrictModel):
+    """Rows go to splits by a seeded hash of their content: stable whatever the partitioning."""
+
+    type: Literal["random"] = "random"
+    seed: int = Field(0, description="Seed of the split hash.")
+    train: float = Field(0.8, gt=0, lt=1, description="Share of rows in the training split.")
+    validation: float = Field(0.1, ge=0, lt=1, description="Share of rows in the validation split.")
+    test: float = Field(0.1, ge=0, lt=1, description="Share of rows in the test split.")
+
+    @model_validator(mode="after")
+    def _fractions_sum_to_one(self) -> RandomSplitConfig:
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-9:
+            raise ValueError(f"train + validation + test must be 1.0, got {total:g}")
+        return self
+
+
+class TimeSplitConfig(StrictModel):
+    """Later periods are held out: train < validation_start <= validation < test_start <= test."""
+
+    type: Literal["time"] = "time"
+    column: str = Field(description="A timestamp or date column.")
+    validation_start: str = Field(description="ISO date/time where the validation split begins.")
+    test_start: str = Field(description="ISO date/time where the test split begins.")
+
+
+SplitConfig = Annotated[RandomSplitConfig | TimeSplitConfig, Field(discriminator="type")]
+
+
+class DataConfig(StrictModel):
+    sources: list[SourceConfig] = Field(min_length=1, description="Where the data comes from.")
+    base: list[str] | None = Field(
+        None, description="Sources unioned into the base table (default: the first source)."
+    )
+    joins: list[JoinConfig] = Field(default_factory=list, description="Sources joined onto the base table.")
+    cleaning: CleaningConfig = Field(default_factory=CleaningConfig, description="Cleaning before the snapshot.")
+    split: SplitConfig = Field(default_factory=RandomSplitConfig, description="How rows are split.")
+
+
+# ----------------------------------------------------------------------------------- validation
+class ColumnExpectation(StrictModel):
+    type: ColumnType | None = Field(None, description="Expected type; cells that cannot be read as it fail.")
+    nullable: bool = Field(True, description="Whether missing values are allowed at all.")
+    max_null_fraction: float | None = Field(None, ge=0, le=1, description="Most missing values allowed, 0..1.")
+    min: float | str | None = Field(None, description="Smallest allowed value (inclusive).")
+    max: float | str | None = Field(None, description="Largest allowed value (inclusive).")
+    allowed: list[str | int | float | bool] | None = Field(None, description="The only values allowed.")
+    unique: bool = Field(False, description="No value may appear twice (over the whole dataset).")
+
+
+class RowCountExpectation(StrictModel):
+    min: int | None = Field(None, ge=0, description="Fewest rows accepted.")
+    max: int | None = Field(None, ge=0, description="Most rows accepted.")
+
+
+class ValidationConfig(StrictModel):
+    columns: dict[str, ColumnExpectation] = Field(default_factory=dict, description="Expectations per column.")
+    row_count: RowCountExpectation = Field(default_factory=RowCountExpectation, description="Row count bounds.")
+    require_declared_columns: bool = Field(True, description="A declared column missing from the data fails.")
+    max_examples: int = Field(5, ge=1, le=100, description="Example rows kept per failed check.")
+
+
+# ------------------------------------------------------------------------------------- features
+class NumericFeature(StrictModel):
+    column: str = Field(description="Input column (raw or derived).")
+    impute: Literal["mean", "zero"] = Field("mean", description="Value used for missing cells.")
+    scale: Literal["standard", "none"] = Field("standard", description="Standardise with the training mean/std.")
+
+
+class CategoricalFeature(StrictModel):
+    column: str = Field(description="Input column (raw or derived).")
+    encoding: Literal["index", "onehot"] = Field(
+        "index", description="index: integer ids for embeddings (0 = unknown); onehot: one column per category."
+    )
+    max_categories: int = Field(100, ge=1, description="Most frequent categories kept; the rest map to unknown.")
+    min_frequency: int = Field(1, ge=1, description="Categories seen fewer times in training map to unknown.")
+
+
+class DerivedFeature(StrictModel):
+    name: str = Field(description="Name of the new column.")
+    source: str = Field(description="A timestamp column it is derived from.")
+    kind: Literal["hour", "day_of_week", "month", "day_of_year"] = Field(description="What to extract.")
+
+
+class FeaturesConfig(StrictModel):
+    target: str = Field(description="The label column.")
+    numeric: list[NumericFeature] = Field(default_factory=list, description="Numeric inputs.")
+    categorical: list[CategoricalFeature] = Field(default_factory=list, description="Categorical inputs.")
+    derived: list[DerivedFeature] = Field(default_factory=list, description="Columns derived before fitting.")
+
+
+# ----------------------------------------------------------------- later stages (issues 3 to 5)
+class ModelConfig(StrictModel):
+    task: Literal["classification", "regression"] = Field("classification", description="What is predicted.")
+    builder: str = Field("mlp", description="'mlp' or a user builder as 'package.module:function'.")
+    hidden_sizes: list[int] = Field(default_factory=lambda: [64, 32], description="Widths of hidden layers.")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout after each hidden layer.")
+    embedding_dim: int = Field(8, ge=1, description="Embedding width of each categorical feature.")
+
+
+class TrainingConfig(StrictModel):
+    num_workers: int = Field(1, ge=1, description="Ray Train workers.")
+    use_gpu: bool = Field(False, description="Train on GPUs.")
+    cpus_per_worker: float = Field(1, gt=0, description="CPUs reserved per worker.")
+    epochs: int = Field(10, ge=1, description="Most epochs.")
+    batch_size: int = Field(512, ge=1, description="Rows per step per worker.")
+    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate.")
+    early_stopping_patience: int = Field(3, ge=1, description="Epochs without improvement before stopping.")
+    max_failures: int = Field(2, ge=0, description="Worker failures survived by resuming from a checkpoint.")
+    seed: int = Field(0, description="Seed for a reproducible CPU run.")
+
+
+class TuningConfig(StrictModel):
+    enabled: bool = Field(False, description="Search hyperparameters with Ray Tune.")
+    num_samples: int = Field(8, ge=1, description="Trials.")
+    max_concurrent_trials: int = Field(2, ge=1, description="Trials running at once.")
+    search_space: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Parameter -> distribution.")
+
+
+class EvaluationConfig(StrictModel):
+    gates: list[str] = Field(default_factory=list, description="Conditions such as 'auc >= 0.70'.")
+    slices: list[str] = Field(default_factory=list, description="Columns to report metrics per value of.")
+
+
+class RegistryConfig(StrictModel):
+    model_name: str = Field("raymlops-model", description="Registered model name in MLflow.")
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; default: SQLite in the working folder (or MLFLOW_TRACKING_URI)."
+    )
+
+
+class ServingConfig(StrictModel):
+    host: str = Field("127.0.0.1", description="Bind address; keep loopback unless you mean it.")
+    port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
+    min_replicas: int = Field(1, ge=1, description="Fewest replicas.")
+    max_replicas: int = Field(2, ge=1, description="Most replicas.")
+
+
+class MonitoringConfig(StrictModel):
+    enabled: bool = Field(True, description="Run the monitoring actor.")
+    sample_rate: float = Field(1.0, ge=0, le=1, description="Share of requests handed to the monitor.")
+
+
+class RetrainingConfig(StrictModel):
+    enabled: bool = Field(False, description="Retrain when the policy says so.")
+
+
+class PipelineConfig(StrictModel):
+    """A whole lifecycle: data -> features -> model -> registry -> serving -> monitoring."""
+
+    name: str = Field(description="Name of the pipeline; also the default registered model name.")
+    workdir: str = Field(
+        ".raymlops", description="Folder for local state (snapshots, reports, MLflow SQLite, checkpoints, logs)."
+    )
+    data: DataConfig = Field(description="Sources, joins, cleaning and splits.")
+    validation: ValidationConfig = Field(default_factory=ValidationConfig, description="Data expectations.")
+    features: FeaturesConfig = Field(description="Feature pipeline fitted on the training split.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="Model architecture.")
+    training: TrainingConfig = Field(default_factory=TrainingConfig, description="Ray Train settings.")
+    tuning: TuningConfig = Field(default_factory=TuningConfig, description="Ray Tune settings.")
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="Metrics and gates.")
+    registry: RegistryConfig = Field(default_factory=RegistryConfig, description="MLflow registry.")
+    serving: ServingConfig = Field(default_factory=ServingConfig, description="Ray Serve deployment.")
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig, description="Drift and quality.")
+    retraining: RetrainingConfig = Field(default_factory=RetrainingConfig, description="The closed loop.")
+    base_dir: str = Field(".", description="Folder relative paths resolve against (set by load_config).")
+
+    def resolve_path(self, path: str) -> str:
+        """Resolve a relative local path against the config's folder; URIs pass through."""
+        if "://" in path or Path(path).is_absolute():
+            return path
+        return str(Path(self.base_dir) / path)
+
+    @property
+    def workdir_path(self) -> Path:
+        return Path(self.resolve_path(self.workdir)).resolve()
+
+    def config_hash(self) -> str:
+        """Stable hash of the settings (not of where the file lies)."""
+        payload = self.model_dump(mode="json", exclude={"base_dir"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- cross-field checks
+CrossCheck = Callable[[PipelineConfig], list[tuple[str, str]]]
+CROSS_CHECKS: list[CrossCheck] = []
+
+
+def cross_check(fn: CrossCheck) -> CrossCheck:
+    """Register a check returning (yaml path, problem and fix) pairs."""
+    CROSS_CHECKS.append(fn)
+    return fn
+
+
+@cross_check
+def _source_names_are_unique_and_known(cfg: PipelineConfig) -> list[tuple[str, str]]:
+    problems = []
+    names = [s.name for s in cfg.data.sources]
+    for i, name in enumerate(names):
+        if names.index(name) != i:
+            problems.append((f"data.sources[{i}].name", f"source name {name!r} is used twice; names must differ"))
+    known = set(names)
+    for i, name in enumerate(cfg.data.base or []):
+        if name not in known:
+            problems.append((f"data.base[{i}]", f"unknown source {name!r}; declared: {sorted(known)}"))
+    for i, join in enumerate(cfg.data.joins):
+        if join.right not in known:
+            problems.append((f"data.joins[{i}].right", f"unknown source {join.right!r}; declared: {sorted(known)}"))
+        elif join.right in (cfg.data.base or [names[0]]):
+            problems.append((f"data.joins[{i}].right", f"{join.right!r} is part of the base table; join another source"))
+    return problems
+
+
+@cross_check
+def _feature_columns_are_consistent(cfg: PipelineConfig) -> list[tuple[str, str]]:
+    problems = []
+    f = cfg.features
+    used: dict[str, str] = {}
+    for kind, items in (("numeric", f.numeric), ("categorical", f.categorical)):
+        for i, item in enumerate(items):
+            path = f"features.{kind}[{i}].column"
+            if item.column == f.target:
+                problems.append((path, f"{item.column!r} is the target; it cannot also be an input"))
+            if item.column in used:
+                problems.append((path, f"{item.column!r} is already a feature at {used[item.column]}"))
+            used.setdefault(item.column, path)
+    if not (f.numeric or f.categorical):
+        problems.append(("features", "declare at least one numeric or categorical feature"))
+    derived_names = [d.name for d in f.derived]
+    for i, d in enumerate(f.derived):
+        if derived_names.index(d.name) != i:
+            problems.append((f"features.derived[{i}].name", f"derived column {d.name!r} is declared twice"))
+    return problems
+
+
+@cross_check
+def _validation_bounds_are_ordered(cfg: PipelineConfig) -> list[tuple[str, str]]:
+    problems = []
+    rc = cfg.validation.row_count
+    if rc.min is not None and rc.max is not None and rc.min > rc.max:
+        problems.append(("validation.row_count", f"min ({rc.min}) is greater than max ({rc.max})"))
+    for name, exp in cfg.validation.columns.items():
+        path = f"validation.columns.{name}"
+        if exp.min is not None and exp.max is not None and type(exp.min) is type(exp.max) and exp.min > exp.max:
+            problems.append((path, f"min ({exp.min}) is greater than max ({exp.max})"))
+        if exp.allowed is not None and (exp.min is not None or exp.max is not None):
+            problems.append((path, "use either allowed or min/max, not both"))
+        if not exp.nullable and exp.max_null_fraction not in (None, 0):
+            problems.append((path, "nullable: false contradicts max_null_fraction > 0"))
+    return problems
+
+
+@cross_check
+def _serving_replicas_are_ordered(cfg: PipelineConfig) -> list[tuple[str, str]]:
+    s = cfg.serving
+    if s.min_replicas > s.max_replicas:
+        return [("serving", f"min_replicas ({s.min_replicas}) exceeds max_replicas ({s.max_replicas})")]
+    return []
+
+
+# ---------------------------------------------------------------------------------------- load
+def _yaml_line(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """1-based line of the YAML node at ``loc`` (or its deepest existing parent)."""
+    node = root
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = next((v for k, v in node.value if getattr(k, "value", None) == str(key)), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            nxt = node.value[key]
+        else:
+            nxt = None
+        if nxt is None:
+            break
+        node, line = nxt, nxt.start_mark.line + 1
+    return line
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+_UNION_TAGS = {"csv", "parquet", "json", "sql", "random", "time"}
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Drop pydantic's union tags (e.g. 'csv' in sources[0].csv.path) so paths match the YAML."""
+    return tuple(
+        part for i, part in enumerate(loc)
+        if not (i > 0 and part in _UNION_TAGS and (isinstance(loc[i - 1], int) or loc[i - 1] == "split"))
+    )
+
+
+def parse_config(data: Any, source: str = "<config>", root: yaml.Node | None = None,
+                 base_dir: str = ".") -> PipelineConfig:
+    """Validate a parsed mapping; every problem is reported at once with its path (and line if known)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the config must be a YAML mapping with sections such as 'data' and "
+                          f"'features', got {type(data).__name__}")
+    problems: list[str] = []
+    try:
+        cfg = PipelineConfig.model_validate({**data, "base_dir": base_dir})
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = _clean_loc(tuple(err["loc"]))
+            line = _yaml_line(root, loc)
+            where = f"{source}:{line}" if line else source
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (check spelling; see `raymlops schema` for the allowed keys)"
+            elif err["type"] == "missing":
+                msg = "required key is missing"
+            problems.append(f"{where}: {_format_loc(loc)}: {msg}")
+        raise ConfigError(_summary(source, problems), problems=problems) from None
+    for check in CROSS_CHECKS:
+        for path, problem in check(cfg):
+            line = _yaml_line(root, tuple(int(p) if p.isdigit() else p
+                                          for p in path.replace("[", ".").replace("]", "").split(".")))
+            where = f"{source}:{line}" if line else source
+            problems.append(f"{where}: {path}: {problem}")
+    if problems:
+        raise ConfigError(_summary(source, problems), problems=problems)
+    return cfg
+
+
+def _summary(source: str, problems: list[str]) -> str:
+    head = f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in {source}:"
+    return "\n".join([head, *(f"  - {p}" for p in problems)])
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Read, validate and cross-check a pipeline config file; raise one ConfigError listing all problems."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path} (give the path to a YAML file, e.g. configs/smoke.yaml)")
+    text = path.read_text(encoding="utf-8")
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    return parse_config(data, source=str(path), root=root, base_dir=str(path.parent.resolve()))
+
+
+def config_json_schema() -> dict[str, Any]:
+    """JSON schema of the config, for editors (``raymlops schema``)."""
+    schema = PipelineConfig.model_json_schema()
+    schema.get("properties", {}).pop("base_dir", None)
+    return schema

@@ -1,0 +1,1 @@
+"""The data stage: sources -> validation -> versioned snapshot -> splits -> fitted features."""

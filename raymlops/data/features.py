@@ -1,0 +1,248 @@
+"""The feature pipeline: fitted on the training split, then applied to batches and to single requests
+through one code path (pure: pandas and numpy).
+
+Fitting is split in two so Ray can parallelise it: ``fit_partial`` summarises one batch, ``fit_features``
+merges the summaries into a ``FittedFeatures``. The fitted state is plain JSON (no pickle) and travels
+with the model; serving calls ``transform_record``, which builds a one-row frame and calls the very same
+``transform_frame`` that training used, so a row gives bit-identical features alone or in a batch.
+
+Why not ``ray.data.preprocessors``: their fitted state is serialised with pickle (serving must never
+unpickle), they have no single-record path, and imputation + scaling + vocabulary capping would take
+three chained preprocessors; the statistics here are the same ones (mean, std, value counts).
+
+Example::
+
+    fitted = fit_features([fit_partial(train_frame, cfg)], cfg)
+    X = fitted.transform_frame(frame)
+    x = fitted.transform_record({"carrier": "UA", "distance": 1400, ...})
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from raymlops.config import DerivedFeature, FeaturesConfig
+from raymlops.errors import FeatureError
+from raymlops.workspace import write_json_atomic
+
+UNKNOWN = "__unknown__"
+FORMAT_VERSION = 1
+
+
+def _as_text(series: pd.Series) -> pd.Series:
+    """Categories are compared as text; integral floats print without '.0' so 1 and 1.0 agree."""
+    if pd.api.types.is_float_dtype(series):
+        values = series.astype("float64")
+        integral = values.dropna().eq(values.dropna().round()).all()
+        if integral:
+            return values.astype("Int64").astype("string")
+    return series.astype("string")
+
+
+def _derive(frame: pd.DataFrame, spec: DerivedFeature) -> pd.Series:
+    if spec.source not in frame.columns:
+        raise FeatureError(f"derived feature {spec.name!r} needs column {spec.source!r}, which is missing")
+    when = pd.to_datetime(frame[spec.source], utc=True, errors="coerce")
+    part = {
+        "hour": when.dt.hour,
+        "day_of_week": when.dt.dayofweek,
+        "month": when.dt.month,
+        "day_of_year": when.dt.dayofyear,
+    }[spec.kind]
+    return part.astype("Int64")
+
+
+def add_derived(frame: pd.DataFrame, cfg_derived: list[DerivedFeature]) -> pd.DataFrame:
+    if not cfg_derived:
+        return frame
+    frame = frame.copy()
+    for spec in cfg_derived:
+        frame[spec.name] = _derive(frame, spec)
+    return frame
+
+
+# ----------------------------------------------------------------------------------------- fit
+def fit_partial(frame: pd.DataFrame, cfg: FeaturesConfig) -> dict[str, Any]:
+    """Summary statistics of one batch of the training split (JSON-able)."""
+    frame = add_derived(frame, cfg.derived)
+    out: dict[str, Any] = {"rows": len(frame), "numeric": {}, "categorical": {}}
+    for spec in cfg.numeric:
+        col = _column(frame, spec.column)
+        x = pd.to_numeric(col, errors="coerce").astype("float64").dropna().to_numpy()
+        n = len(x)
+        mean = float(x.mean()) if n else 0.0
+        out["numeric"][spec.column] = {"n": n, "mean": mean, "m2": float(((x - mean) ** 2).sum()) if n else 0.0}
+    for spec in cfg.categorical:
+        counts = _as_text(_column(frame, spec.column)).value_counts(dropna=True)
+        out["categorical"][spec.column] = {str(k): int(v) for k, v in counts.items()}
+    return out
+
+
+def _column(frame: pd.DataFrame, name: str) -> pd.Series:
+    if name not in frame.columns:
+        raise FeatureError(f"feature column {name!r} is not in the data (columns: {sorted(frame.columns)[:20]})")
+    return frame[name]
+
+
+def _round(x: float) -> float:
+    """9 significant digits: the fitted state must not depend on how batches were partitioned."""
+    return float(f"{x:.9g}")
+
+
+def fit_features(partials: list[dict[str, Any]], cfg: FeaturesConfig) -> FittedFeatures:
+    """Merge per-batch statistics (Chan's parallel mean/variance) into the fitted pipeline."""
+    if not partials or sum(p["rows"] for p in partials) == 0:
+        raise FeatureError("cannot fit features on an empty training split (check the split boundaries)")
+    numeric = []
+    for spec in cfg.numeric:
+        n, mean, m2 = 0, 0.0, 0.0
+        for p in sorted(partials, key=lambda p: (p["numeric"][spec.column]["n"], p["numeric"][spec.column]["mean"])):
+            s = p["numeric"][spec.column]
+            if s["n"] == 0:
+                continue
+            delta = s["mean"] - mean
+            total = n + s["n"]
+            mean += delta * s["n"] / total
+            m2 += s["m2"] + delta * delta * n * s["n"] / total
+            n = total
+        if n == 0:
+            raise FeatureError(f"numeric feature {spec.column!r} has no values in the training split")
+        std = math.sqrt(m2 / n) if n > 1 else 0.0
+        numeric.append(NumericState(
+            column=spec.column, mean=_round(mean), std=_round(std) if std > 0 else 1.0,
+            impute=_round(mean) if spec.impute == "mean" else 0.0, scale=spec.scale))
+    categorical = []
+    for spec in cfg.categorical:
+        counts: dict[str, int] = {}
+        for p in partials:
+            for k, v in p["categorical"][spec.column].items():
+                counts[k] = counts.get(k, 0) + v
+        kept = [k for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if v >= spec.min_frequency]
+        categorical.append(CategoricalState(column=spec.column, encoding=spec.encoding,
+                                            vocabulary=kept[: spec.max_categories]))
+    return FittedFeatures(target=cfg.target, derived=[d.model_dump() for d in cfg.derived],
+                          numeric=numeric, categorical=categorical)
+
+
+# ------------------------------------------------------------------------------- fitted state
+@dataclass(frozen=True)
+class NumericState:
+    column: str
+    mean: float
+    std: float
+    impute: float
+    scale: str
+
+
+@dataclass(frozen=True)
+class CategoricalState:
+    column: str
+    encoding: str
+    vocabulary: list[str]
+
+    def output_columns(self) -> list[str]:
+        if self.encoding == "index":
+            return [self.column]
+        return [f"{self.column}={v}" for v in [UNKNOWN, *self.vocabulary]]
+
+    @property
+    def cardinality(self) -> int:
+        """Number of ids an embedding needs: the vocabulary plus 0 for unknown/missing."""
+        return len(self.vocabulary) + 1
+
+
+@dataclass(frozen=True)
+class FittedFeatures:
+    """The fitted transform. ``transform_frame`` and ``transform_record`` share one implementation."""
+
+    target: str
+    derived: list[dict[str, str]]
+    numeric: list[NumericState]
+    categorical: list[CategoricalState]
+    format_version: int = FORMAT_VERSION
+    _codes: dict[str, dict[str, int]] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def input_columns(self) -> list[str]:
+        """Raw columns a request must carry (derived sources included, derived outputs excluded)."""
+        derived = {d["name"] for d in self.derived}
+        cols = [d["source"] for d in self.derived]
+        cols += [s.column for s in self.numeric if s.column not in derived]
+        cols += [s.column for s in self.categorical if s.column not in derived]
+        return list(dict.fromkeys(cols))
+
+    @property
+    def output_columns(self) -> list[str]:
+        cols = [s.column for s in self.numeric]
+        for s in self.categorical:
+            cols += s.output_columns()
+        return cols
+
+    def _codes_for(self, state: CategoricalState) -> dict[str, int]:
+        if state.column not in self._codes:
+            self._codes[state.column] = {v: i + 1 for i, v in enumerate(state.vocabulary)}
+        return self._codes[state.column]
+
+    def transform_frame(self, frame: pd.DataFrame, keep: list[str] | None = None) -> pd.DataFrame:
+        """Features of every row: numeric as float32, categorical ids as int64 (0 = unknown) or one-hot."""
+        missing = [c for c in self.input_columns if c not in frame.columns]
+        if missing:
+            raise FeatureError(f"input is missing feature columns {missing}")
+        frame = add_derived(frame, [DerivedFeature(**d) for d in self.derived])
+        out: dict[str, np.ndarray] = {}
+        for s in self.numeric:
+            x = pd.to_numeric(frame[s.column], errors="coerce").astype("float64").to_numpy(na_value=np.nan)
+            x = np.where(np.isnan(x), s.impute, x)
+            if s.scale == "standard":
+                x = (x - s.mean) / s.std
+            out[s.column] = x.astype(np.float32)
+        for s in self.categorical:
+            text = _as_text(frame[s.column])
+            codes = text.map(self._codes_for(s)).fillna(0).astype("int64").to_numpy()
+            if s.encoding == "index":
+                out[s.column] = codes
+            else:
+                onehot = np.eye(s.cardinality, dtype=np.float32)[codes]
+                for j, name in enumerate(s.output_columns()):
+                    out[name] = onehot[:, j]
+        result = pd.DataFrame(out, index=frame.index)
+        for col in keep or []:
+            if col in frame.columns:
+                result[col] = frame[col]
+        return result
+
+    def transform_record(self, record: dict[str, Any]) -> dict[str, float | int]:
+        """Features of one request record, through ``transform_frame`` (no second implementation)."""
+        row = self.transform_frame(pd.DataFrame([{c: record.get(c) for c in self.input_columns}]))
+        return {c: row[c].iloc[0].item() for c in row.columns}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("_codes")
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FittedFeatures:
+        if data.get("format_version") != FORMAT_VERSION:
+            raise FeatureError(f"feature pipeline format {data.get('format_version')} is not supported "
+                               f"(this raymlops reads {FORMAT_VERSION})")
+        return cls(target=data["target"], derived=data["derived"],
+                   numeric=[NumericState(**s) for s in data["numeric"]],
+                   categorical=[CategoricalState(**s) for s in data["categorical"]])
+
+    def save(self, path: str | Path) -> Path:
+        return write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> FittedFeatures:
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise FeatureError(f"cannot load feature pipeline from {path}: {exc}") from exc

@@ -1,0 +1,129 @@
+"""Declared sources -> one Ray Dataset (files, globs, object-store URIs, SQL; unions and joins).
+
+Files are read by Ray tasks, one per file, through ``readers.read_file`` so every row keeps its file
+and row number. SQL goes through ``ray.data.read_sql`` with a DB-API connection factory (sqlite3 or
+psycopg2). Joins broadcast the small right-hand table to every batch of the base table.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import Any
+from urllib.parse import urlparse
+
+import pandas as pd
+import pyarrow as pa
+import ray
+import ray.data
+
+from raymlops.config import FileSourceConfig, JoinConfig, PipelineConfig, SourceConfig, SqlSourceConfig
+from raymlops.data.readers import PROVENANCE_COLUMNS, ROW_COLUMN, SOURCE_COLUMN, expand_paths, read_file
+from raymlops.errors import DataSourceError
+
+
+def _read_uris(batch: pa.Table, *, src: FileSourceConfig, text_columns: frozenset[str]):
+    for uri in batch.column("uri").to_pylist():
+        yield from read_file(uri, src.type, storage_options=src.storage_options, columns=src.columns,
+                             text_columns=text_columns, delimiter=src.csv.delimiter,
+                             null_values=src.csv.null_values)
+
+
+def read_file_source(src: FileSourceConfig, resolve: Callable[[str], str],
+                     text_columns: Iterable[str] = ()) -> tuple[ray.data.Dataset, list[str]]:
+    paths = [src.path] if isinstance(src.path, str) else src.path
+    try:
+        files = expand_paths([resolve(p) for p in paths], src.storage_options)
+    except DataSourceError as exc:
+        raise DataSourceError(f"source {src.name!r}: {exc}") from exc
+    ds = ray.data.from_items([{"uri": f} for f in files], override_num_blocks=len(files))
+    fn = partial(_read_uris, src=src, text_columns=frozenset(text_columns))
+    return ds.map_batches(fn, batch_size=1, batch_format="pyarrow"), files
+
+
+def _sqlite_factory(path: str) -> Callable[[], Any]:
+    def connect():
+        if not os.path.exists(path):
+            raise DataSourceError(f"SQLite database not found: {path}")
+        return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    return connect
+
+
+def _postgres_factory(url: str, password_env: str | None) -> Callable[[], Any]:
+    def connect():
+        import psycopg2
+
+        password = os.environ.get(password_env) if password_env else None
+        if password_env and password is None:
+            raise DataSourceError(f"environment variable {password_env} (the database password) is not set")
+        return psycopg2.connect(url, **({"password": password} if password else {}))
+    return connect
+
+
+def _sql_provenance(batch: pa.Table, *, name: str) -> pa.Table:
+    n = batch.num_rows
+    batch = batch.append_column(SOURCE_COLUMN, pa.array([f"sql:{name}"] * n, pa.string()))
+    return batch.append_column(ROW_COLUMN, pa.nulls(n, pa.int64()))
+
+
+def read_sql_source(src: SqlSourceConfig, resolve: Callable[[str], str]) -> tuple[ray.data.Dataset, list[str]]:
+    parsed = urlparse(src.url)
+    if parsed.scheme == "sqlite":
+        path = src.url[len("sqlite:///"):] if src.url.startswith("sqlite:///") else parsed.path
+        factory = _sqlite_factory(resolve(path))
+        shown = f"sqlite:///{resolve(path)}"
+    elif parsed.scheme in ("postgresql", "postgres"):
+        if parsed.password:
+            raise DataSourceError(f"source {src.name!r}: the URL holds a password; set password_env instead")
+        factory = _postgres_factory(src.url, src.password_env)
+        shown = src.url
+    else:
+        raise DataSourceError(f"source {src.name!r}: unsupported SQL URL scheme {parsed.scheme!r} "
+                              "(use sqlite:/// or postgresql://)")
+    try:
+        factory().close()
+    except DataSourceError:
+        raise
+    except Exception as exc:  # sqlite3 / psycopg2 errors
+        raise DataSourceError(f"source {src.name!r}: cannot connect to {shown}: {exc}") from exc
+    ds = ray.data.read_sql(src.query, factory)
+    return ds.map_batches(partial(_sql_provenance, name=src.name), batch_format="pyarrow"), [shown]
+
+
+def read_source(src: SourceConfig, cfg: PipelineConfig, text_columns: Iterable[str] = ()):
+    if isinstance(src, SqlSourceConfig):
+        return read_sql_source(src, cfg.resolve_path)
+    return read_file_source(src, cfg.resolve_path, text_columns)
+
+
+def _broadcast_join(batch: pd.DataFrame, *, right: pd.DataFrame, join: JoinConfig) -> pd.DataFrame:
+    merged = batch.merge(right, how=join.how, on=join.keys, suffixes=("", f"_{join.right}"), sort=False)
+    return merged
+
+
+def build_dataset(cfg: PipelineConfig, text_columns: Iterable[str] = ()) -> tuple[ray.data.Dataset, dict[str, Any]]:
+    """The base table (union of base sources) with every join applied, and what was read."""
+    by_name = {s.name: s for s in cfg.data.sources}
+    base_names = cfg.data.base or [cfg.data.sources[0].name]
+    text_columns = set(text_columns)
+    read: dict[str, list[str]] = {}
+    base = None
+    for name in base_names:
+        ds, files = read_source(by_name[name], cfg, text_columns)
+        read[name] = files
+        base = ds if base is None else base.union(ds)
+    info: dict[str, Any] = {"sources": read, "join_duplicates_dropped": {}}
+    for join in cfg.data.joins:
+        right_ds, files = read_source(by_name[join.right], cfg, text_columns)
+        read[join.right] = files
+        right = right_ds.to_pandas().drop(columns=list(PROVENANCE_COLUMNS), errors="ignore")
+        missing = [k for k in join.keys if k not in right.columns]
+        if missing:
+            raise DataSourceError(f"join with {join.right!r}: key columns {missing} are not in that source")
+        before = len(right)
+        right = right.sort_values(list(right.columns), kind="stable").drop_duplicates(subset=join.keys, keep="first")
+        info["join_duplicates_dropped"][join.right] = before - len(right)
+        base = base.map_batches(partial(_broadcast_join, right=right, join=join), batch_format="pandas")
+    return base, info

@@ -1,0 +1,162 @@
+"""Content fingerprints and immutable, atomically published snapshots (pure: pandas, pyarrow, files).
+
+The fingerprint of a dataset is a hash of its schema, its row count and two order-independent sums of
+64-bit row hashes: the same rows give the same id whatever the file order or partitioning; one changed
+cell gives a new id. A snapshot is a folder ``<root>/<fingerprint>/`` of Parquet files plus
+``manifest.json``. It is written under ``<root>/.tmp-*`` and renamed into place only when complete, so
+a crash never leaves a snapshot that looks complete; ``list_snapshots`` shows only folders whose
+manifest is present and consistent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from raymlops.errors import SnapshotError
+
+_KEY_A = "raymlops-rows-a1"
+_KEY_B = "raymlops-rows-b2"
+_MASK = (1 << 64) - 1
+MANIFEST = "manifest.json"
+TMP_PREFIX = ".tmp-"
+
+
+def row_hashes(frame: pd.DataFrame, key: str = _KEY_A) -> np.ndarray:
+    """One uint64 per row over all columns in name order (the frame's index is ignored)."""
+    cols = sorted(frame.columns)
+    return pd.util.hash_pandas_object(frame[cols], index=False, hash_key=key).to_numpy(dtype=np.uint64)
+
+
+def fingerprint_partial(frame: pd.DataFrame) -> dict[str, int]:
+    """Order-independent sums of row hashes of one batch (combine with ``combine_fingerprint``)."""
+    a = row_hashes(frame, _KEY_A)
+    b = row_hashes(frame, _KEY_B)
+    # Sums mod 2**64 of uint64 wrap around in numpy, which is what we want.
+    with np.errstate(over="ignore"):
+        return {"rows": len(frame), "sum_a": int(a.sum(dtype=np.uint64)), "sum_b": int(b.sum(dtype=np.uint64))}
+
+
+def combine_fingerprint(partials: list[dict[str, int]], schema: dict[str, str]) -> str:
+    """The dataset's id: 16 hex chars from schema, row count and the summed row hashes."""
+    rows = sum(p["rows"] for p in partials)
+    sum_a = sum(p["sum_a"] for p in partials) & _MASK
+    sum_b = sum(p["sum_b"] for p in partials) & _MASK
+    payload = json.dumps({"schema": schema, "rows": rows, "a": sum_a, "b": sum_b}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class SnapshotManifest:
+    """What a snapshot holds and where it came from."""
+
+    snapshot_id: str
+    rows: int
+    schema: dict[str, str]
+    sources: list[str]
+    files: list[str]
+    created_at: float
+    config_hash: str = ""
+    validation_report: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SnapshotManifest:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    path: Path
+    manifest: SnapshotManifest
+
+    @property
+    def snapshot_id(self) -> str:
+        return self.manifest.snapshot_id
+
+
+def new_temp_dir(root: str | Path) -> Path:
+    """A fresh folder under ``root`` for writing a snapshot before it is published."""
+    path = Path(root) / f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}"
+    path.mkdir(parents=True)
+    return path
+
+
+def publish_snapshot(tmp_dir: Path, manifest: SnapshotManifest) -> Snapshot:
+    """Write the manifest last and rename the folder into place; an existing id is kept as it is."""
+    tmp_dir = Path(tmp_dir)
+    files = sorted(p.name for p in tmp_dir.iterdir() if p.suffix == ".parquet")
+    if sorted(manifest.files) != files:
+        raise SnapshotError(f"snapshot {manifest.snapshot_id}: manifest lists {len(manifest.files)} files but "
+                            f"{tmp_dir} holds {len(files)}")
+    manifest_tmp = tmp_dir / f".{MANIFEST}.tmp"
+    manifest_tmp.write_text(json.dumps(manifest.to_dict(), indent=2, sort_keys=True))
+    with open(manifest_tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(manifest_tmp, tmp_dir / MANIFEST)
+    final = tmp_dir.parent / manifest.snapshot_id
+    try:
+        os.rename(tmp_dir, final)
+    except OSError:
+        if (final / MANIFEST).is_file():  # the same content was published before: keep that one
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+        else:
+            raise SnapshotError(f"cannot publish snapshot {manifest.snapshot_id}: {final} exists but is "
+                                "incomplete; remove it and run again") from None
+    return load_snapshot(final.parent, manifest.snapshot_id)
+
+
+def load_snapshot(root: str | Path, snapshot_id: str) -> Snapshot:
+    """A published snapshot; raises SnapshotError when absent or incomplete (missing files)."""
+    path = Path(root) / snapshot_id
+    mpath = path / MANIFEST
+    if not mpath.is_file():
+        known = ", ".join(s.snapshot_id for s in list_snapshots(root)) or "none"
+        raise SnapshotError(f"no snapshot {snapshot_id!r} under {root} (published: {known})")
+    manifest = SnapshotManifest.from_dict(json.loads(mpath.read_text()))
+    missing = [f for f in manifest.files if not (path / f).is_file()]
+    if missing:
+        raise SnapshotError(f"snapshot {snapshot_id} is incomplete: {len(missing)} files missing, e.g. {missing[0]}")
+    return Snapshot(path=path, manifest=manifest)
+
+
+def list_snapshots(root: str | Path) -> list[Snapshot]:
+    """Published snapshots, newest first; temp folders and incomplete ones are not listed."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    out = []
+    for child in root.iterdir():
+        if child.name.startswith(TMP_PREFIX) or not (child / MANIFEST).is_file():
+            continue
+        try:
+            out.append(load_snapshot(root, child.name))
+        except (SnapshotError, json.JSONDecodeError, TypeError):
+            continue
+    return sorted(out, key=lambda s: s.manifest.created_at, reverse=True)
+
+
+def remove_stale_temp_dirs(root: str | Path, older_than_s: float = 3600) -> int:
+    """Delete temp folders left by crashed writers (older than ``older_than_s``)."""
+    root = Path(root)
+    if not root.is_dir():
+        return 0
+    removed = 0
+    for child in root.iterdir():
+        if child.name.startswith(TMP_PREFIX) and time.time() - child.stat().st_mtime > older_than_s:
+            shutil.rmtree(child, ignore_errors=True)
+            removed += 1
+    return removed

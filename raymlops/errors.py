@@ -1,0 +1,79 @@
+"""The exceptions raymlops raises, all under one root so callers can catch the family.
+
+    RaymlopsError                 anything raymlops raises on purpose
+    ├── ConfigError               a pipeline config is malformed (file, YAML path, what was expected)
+    ├── DataSourceError           a source cannot be read (which source, which file, why)
+    ├── DataValidationError       data broke its declared expectations; carries the ValidationReport path
+    ├── SnapshotError             a snapshot is missing, incomplete or inconsistent
+    ├── FeatureError              a feature pipeline cannot be fitted or applied (which column, why)
+    └── RuntimeConnectionError    Ray cannot be started or reached
+
+Every class is picklable (Ray moves exceptions between processes): each stores its constructor
+arguments and rebuilds itself from them in ``__reduce__``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RaymlopsError(Exception):
+    """Root of every error raymlops raises on purpose; the CLI prints ``Type: message`` and exits 1."""
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def __reduce__(self):  # keep the class and details across Ray's pickling
+        return (_rebuild, (type(self), self.message, self.details))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _rebuild(cls: type[RaymlopsError], message: str, details: dict[str, Any]) -> RaymlopsError:
+    return cls(message, **details)
+
+
+class ConfigError(RaymlopsError):
+    """The config file is missing, not YAML, or breaks the schema; ``problems`` lists each with its path."""
+
+    def __init__(self, message: str, problems: list[str] | None = None, **details: Any) -> None:
+        super().__init__(message, problems=problems or [], **details)
+        self.problems = problems or []
+
+
+class DataSourceError(RaymlopsError):
+    """A declared source cannot be listed or read."""
+
+
+class DataValidationError(RaymlopsError):
+    """The data broke its expectations. ``report_path`` points at the full JSON report."""
+
+    def __init__(self, message: str, report_path: str | None = None, **details: Any) -> None:
+        super().__init__(message, report_path=report_path, **details)
+        self.report_path = report_path
+
+
+class SnapshotError(RaymlopsError):
+    """A snapshot is missing, incomplete, or its manifest disagrees with its files."""
+
+
+class FeatureError(RaymlopsError):
+    """A feature pipeline cannot be fitted or applied."""
+
+
+class RuntimeConnectionError(RaymlopsError):
+    """Ray cannot be started locally or reached at the given address."""
+
+
+__all__ = [
+    "ConfigError",
+    "DataSourceError",
+    "DataValidationError",
+    "FeatureError",
+    "RaymlopsError",
+    "RuntimeConnectionError",
+    "SnapshotError",
+]

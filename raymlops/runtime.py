@@ -1,0 +1,89 @@
+"""The one place raymlops connects to Ray: an embedded local cluster by default, or an address.
+
+Nothing else starts Ray. Token auth is left as Ray sets it (on for a new local cluster in Ray 2.60);
+set RAY_AUTH_MODE yourself if you really mean to change it.
+
+Example::
+
+    with ray_runtime() as rt:          # starts local Ray with one CPU per core, stops it after
+        run_pipeline(cfg)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from raymlops.errors import RuntimeConnectionError
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    address: str
+    num_cpus: float
+    started_here: bool
+
+
+def default_num_cpus() -> int:
+    """CPUs of this machine as the process may use them (affinity-aware)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _quiet_data_context() -> None:
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.verbose_progress = False
+    ctx.enable_progress_bars = os.environ.get("RAYMLOPS_PROGRESS", "1") != "0"
+    ctx.print_on_execution_start = False
+    if not sys.stderr.isatty():  # no live bars: keep Ray Data's per-dataset log lines out of the way
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+def _bind_loopback() -> None:
+    """Keep a local cluster's GCS, raylet and workers on 127.0.0.1 instead of the machine's address.
+
+    Ray picks a "remotely reachable" IP even for a single-node cluster. Its single-machine mode
+    (the switch it uses on laptops, read at call time and by child processes from the environment)
+    binds everything to loopback, which is what an embedded cluster should do.
+    """
+    from ray._private import ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+@contextmanager
+def ray_runtime(address: str | None = None, num_cpus: int | None = None) -> Iterator[RuntimeInfo]:
+    """Connect to Ray for the duration of the block; a cluster started here is stopped at the end."""
+    import ray
+
+    if ray.is_initialized():
+        _quiet_data_context()
+        yield RuntimeInfo(address=ray.get_runtime_context().gcs_address,
+                          num_cpus=ray.cluster_resources().get("CPU", 0), started_here=False)
+        return
+    kwargs = dict(logging_level=logging.WARNING, include_dashboard=False, configure_logging=True,
+                  log_to_driver=os.environ.get("RAYMLOPS_WORKER_LOGS", "0") == "1")
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            _bind_loopback()
+            ray.init(num_cpus=num_cpus or default_num_cpus(), **kwargs)
+    except Exception as exc:  # Ray raises several unrelated types here
+        where = address or "a local cluster"
+        raise RuntimeConnectionError(f"cannot start or reach Ray at {where}: {exc}") from exc
+    _quiet_data_context()
+    try:
+        yield RuntimeInfo(address=ray.get_runtime_context().gcs_address,
+                          num_cpus=ray.cluster_resources().get("CPU", 0), started_here=not address)
+    finally:
+        ray.shutdown()

@@ -1,0 +1,67 @@
+"""Where local state lives: one working folder (default ``./.raymlops``) holds everything a run writes.
+
+    .raymlops/
+      snapshots/<fingerprint>/     immutable Parquet snapshots + manifest.json
+      reports/                     validation reports (JSON)
+      features/                    fitted feature pipelines (JSON)
+      mlflow.db                    the embedded MLflow store (SQLite)
+      checkpoints/ logs/
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @property
+    def snapshots(self) -> Path:
+        return self.root / "snapshots"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def features(self) -> Path:
+        return self.root / "features"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return f"sqlite:///{(self.root / 'mlflow.db').resolve()}"
+
+    def ensure(self) -> Workspace:
+        for path in (self.snapshots, self.reports, self.features, self.checkpoints, self.logs):
+            path.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+def write_json_atomic(path: str | Path, payload: Any) -> Path:
+    """Write JSON to a temp file beside ``path`` and rename it into place: never half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(payload, f, indent=2, default=str)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
