@@ -98,17 +98,17 @@ def run_cmd(config: Path = typer.Argument(..., help="Pipeline config (YAML)."),
 
 
 def _print_report(report: dict[str, Any]) -> None:
-    table = Table(title=f"validation: {'passed' if report['passed'] else 'FAILED'} on {report['rows']:,} rows")
-    for col in ("column", "check", "result", "failures", "example (file row: value)"):
-        table.add_column(col)
-    for c in report["checks"]:
-        example = ""
-        if c["examples"]:
-            e = c["examples"][0]
-            where = f"{Path(str(e['source'])).name} row {e['row']}" if e.get("source") else ""
-            example = f"{where}: {e.get('value')!r}" if where else repr(e.get("value"))
-        table.add_row(c["column"] or "(dataset)", c["check"], "ok" if c["passed"] else "[red]FAIL[/]",
-                      f"{c['failures']:,}", example)
+    failed = [c for c in report["checks"] if not c["passed"]]
+    table = Table(title=f"validation FAILED on {report['rows']:,} rows: {len(failed)} of "
+                        f"{len(report['checks'])} checks (the others passed)")
+    for col in ("column", "check", "failures", "examples (file row: value)"):
+        table.add_column(col, overflow="fold")
+    for c in failed:
+        examples = []
+        for e in c["examples"][:3]:
+            where = f"{Path(str(e['source'])).name} row {e['row']:,}" if e.get("source") and e.get("row") else ""
+            examples.append(f"{where}: {e.get('value')!r}" if where else repr(e.get("value")))
+        table.add_row(c["column"] or "(dataset)", c["check"], f"{c['failures']:,}", "\n".join(examples) or c["detail"])
     err.print(table)
 
 

@@ -18,8 +18,8 @@ from raymlops.data.versioning import row_hashes
 SPLITS = ("train", "validation", "test")
 
 
-def _hash_key(seed: int) -> str:
-    return hashlib.sha256(f"split-{seed}".encode()).hexdigest()[:16]
+def _hash_key(seed: int) -> int:
+    return int(hashlib.sha256(f"split-{seed}".encode()).hexdigest()[:16], 16)
 
 
 def assign_splits(frame: pd.DataFrame, cfg: SplitConfig) -> np.ndarray:

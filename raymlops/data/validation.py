@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
@@ -28,17 +29,57 @@ from raymlops.config import ColumnExpectation, ValidationConfig
 from raymlops.data.readers import PROVENANCE_COLUMNS, ROW_COLUMN, SOURCE_COLUMN
 from raymlops.workspace import write_json_atomic
 
-PANDAS_DTYPES = {
-    "int": "Int64",
-    "float": "float64",
-    "string": "string",
-    "bool": "boolean",
-    "timestamp": "datetime64[ns, UTC]",
-    "date": "datetime64[ns]",
-}
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
 _MAX_RECORD_FIELDS = 24
+
+
+# ------------------------------------------------------------------------------------ coercion
+def _to_bool(series: pd.Series) -> pd.Series:
+    if pd.api.types.is_bool_dtype(series):
+        return series.astype("boolean")
+    text = series.astype("string").str.strip().str.lower()
+    out = pd.Series(pd.NA, index=series.index, dtype="boolean")
+    out[text.isin(_TRUE).fillna(False).astype(bool)] = True
+    out[text.isin(_FALSE).fillna(False).astype(bool)] = False
+    return out
+
+
+def coerce_series(series: pd.Series, kind: str) -> tuple[pd.Series, pd.Series]:
+    """Cast to the declared type; return the cast column and a mask of cells that could not be read.
+
+    Unreadable cells become missing in the cast column, so the other checks still run on the rest.
+    """
+    present = series.notna()
+    if kind in ("int", "float"):
+        text = series.str.strip() if series.dtype == object or pd.api.types.is_string_dtype(series) else series
+        numbers = pd.to_numeric(text, errors="coerce").astype("float64")
+        if kind == "int":
+            integral = numbers.isna() | (numbers == numbers.round())
+            numbers = numbers.where(integral & (numbers.abs() < 2**63))
+            out = numbers.astype("Int64")
+        else:
+            out = numbers
+    elif kind == "string":
+        out = series.astype("string")
+    elif kind == "bool":
+        out = _to_bool(series)
+    elif kind in ("timestamp", "date"):
+        when = pd.to_datetime(series, errors="coerce", utc=True, format="mixed")
+        out = when.dt.as_unit("us") if kind == "timestamp" else when.dt.tz_localize(None).dt.normalize().dt.as_unit("us")
+    else:  # the config schema admits nothing else
+        raise ValueError(f"unknown column type {kind!r}")
+    failed = present & out.isna()
+    return out, failed
+
+
+def coerce_frame(frame: pd.DataFrame, cfg: ValidationConfig) -> pd.DataFrame:
+    """Cast declared columns to their declared types (validation has already reported bad cells)."""
+    frame = frame.copy()
+    for name, exp in cfg.columns.items():
+        if exp.type and name in frame.columns:
+            frame[name] = coerce_series(frame[name], exp.type)[0]
+    return frame
 
 
 # ---------------------------------------------------------------------------------- the schema
@@ -62,40 +103,12 @@ def _column_schema(exp: ColumnExpectation) -> pa.Column:
     if exp.allowed is not None:
         allowed = [str(v) for v in exp.allowed] if exp.type in (None, "string") else list(exp.allowed)
         checks.append(pa.Check.isin(allowed))
-    dtype = PANDAS_DTYPES.get(exp.type) if exp.type else None
-    return pa.Column(dtype, checks=checks, nullable=exp.nullable, coerce=dtype is not None, required=False)
+    return pa.Column(None, checks=checks, nullable=exp.nullable, required=False)
 
 
 def build_schema(cfg: ValidationConfig) -> pa.DataFrameSchema:
-    """The pandera schema of the row-level expectations (columns not declared pass through)."""
+    """The pandera schema of the value expectations, applied after coercion (undeclared columns pass)."""
     return pa.DataFrameSchema({name: _column_schema(exp) for name, exp in cfg.columns.items()}, strict=False)
-
-
-def _prepare(frame: pd.DataFrame, cfg: ValidationConfig) -> pd.DataFrame:
-    """Read textual booleans and strip text that pandera's coercion would otherwise reject."""
-    frame = frame.copy()
-    for name, exp in cfg.columns.items():
-        if name not in frame.columns:
-            continue
-        col = frame[name]
-        if exp.type == "bool" and not pd.api.types.is_bool_dtype(col):
-            def to_bool(v: Any) -> Any:
-                if v is None or (isinstance(v, float) and math.isnan(v)):
-                    return None
-                s = str(v).strip().lower()
-                return True if s in _TRUE else False if s in _FALSE else v
-            frame[name] = col.map(to_bool).astype(object)
-        elif exp.type in ("int", "float") and (col.dtype == object or pd.api.types.is_string_dtype(col)):
-            frame[name] = col.str.strip()
-    return frame
-
-
-def coerce_frame(frame: pd.DataFrame, cfg: ValidationConfig) -> pd.DataFrame:
-    """Cast declared columns to their declared types (after validation has passed)."""
-    schema = pa.DataFrameSchema(
-        {n: pa.Column(PANDAS_DTYPES[e.type], coerce=True, nullable=True, required=False)
-         for n, e in cfg.columns.items() if e.type}, strict=False)
-    return schema.validate(_prepare(frame, cfg))
 
 
 # --------------------------------------------------------------------------- per-batch partials
@@ -134,35 +147,42 @@ def _where(frame: pd.DataFrame, idx: int) -> tuple[str | None, int | None]:
     return _jsonable(source), _jsonable(row)
 
 
+def _add_failure(failures: dict[str, dict[str, Any]], frame: pd.DataFrame, column: str, check: str,
+                 idx: int, value: Any, max_examples: int) -> None:
+    entry = failures.setdefault(f"{column}\x00{check}", {"count": 0, "examples": []})
+    entry["count"] += 1
+    if len(entry["examples"]) < max_examples:
+        source, row = _where(frame, idx)
+        entry["examples"].append({"source": source, "row": row, "value": _jsonable(value),
+                                  "record": _record(frame, idx)})
+
+
 def check_batch(frame: pd.DataFrame, cfg: ValidationConfig) -> dict[str, Any]:
     """Check one batch; return a JSON-able partial that ``merge_partials`` combines."""
     frame = frame.reset_index(drop=True)
     failures: dict[str, dict[str, Any]] = {}
+    coerced = frame.copy()
+    unreadable: dict[str, pd.Series] = {}
+    for name, exp in cfg.columns.items():
+        if exp.type and name in frame.columns:
+            coerced[name], bad = coerce_series(frame[name], exp.type)
+            unreadable[name] = bad
+            for idx in np.flatnonzero(bad.to_numpy()):
+                _add_failure(failures, frame, name, "type", int(idx), frame[name].iloc[idx], cfg.max_examples)
     try:
-        build_schema(cfg).validate(_prepare(frame, cfg), lazy=True)
+        build_schema(cfg).validate(coerced, lazy=True)
     except SchemaErrors as exc:
         cases = exc.failure_cases
         cases = cases[cases["column"].isin(list(cfg.columns))]
-        coerced = set()
         for case in cases.itertuples(index=False):
-            check = _check_name(str(case.check))
-            if check == "type" and str(case.check).startswith("dtype"):
-                continue  # the coerce_dtype row already reports this cell
             idx = case.index
             if idx is None or (isinstance(idx, float) and math.isnan(idx)):
                 continue
-            key = f"{case.column}\x00{check}"
-            if check == "type":
-                coerced.add((case.column, int(idx)))
-            elif (case.column, int(idx)) in coerced:
-                continue  # a cell of the wrong type is not also reported out of range
-            entry = failures.setdefault(key, {"count": 0, "examples": []})
-            entry["count"] += 1
-            if len(entry["examples"]) < cfg.max_examples:
-                source, row = _where(frame, int(idx))
-                entry["examples"].append({"source": source, "row": row,
-                                          "value": _jsonable(case.failure_case),
-                                          "record": _record(frame, int(idx))})
+            idx = int(idx)
+            if case.column in unreadable and unreadable[case.column].iloc[idx]:
+                continue  # an unreadable cell is reported once, as a type failure
+            _add_failure(failures, frame, case.column, _check_name(str(case.check)), idx,
+                         frame[case.column].iloc[idx], cfg.max_examples)
     uniques: dict[str, dict[str, list[Any]]] = {}
     sources = frame[SOURCE_COLUMN].tolist() if SOURCE_COLUMN in frame.columns else [None] * len(frame)
     rownums = frame[ROW_COLUMN].tolist() if ROW_COLUMN in frame.columns else [None] * len(frame)

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -25,23 +26,36 @@ import pandas as pd
 
 from raymlops.errors import SnapshotError
 
-_KEY_A = "raymlops-rows-a1"
-_KEY_B = "raymlops-rows-b2"
+_KEY_B = 0x5EED_0F_B0B
 _MASK = (1 << 64) - 1
 MANIFEST = "manifest.json"
 TMP_PREFIX = ".tmp-"
 
 
-def row_hashes(frame: pd.DataFrame, key: str = _KEY_A) -> np.ndarray:
-    """One uint64 per row over all columns in name order (the frame's index is ignored)."""
-    cols = sorted(frame.columns)
-    return pd.util.hash_pandas_object(frame[cols], index=False, hash_key=key).to_numpy(dtype=np.uint64)
+def mix64(values: np.ndarray, key: int) -> np.ndarray:
+    """splitmix64 of ``values ^ key``: a keyed, well-spread uint64 per element (vectorised)."""
+    with np.errstate(over="ignore"):
+        z = values.astype(np.uint64) ^ np.uint64(key & _MASK)
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def row_hashes(frame: pd.DataFrame, key: int = 0, reverse: bool = False) -> np.ndarray:
+    """One uint64 per row over all columns in name order (the index is ignored), mixed with ``key``.
+
+    pandas' own hash_key only affects text columns, so the key is mixed in afterwards.
+    """
+    cols = sorted(frame.columns, reverse=reverse)
+    raw = pd.util.hash_pandas_object(frame[cols], index=False).to_numpy(dtype=np.uint64)
+    return mix64(raw, key) if key else raw
 
 
 def fingerprint_partial(frame: pd.DataFrame) -> dict[str, int]:
     """Order-independent sums of row hashes of one batch (combine with ``combine_fingerprint``)."""
-    a = row_hashes(frame, _KEY_A)
-    b = row_hashes(frame, _KEY_B)
+    a = row_hashes(frame)
+    b = row_hashes(frame, key=_KEY_B, reverse=True)
     # Sums mod 2**64 of uint64 wrap around in numpy, which is what we want.
     with np.errstate(over="ignore"):
         return {"rows": len(frame), "sum_a": int(a.sum(dtype=np.uint64)), "sum_b": int(b.sum(dtype=np.uint64))}
@@ -88,11 +102,31 @@ class Snapshot:
         return self.manifest.snapshot_id
 
 
+WRITER = "_writer.json"
+
+
 def new_temp_dir(root: str | Path) -> Path:
-    """A fresh folder under ``root`` for writing a snapshot before it is published."""
+    """A fresh folder under ``root`` for writing a snapshot; it records its writer so a crash is detectable."""
     path = Path(root) / f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}"
     path.mkdir(parents=True)
+    (path / WRITER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}))
     return path
+
+
+def _writer_is_gone(tmp_dir: Path) -> bool:
+    try:
+        info = json.loads((tmp_dir / WRITER).read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    if info.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(info["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, KeyError, ValueError):
+        return False
+    return False
 
 
 def publish_snapshot(tmp_dir: Path, manifest: SnapshotManifest) -> Snapshot:
@@ -102,6 +136,7 @@ def publish_snapshot(tmp_dir: Path, manifest: SnapshotManifest) -> Snapshot:
     if sorted(manifest.files) != files:
         raise SnapshotError(f"snapshot {manifest.snapshot_id}: manifest lists {len(manifest.files)} files but "
                             f"{tmp_dir} holds {len(files)}")
+    (tmp_dir / WRITER).unlink(missing_ok=True)
     manifest_tmp = tmp_dir / f".{MANIFEST}.tmp"
     manifest_tmp.write_text(json.dumps(manifest.to_dict(), indent=2, sort_keys=True))
     with open(manifest_tmp, "rb") as f:
@@ -149,14 +184,15 @@ def list_snapshots(root: str | Path) -> list[Snapshot]:
     return sorted(out, key=lambda s: s.manifest.created_at, reverse=True)
 
 
-def remove_stale_temp_dirs(root: str | Path, older_than_s: float = 3600) -> int:
-    """Delete temp folders left by crashed writers (older than ``older_than_s``)."""
+def remove_stale_temp_dirs(root: str | Path, older_than_s: float = 24 * 3600) -> int:
+    """Delete temp folders left by crashed writers: their process is gone, or they are very old."""
     root = Path(root)
     if not root.is_dir():
         return 0
     removed = 0
     for child in root.iterdir():
-        if child.name.startswith(TMP_PREFIX) and time.time() - child.stat().st_mtime > older_than_s:
+        if child.name.startswith(TMP_PREFIX) and (
+                _writer_is_gone(child) or time.time() - child.stat().st_mtime > older_than_s):
             shutil.rmtree(child, ignore_errors=True)
             removed += 1
     return removed

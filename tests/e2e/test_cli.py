@@ -1,0 +1,122 @@
+"""The CLI as a user runs it: real processes, real local Ray, exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from raymlops.data.versioning import list_snapshots
+from tests.helpers import REPO, SMOKE_FLIGHTS, smoke_config, smoke_dict, write_config
+
+pytestmark = pytest.mark.e2e
+RAYMLOPS = [sys.executable, "-m", "raymlops.cli"]
+ENV = {**os.environ, "RAYMLOPS_PROGRESS": "0", "PYTHONUNBUFFERED": "1"}
+
+
+def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*RAYMLOPS, *args], capture_output=True, text=True, timeout=timeout, env=ENV, cwd=REPO)
+
+
+def test_run_smoke_then_list_and_show_snapshot(tmp_path):
+    config = smoke_config(tmp_path)
+    done = cli("run", str(config), "--num-cpus", "2")
+    assert done.returncode == 0, done.stderr
+    snaps = list_snapshots(tmp_path / "work" / "snapshots")
+    assert len(snaps) == 1
+    sid = snaps[0].snapshot_id
+    assert sid in done.stdout and "train" in done.stdout
+    listed = cli("data", "list", "--config", str(config))
+    assert listed.returncode == 0 and sid in listed.stdout and "3,000" in listed.stdout
+    shown = cli("data", "show", sid, "--workdir", str(tmp_path / "work"))
+    assert shown.returncode == 0
+    assert json.loads(shown.stdout)["rows"] == 3000
+    missing = cli("data", "show", "nope", "--workdir", str(tmp_path / "work"))
+    assert missing.returncode == 1 and "SnapshotError" in missing.stderr and sid in missing.stderr
+
+
+def test_bad_csv_fails_with_report_and_no_snapshot(tmp_path):
+    flights = pd.read_csv(SMOKE_FLIGHTS, dtype=str, keep_default_na=False)
+    flights.loc[1233, "month"] = "March"
+    flights.loc[41, "distance"] = "-5"
+    flights.loc[7, "origin"] = "XYZ"
+    bad = tmp_path / "bad.csv"
+    flights.to_csv(bad, index=False)
+    data = smoke_dict()
+    data["data"]["sources"][0]["path"] = str(bad)
+    done = cli("run", str(write_config(tmp_path, data)), "--num-cpus", "2")
+    assert done.returncode == 1
+    err = done.stderr
+    assert "DataValidationError" in err and "Traceback" not in err
+    assert "month: type" in err and "bad.csv row 1,234: 'March'" in err
+    assert "distance: range" in err and "row 42" in err
+    assert "origin: allowed" in err and "'XYZ'" in err
+    assert list_snapshots(tmp_path / "work" / "snapshots") == []
+
+
+def test_validate_config_schema_and_profile(tmp_path):
+    ok = cli("validate-config", str(REPO / "configs" / "flights.yaml"))
+    assert ok.returncode == 0 and "valid" in ok.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((REPO / "configs" / "smoke.yaml").read_text().replace("drop_duplicates:", "drop_dupes:"))
+    done = cli("validate-config", str(bad))
+    assert done.returncode == 1
+    assert "ConfigError" in done.stderr and "data.cleaning.drop_dupes" in done.stderr and "bad.yaml:" in done.stderr
+    schema = cli("schema")
+    assert schema.returncode == 0 and "validation" in json.loads(schema.stdout)["properties"]
+    out = tmp_path / "proposal.yaml"
+    prof = cli("profile", str(SMOKE_FLIGHTS), "-o", str(out))
+    assert prof.returncode == 0, prof.stderr
+    proposal = yaml.safe_load(out.read_text())
+    data = smoke_dict()
+    data["validation"] = proposal["validation"]
+    assert cli("validate-config", str(write_config(tmp_path, data, "profiled.yaml"))).returncode == 0
+    missing = cli("run", str(tmp_path / "nope.yaml"))
+    assert missing.returncode == 1 and "config file not found" in missing.stderr
+
+
+def _big_csv(path: Path, copies: int) -> None:
+    flights = pd.read_csv(SMOKE_FLIGHTS)
+    parts = []
+    for i in range(copies):
+        part = flights.copy()
+        part["flight"] = part["flight"] + 10_000 * i   # distinct rows, so none are deduplicated
+        parts.append(part)
+    pd.concat(parts, ignore_index=True).to_csv(path, index=False)
+
+
+def test_killed_during_snapshot_write_leaves_nothing_that_looks_complete(tmp_path):
+    big = tmp_path / "big.csv"
+    _big_csv(big, copies=40)
+    data = smoke_dict()
+    data["data"]["sources"][0]["path"] = str(big)
+    config = write_config(tmp_path, data)
+    snapshots = tmp_path / "work" / "snapshots"
+    proc = subprocess.Popen([*RAYMLOPS, "run", str(config), "--num-cpus", "2"], env=ENV, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    killed_while_writing = False
+    while time.time() < deadline and proc.poll() is None:
+        if snapshots.is_dir() and any(p.name.startswith(".tmp-") for p in snapshots.iterdir()):
+            os.killpg(proc.pid, signal.SIGKILL)
+            killed_while_writing = True
+            break
+        time.sleep(0.02)
+    proc.wait(timeout=60)
+    assert killed_while_writing, "the run finished or timed out before its snapshot write began"
+    assert list_snapshots(snapshots) == []
+    assert not [p for p in snapshots.iterdir() if not p.name.startswith(".tmp-")]
+    # A rerun clears the dead writer's temp folder and publishes a complete snapshot.
+    done = cli("run", str(config), "--num-cpus", "2")
+    assert done.returncode == 0, done.stderr
+    snaps = list_snapshots(snapshots)
+    assert len(snaps) == 1 and snaps[0].manifest.rows == 120_000
+    assert [p.name for p in snapshots.iterdir()] == [snaps[0].snapshot_id]

@@ -1,0 +1,92 @@
+"""The data stage on the session's real local Ray: snapshots, fingerprints, failures, features."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import ray.data
+
+from raymlops.config import load_config
+from raymlops.data.splits import assign_splits
+from raymlops.data.stage import run_data_stage
+from raymlops.data.versioning import list_snapshots
+from raymlops.errors import DataValidationError
+from tests.helpers import SMOKE_FLIGHTS, smoke_dict, write_config
+
+pytestmark = pytest.mark.integration
+
+
+def _config_with_flights(tmp_path, flights: pd.DataFrame, name="flights.csv"):
+    path = tmp_path / name
+    flights.to_csv(path, index=False)
+    data = smoke_dict()
+    data["data"]["sources"][0]["path"] = str(path)
+    return load_config(write_config(tmp_path, data))
+
+
+def test_same_data_same_fingerprint_and_changed_cell_new_one(ray_session, tmp_path):
+    flights = pd.read_csv(SMOKE_FLIGHTS, dtype=str, keep_default_na=False)
+    cfg = _config_with_flights(tmp_path, flights)
+    first = run_data_stage(cfg)
+    assert not first.reused_snapshot
+    assert first.snapshot.manifest.rows == 3000
+    second = run_data_stage(cfg)
+    assert second.snapshot.snapshot_id == first.snapshot.snapshot_id and second.reused_snapshot
+
+    flights.loc[1717, "distance"] = str(float(flights.loc[1717, "distance"]) + 1)
+    changed = _config_with_flights(tmp_path, flights, name="changed.csv")
+    third = run_data_stage(changed)
+    assert third.snapshot.snapshot_id != first.snapshot.snapshot_id
+    assert sorted(s.snapshot_id for s in list_snapshots(cfg.workdir_path / "snapshots")) == sorted(
+        {first.snapshot.snapshot_id, third.snapshot.snapshot_id})
+    manifest = json.loads((first.snapshot.path / "manifest.json").read_text())
+    assert manifest["sources"][0].endswith("flights.csv") and manifest["schema"]["distance"] == "double"
+
+
+def test_invalid_csv_reports_rows_and_writes_no_snapshot(ray_session, tmp_path):
+    flights = pd.read_csv(SMOKE_FLIGHTS, dtype=str, keep_default_na=False)
+    flights.loc[1233, "distance"] = "far"
+    flights.loc[99, "temp" if "temp" in flights else "distance"] = "99999"
+    flights.loc[500, "carrier"] = "ZZ"
+    cfg = _config_with_flights(tmp_path, flights)
+    with pytest.raises(DataValidationError) as info:
+        run_data_stage(cfg)
+    msg = str(info.value)
+    assert "distance: type" in msg and "flights.csv row 1,234: 'far'" in msg
+    assert "distance: range" in msg and "row 100" in msg
+    assert "carrier: allowed" in msg and "'ZZ'" in msg
+    report = json.loads(open(info.value.report_path).read())
+    assert not report["passed"]
+    assert list_snapshots(cfg.workdir_path / "snapshots") == []
+    assert not any(p.name.startswith(".tmp-") for p in (cfg.workdir_path / "snapshots").iterdir())
+
+
+def test_duplicate_rows_are_dropped_once(ray_session, tmp_path):
+    flights = pd.read_csv(SMOKE_FLIGHTS, dtype=str, keep_default_na=False)
+    doubled = pd.concat([flights, flights.iloc[:25], flights.iloc[:5]], ignore_index=True)
+    result = run_data_stage(_config_with_flights(tmp_path, doubled))
+    assert result.snapshot.manifest.rows == 3000
+    plain = run_data_stage(_config_with_flights(tmp_path, flights, name="plain.csv"))
+    assert plain.snapshot.snapshot_id == result.snapshot.snapshot_id
+
+
+def test_features_fitted_on_train_and_ray_transform_matches_local(ray_session, tmp_path):
+    cfg = _config_with_flights(tmp_path, pd.read_csv(SMOKE_FLIGHTS, dtype=str, keep_default_na=False))
+    result = run_data_stage(cfg)
+    assert result.split_rows["train"] > result.split_rows["test"] > 0
+    assert sum(result.split_rows.values()) == 3000
+    snap = ray.data.read_parquet(str(result.snapshot.path)).to_pandas()
+    splits = assign_splits(snap, cfg.data.split)
+    train = snap[splits == "train"]
+    local = result.features.transform_frame(snap[splits == "test"], keep=["delayed"])
+    remote = result.datasets["test"].to_pandas()
+    cols = list(local.columns)
+    a = local.sort_values(cols).reset_index(drop=True)
+    b = remote[cols].astype(local.dtypes.to_dict()).sort_values(cols).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    distance = next(s for s in result.features.numeric if s.column == "distance")
+    assert distance.mean == pytest.approx(train["distance"].mean(), rel=1e-6)  # train only, not all rows
+    assert not np.isclose(distance.mean, snap["distance"].mean(), rtol=1e-6)

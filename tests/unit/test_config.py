@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from raymlops.config import PipelineConfig, config_json_schema, load_config, parse_config
+from raymlops.errors import ConfigError
+from tests.helpers import REPO, smoke_dict
+
+
+@pytest.mark.parametrize("name", ["smoke.yaml", "flights.yaml"])
+def test_shipped_configs_load(name):
+    cfg = load_config(REPO / "configs" / name)
+    assert isinstance(cfg, PipelineConfig)
+    assert cfg.features.target == "delayed"
+    assert cfg.serving.host == "127.0.0.1"
+
+
+def test_unknown_key_names_file_line_and_path(tmp_path):
+    path = tmp_path / "bad.yaml"
+    data = smoke_dict()
+    data["validation"]["columns"]["month"]["maximum"] = 12
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    msg = str(info.value)
+    assert "validation.columns.month.maximum" in msg
+    assert "unknown key" in msg
+    line = next(i for i, t in enumerate(path.read_text().splitlines(), 1) if "maximum" in t)
+    assert f"{path}:{line}" in msg
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    data = smoke_dict()
+    data["data"]["joins"][0]["right"] = "wether"
+    data["training"] = {"epochs": 0}
+    del data["features"]["target"]
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, source="x.yaml")
+    problems = info.value.problems
+    assert any("features.target" in p and "required" in p for p in problems)
+    assert any("training.epochs" in p for p in problems)
+
+
+def test_cross_field_checks_name_path_and_fix():
+    data = smoke_dict()
+    data["data"]["joins"][0]["right"] = "wether"
+    data["validation"]["columns"]["day"]["min"] = 40
+    data["features"]["numeric"].append({"column": "delayed"})
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, source="x.yaml")
+    text = "\n".join(info.value.problems)
+    assert "data.joins[0].right" in text and "unknown source 'wether'" in text
+    assert "validation.columns.day" in text and "greater than max" in text
+    assert "is the target" in text
+
+
+def test_yaml_syntax_error_has_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: x\ndata:\n  sources: [\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml:\d+: not valid YAML"):
+        load_config(path)
+
+
+def test_missing_file_is_clear(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_random_split_fractions_must_sum_to_one():
+    data = smoke_dict()
+    data["data"]["split"] = {"type": "random", "train": 0.5, "validation": 0.1, "test": 0.1}
+    with pytest.raises(ConfigError, match="data.split"):
+        parse_config(data)
+
+
+def test_config_is_frozen_and_hash_ignores_location(tmp_path):
+    a = parse_config(smoke_dict(), base_dir="/a")
+    b = parse_config(smoke_dict(), base_dir="/b")
+    assert a.config_hash() == b.config_hash()
+    with pytest.raises(Exception):
+        a.name = "other"
+
+
+def test_json_schema_describes_every_section():
+    schema = config_json_schema()
+    props = schema["properties"]
+    for section in ("data", "validation", "features", "model", "training", "tuning", "evaluation",
+                    "registry", "serving", "monitoring", "retraining"):
+        assert section in props
+    assert "base_dir" not in props
+    json.dumps(schema)

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import gzip
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from raymlops.data.readers import ROW_COLUMN, SOURCE_COLUMN, expand_paths, read_file
+from raymlops.errors import DataSourceError
+
+
+def test_csv_rows_keep_file_and_row_number(tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_text("x,y\n" + "".join(f"{i},{'bad' if i == 1234 else i * 2}\n" for i in range(1, 3001)))
+    tables = list(read_file(str(path), "csv", text_columns={"y"}, batch_rows=1000))
+    assert len(tables) == 3
+    t = pa.concat_tables(tables)
+    assert t.num_rows == 3000
+    assert t.column(ROW_COLUMN).to_pylist()[1233] == 1234
+    assert t.column("y").type == pa.string() and t.column("y").to_pylist()[1233] == "bad"
+    assert set(t.column(SOURCE_COLUMN).to_pylist()) == {str(path)}
+
+
+def test_gzip_csv_json_lines_and_parquet(tmp_path):
+    with gzip.open(tmp_path / "a.csv.gz", "wt") as f:
+        f.write("x,y\n1,a\n2,\n")
+    t = pa.concat_tables(read_file(str(tmp_path / "a.csv.gz"), "csv"))
+    assert t.column("y").to_pylist() == ["a", None]
+    (tmp_path / "b.jsonl").write_text('{"x": 1, "y": "a"}\n{"x": "oops", "y": null}\n')
+    t = pa.concat_tables(read_file(str(tmp_path / "b.jsonl"), "json", text_columns={"x"}))
+    assert t.column("x").to_pylist() == ["1", "oops"] and t.column(ROW_COLUMN).to_pylist() == [1, 2]
+    pq.write_table(pa.table({"x": [1, 2, 3]}), tmp_path / "c.parquet")
+    t = pa.concat_tables(read_file(str(tmp_path / "c.parquet"), "parquet", batch_rows=2))
+    assert t.column("x").to_pylist() == [1, 2, 3] and t.column(ROW_COLUMN).to_pylist() == [1, 2, 3]
+
+
+def test_globs_and_directories_expand_sorted(tmp_path):
+    for name in ("m2.csv", "m1.csv", "_SUCCESS", ".hidden.csv"):
+        (tmp_path / name).write_text("x\n1\n")
+    assert [p.split("/")[-1] for p in expand_paths(str(tmp_path / "m*.csv"))] == ["m1.csv", "m2.csv"]
+    assert [p.split("/")[-1] for p in expand_paths(str(tmp_path))] == ["m1.csv", "m2.csv"]
+    with pytest.raises(DataSourceError, match="no files match"):
+        expand_paths(str(tmp_path / "z*.csv"))
+
+
+def test_unreadable_file_names_the_file(tmp_path):
+    path = tmp_path / "broken.parquet"
+    path.write_bytes(b"not parquet at all")
+    with pytest.raises(DataSourceError, match="broken.parquet"):
+        list(read_file(str(path), "parquet"))
+    csv = tmp_path / "ragged.csv"
+    csv.write_text("a,b\n1,2\n3,4,5\n")
+    with pytest.raises(DataSourceError, match="ragged.csv"):
+        list(read_file(str(csv), "csv"))
