@@ -28,7 +28,22 @@ ROW_COLUMN = "__row"
 PROVENANCE_COLUMNS = (SOURCE_COLUMN, ROW_COLUMN)
 DEFAULT_BATCH_ROWS = 65_536
 _GLOB_CHARS = set("*?[")
-_BOOL_OPTIONS = {"anonymous", "allow_bucket_creation", "allow_bucket_deletion", "background_writes"}
+_BOOL_OPTIONS = {"anonymous", "allow_bucket_creation", "allow_bucket_deletion", "background_writes",
+                 "force_virtual_addressing", "allow_delayed_open", "check_directory_existence_before_creation"}
+_FLOAT_OPTIONS = {"connect_timeout", "request_timeout", "load_frequency"}
+
+
+def _typed_options(opts: dict[str, str]) -> dict[str, object]:
+    """Config values are text; pyarrow wants booleans and numbers for some options."""
+    out: dict[str, object] = {}
+    for k, v in opts.items():
+        if k in _BOOL_OPTIONS:
+            out[k] = str(v).strip().lower() in ("true", "1", "yes")
+        elif k in _FLOAT_OPTIONS:
+            out[k] = float(v)
+        else:
+            out[k] = v
+    return out
 
 
 @dataclass(frozen=True)
@@ -47,10 +62,9 @@ def filesystem_for(uri: str, storage_options: dict[str, str] | None = None) -> t
     scheme, rest = uri.split("://", 1)
     try:
         if scheme == "s3" and opts:
-            kwargs = {k: (v.lower() == "true" if k in _BOOL_OPTIONS else v) for k, v in opts.items()}
-            return pafs.S3FileSystem(**kwargs), rest
+            return pafs.S3FileSystem(**_typed_options(opts)), rest
         if scheme in ("gs", "gcs") and opts:
-            return pafs.GcsFileSystem(**opts), rest
+            return pafs.GcsFileSystem(**_typed_options(opts)), rest
         fs, path = pafs.FileSystem.from_uri(uri)
         return fs, path
     except (pa.ArrowException, TypeError, ValueError) as exc:

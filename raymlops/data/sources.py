@@ -83,12 +83,19 @@ def read_sql_source(src: SqlSourceConfig, resolve: Callable[[str], str]) -> tupl
         raise DataSourceError(f"source {src.name!r}: unsupported SQL URL scheme {parsed.scheme!r} "
                               "(use sqlite:/// or postgresql://)")
     try:
-        factory().close()
-    except DataSourceError:
-        raise
+        conn = factory()
+    except DataSourceError as exc:
+        raise DataSourceError(f"source {src.name!r}: {exc}") from exc
     except Exception as exc:  # sqlite3 / psycopg2 errors
         raise DataSourceError(f"source {src.name!r}: cannot connect to {shown}: {exc}") from exc
-    ds = ray.data.read_sql(src.query, factory)
+    try:  # run the query for zero rows here, so a bad query fails with its message, not a worker traceback
+        cur = conn.cursor()
+        cur.execute(f"SELECT * FROM ({src.query.strip().rstrip(';')}) AS raymlops_probe LIMIT 0")
+    except Exception as exc:
+        raise DataSourceError(f"source {src.name!r}: the query failed on {shown}: {exc}".strip()) from exc
+    finally:
+        conn.close()
+    ds = ray.data.read_sql(src.query, factory, override_num_blocks=1)  # one fetchall task; not split into 200
     return ds.map_batches(partial(_sql_provenance, name=src.name), batch_format="pyarrow"), [shown]
 
 
@@ -98,9 +105,24 @@ def read_source(src: SourceConfig, cfg: PipelineConfig, text_columns: Iterable[s
     return read_file_source(src, cfg.resolve_path, text_columns)
 
 
+def _align_keys(left: pd.DataFrame, right: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Give each key one type on both sides: a timestamp column joins an ISO-text column, ints join text."""
+    for key in keys:
+        if left[key].dtype == right[key].dtype:
+            continue
+        left, right = left.copy(), right.copy()
+        if pd.api.types.is_datetime64_any_dtype(left[key]) or pd.api.types.is_datetime64_any_dtype(right[key]):
+            left[key] = pd.to_datetime(left[key], utc=True, errors="coerce", format="mixed")
+            right[key] = pd.to_datetime(right[key], utc=True, errors="coerce", format="mixed")
+        else:
+            left[key] = left[key].astype("string")
+            right[key] = right[key].astype("string")
+    return left, right
+
+
 def _broadcast_join(batch: pd.DataFrame, *, right: pd.DataFrame, join: JoinConfig) -> pd.DataFrame:
-    merged = batch.merge(right, how=join.how, on=join.keys, suffixes=("", f"_{join.right}"), sort=False)
-    return merged
+    batch, right = _align_keys(batch, right, join.keys)
+    return batch.merge(right, how=join.how, on=join.keys, suffixes=("", f"_{join.right}"), sort=False)
 
 
 def build_dataset(cfg: PipelineConfig, text_columns: Iterable[str] = ()) -> tuple[ray.data.Dataset, dict[str, Any]]:
