@@ -23,9 +23,13 @@ from raymlops.errors import (
     DataSourceError,
     DataValidationError,
     FeatureError,
+    GateFailed,
+    ModelPackageError,
     RaymlopsError,
+    RegistryError,
     RuntimeConnectionError,
     SnapshotError,
+    TrainingError,
 )
 
 __version__ = "0.1.0"
@@ -35,10 +39,14 @@ __all__ = [
     "DataSourceError",
     "DataValidationError",
     "FeatureError",
+    "GateFailed",
+    "ModelPackageError",
     "PipelineConfig",
     "RaymlopsError",
+    "RegistryError",
     "RuntimeConnectionError",
     "SnapshotError",
+    "TrainingError",
     "__version__",
     "load_config",
 ]

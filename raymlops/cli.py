@@ -66,8 +66,11 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on 
 @_guarded
 def run_cmd(config: Path = typer.Argument(..., help="Pipeline config (YAML)."),
             address: str | None = typer.Option(None, help="Ray address; default: start local Ray here."),
-            num_cpus: int | None = typer.Option(None, help="CPUs for local Ray (default: this machine's).")) -> None:
-    """Run the pipeline the config describes (data stage: ingest, validate, snapshot, split, features)."""
+            num_cpus: int | None = typer.Option(None, help="CPUs for local Ray (default: this machine's)."),
+            run_name: str | None = typer.Option(None, help="Name the training run; an interrupted run's name "
+                                                "resumes it from its last checkpoint."),
+            data_only: bool = typer.Option(False, "--data-only", help="Stop after the data stage.")) -> None:
+    """Run the pipeline: ingest, validate, snapshot, split, features, train (or tune), evaluate, register."""
     from raymlops.pipeline import run_pipeline
 
     cfg = load_config(config)
@@ -77,7 +80,8 @@ def run_cmd(config: Path = typer.Argument(..., help="Pipeline config (YAML)."),
         err.print(f"[cyan]{stage:>9}[/] {message}", highlight=False)
 
     try:
-        result = run_pipeline(cfg, address=address, num_cpus=num_cpus, progress=progress)
+        result = run_pipeline(cfg, address=address, num_cpus=num_cpus, run_name=run_name, data_only=data_only,
+                              progress=progress)
     except DataValidationError as exc:
         if exc.report_path:
             _print_report(json.loads(Path(exc.report_path).read_text()))
@@ -95,6 +99,15 @@ def run_cmd(config: Path = typer.Argument(..., help="Pipeline config (YAML)."),
     table.add_row("time", f"{time.perf_counter() - started:.1f}s  ("
                   + ", ".join(f"{k} {v:.1f}s" for k, v in d.seconds.items()) + ")")
     out.print(table)
+    if result.training is not None:
+        from raymlops.training.stage import summary_rows
+
+        t = Table(title=f"{cfg.name}: model", show_header=False)
+        t.add_column("what", no_wrap=True)
+        t.add_column("value", overflow="fold")
+        for key, value in summary_rows(result.training):
+            t.add_row(key, value)
+        out.print(t)
 
 
 def _print_report(report: dict[str, Any]) -> None:
@@ -220,6 +233,93 @@ def data_show_cmd(snapshot_id: str = typer.Argument(..., help="Snapshot id (see 
 
     snap = load_snapshot(_snapshots_root(config, workdir), snapshot_id)
     out.print_json(json.dumps({"path": str(snap.path), **snap.manifest.to_dict()}))
+
+
+def _registry(config: Path | None, workdir: Path | None):
+    from raymlops.registry import Registry
+
+    if config is not None:
+        return Registry.for_config(load_config(config))
+    return Registry.for_workdir(workdir or Path(".raymlops"))
+
+
+_CONFIG_OPT = typer.Option(None, "--config", "-c", help="Use this config's workdir and tracking URI.")
+_WORKDIR_OPT = typer.Option(None, help="Working folder (default ./.raymlops).")
+
+
+@app.command("promote")
+@_guarded
+def promote_cmd(name: str = typer.Argument(..., help="Registered model name."),
+                version: int = typer.Argument(..., help="Version to make champion."),
+                reason: str = typer.Option("manual promotion", help="Recorded in the audit log."),
+                config: Path | None = _CONFIG_OPT, workdir: Path | None = _WORKDIR_OPT) -> None:
+    """Point the champion alias at VERSION (recorded in the audit log)."""
+    move = _registry(config, workdir).promote(name, version, reason=reason)
+    out.print(f"{name}: champion v{move.from_version or '-'} -> v{move.to_version}")
+
+
+@app.command("rollback")
+@_guarded
+def rollback_cmd(name: str = typer.Argument(..., help="Registered model name."),
+                 reason: str = typer.Option("manual rollback", help="Recorded in the audit log."),
+                 config: Path | None = _CONFIG_OPT, workdir: Path | None = _WORKDIR_OPT) -> None:
+    """Restore the previous champion."""
+    move = _registry(config, workdir).rollback(name, reason=reason)
+    out.print(f"{name}: champion v{move.from_version} -> v{move.to_version} (rolled back)")
+
+
+@app.command("models")
+@_guarded
+def models_cmd(name: str | None = typer.Argument(None, help="Show this model's versions."),
+               config: Path | None = _CONFIG_OPT, workdir: Path | None = _WORKDIR_OPT) -> None:
+    """List registered models, or one model's versions with aliases, metrics and lineage."""
+    reg = _registry(config, workdir)
+    if name is None:
+        table = Table(title=f"registered models ({reg.tracking_uri})")
+        for col in ("name", "latest", "aliases"):
+            table.add_column(col)
+        for m in reg.list_models():
+            versions = reg.list_versions(m.name)
+            aliases = ", ".join(f"{a}=v{v}" for a, v in sorted((m.aliases or {}).items()))
+            table.add_row(m.name, f"v{versions[-1].version}" if versions else "-", aliases)
+        out.print(table)
+        return
+    aliases: dict[str, list[str]] = {}
+    for alias, version in (reg.client.get_registered_model(name).aliases or {}).items():
+        aliases.setdefault(str(version), []).append(alias)
+    table = Table(title=f"{name} ({reg.tracking_uri})")
+    for col in ("version", "aliases", "auc / rmse", "data", "run", "created"):
+        table.add_column(col, overflow="fold")
+    for v in reg.list_versions(name):
+        tags = v.tags or {}
+        metric = tags.get("raymlops.metric.auc") or tags.get("raymlops.metric.rmse") or "-"
+        table.add_row(f"v{v.version}", ", ".join(sorted(aliases.get(str(v.version), []))), metric, tags.get("raymlops.data_fingerprint", "-"),
+                      (v.run_id or "-")[:12], time.strftime("%Y-%m-%d %H:%M", time.localtime(v.creation_timestamp / 1000)))
+    out.print(table)
+
+
+@app.command("runs")
+@_guarded
+def runs_cmd(config: Path = typer.Argument(..., help="Pipeline config (its name is the MLflow experiment)."),
+             limit: int = typer.Option(20, help="Most recent runs to show.")) -> None:
+    """List tracked runs of a pipeline: status, metrics, model version."""
+    cfg = load_config(config)
+    reg = _registry(config, None)
+    exp = reg.client.get_experiment_by_name(cfg.name)
+    if exp is None:
+        out.print(f"no runs of {cfg.name!r} yet")
+        return
+    runs = reg.client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=limit)
+    table = Table(title=f"runs of {cfg.name} ({reg.tracking_uri})")
+    for col in ("run", "name", "status", "test auc", "val_loss", "version", "started"):
+        table.add_column(col, overflow="fold")
+    for r in runs:
+        m, t = r.data.metrics, r.data.tags
+        table.add_row(r.info.run_id[:12], r.info.run_name or "-", r.info.status,
+                      f"{m['test_auc']:.4f}" if "test_auc" in m else "-",
+                      f"{m['val_loss']:.4f}" if "val_loss" in m else "-", t.get("raymlops.model_version", "-"),
+                      time.strftime("%Y-%m-%d %H:%M", time.localtime(r.info.start_time / 1000)))
+    out.print(table)
 
 
 def main() -> None:

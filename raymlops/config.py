@@ -201,11 +201,44 @@ class TrainingConfig(StrictModel):
     seed: int = Field(0, description="Seed for a reproducible CPU run.")
 
 
+class UniformDim(StrictModel):
+    type: Literal["uniform", "loguniform"] = Field(description="Continuous; loguniform samples the exponent.")
+    low: float = Field(description="Lower bound.")
+    high: float = Field(description="Upper bound.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> UniformDim:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.type == "loguniform" and self.low <= 0:
+            raise ValueError("loguniform needs low > 0")
+        return self
+
+
+class IntDim(StrictModel):
+    type: Literal["int"] = Field(description="Integers in [low, high].")
+    low: int = Field(description="Lower bound (inclusive).")
+    high: int = Field(description="Upper bound (inclusive).")
+
+
+class ChoiceDim(StrictModel):
+    type: Literal["choice"] = Field(description="One of the listed values.")
+    values: list[Any] = Field(min_length=1, description="The candidates.")
+
+
+SearchDim = Annotated[UniformDim | IntDim | ChoiceDim, Field(discriminator="type")]
+TUNABLE = ("learning_rate", "batch_size", "hidden_sizes", "dropout", "embedding_dim")
+
+
 class TuningConfig(StrictModel):
-    enabled: bool = Field(False, description="Search hyperparameters with Ray Tune.")
+    enabled: bool = Field(False, description="Search hyperparameters with Ray Tune (each trial a Ray Train run).")
     num_samples: int = Field(8, ge=1, description="Trials.")
     max_concurrent_trials: int = Field(2, ge=1, description="Trials running at once.")
-    search_space: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Parameter -> distribution.")
+    search_alg: Literal["optuna", "random"] = Field("optuna", description="How trial parameters are proposed.")
+    grace_period: int = Field(1, ge=1, description="ASHA: epochs every trial runs before it can be stopped.")
+    reduction_factor: int = Field(2, ge=2, description="ASHA: keep 1/reduction_factor of trials per rung.")
+    search_space: dict[str, SearchDim] = Field(
+        default_factory=dict, description=f"Parameter -> distribution; parameters: {', '.join(TUNABLE)}.")
 
 
 class EvaluationConfig(StrictModel):
@@ -214,7 +247,9 @@ class EvaluationConfig(StrictModel):
 
 
 class RegistryConfig(StrictModel):
-    model_name: str = Field("raymlops-model", description="Registered model name in MLflow.")
+    model_name: str | None = Field(None, description="Registered model name in MLflow (default: the pipeline name).")
+    promote_first: bool = Field(
+        True, description="When no champion exists yet, the first version that passes the gates becomes champion.")
     tracking_uri: str | None = Field(
         None, description="MLflow tracking URI; default: SQLite in the working folder (or MLFLOW_TRACKING_URI)."
     )
@@ -265,6 +300,10 @@ class PipelineConfig(StrictModel):
     @property
     def workdir_path(self) -> Path:
         return Path(self.resolve_path(self.workdir)).resolve()
+
+    @property
+    def model_name(self) -> str:
+        return self.registry.model_name or self.name
 
     def config_hash(self) -> str:
         """Stable hash of the settings (not of where the file lies)."""
@@ -342,6 +381,30 @@ def _validation_bounds_are_ordered(cfg: PipelineConfig) -> list[tuple[str, str]]
 
 
 @cross_check
+def _search_space_names_known_parameters(cfg: PipelineConfig) -> list[tuple[str, str]]:
+    problems = []
+    for name in cfg.tuning.search_space:
+        if name not in TUNABLE:
+            problems.append((f"tuning.search_space.{name}", f"not a tunable parameter; use one of {list(TUNABLE)}"))
+    if cfg.tuning.enabled and not cfg.tuning.search_space:
+        problems.append(("tuning.search_space", "tuning is enabled but the search space is empty"))
+    return problems
+
+
+@cross_check
+def _gates_are_readable(cfg: PipelineConfig) -> list[tuple[str, str]]:
+    from raymlops.training.evaluation import parse_gate  # pure; imported late to keep config light
+
+    problems = []
+    for i, gate in enumerate(cfg.evaluation.gates):
+        try:
+            parse_gate(gate)
+        except ConfigError as exc:
+            problems.append((f"evaluation.gates[{i}]", str(exc).split(": ", 1)[-1]))
+    return problems
+
+
+@cross_check
 def _serving_replicas_are_ordered(cfg: PipelineConfig) -> list[tuple[str, str]]:
     s = cfg.serving
     if s.min_replicas > s.max_replicas:
@@ -377,14 +440,15 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
-_UNION_TAGS = {"csv", "parquet", "json", "sql", "random", "time"}
+_UNION_TAGS = {"csv", "parquet", "json", "sql", "random", "time", "uniform", "loguniform", "int", "choice"}
 
 
 def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     """Drop pydantic's union tags (e.g. 'csv' in sources[0].csv.path) so paths match the YAML."""
     return tuple(
         part for i, part in enumerate(loc)
-        if not (i > 0 and part in _UNION_TAGS and (isinstance(loc[i - 1], int) or loc[i - 1] == "split"))
+        if not (i > 0 and part in _UNION_TAGS and (isinstance(loc[i - 1], int) or loc[i - 1] == "split"
+                                                   or (i > 1 and loc[i - 2] == "search_space")))
     )
 
 

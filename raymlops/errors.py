@@ -6,6 +6,10 @@
     ├── DataValidationError       data broke its declared expectations; carries the ValidationReport path
     ├── SnapshotError             a snapshot is missing, incomplete or inconsistent
     ├── FeatureError              a feature pipeline cannot be fitted or applied (which column, why)
+    ├── TrainingError             training failed after its retries (the checkpoint is kept)
+    ├── GateFailed                a candidate failed an evaluation gate; nothing was registered
+    ├── RegistryError             the model registry refused or lost an operation
+    ├── ModelPackageError         a model package is missing, tampered with or unreadable
     └── RuntimeConnectionError    Ray cannot be started or reached
 
 Every class is picklable (Ray moves exceptions between processes): each stores its constructor
@@ -64,6 +68,22 @@ class FeatureError(RaymlopsError):
     """A feature pipeline cannot be fitted or applied."""
 
 
+class TrainingError(RaymlopsError):
+    """Training failed after its retries; rerun with the same run name to resume from the checkpoint."""
+
+
+class GateFailed(RaymlopsError):
+    """A candidate model failed at least one gate; the registry was left unchanged."""
+
+
+class RegistryError(RaymlopsError):
+    """An operation on the MLflow registry failed (which model, version, alias and why)."""
+
+
+class ModelPackageError(RaymlopsError):
+    """A model package is missing, incomplete, tampered with, or of an unknown format."""
+
+
 class RuntimeConnectionError(RaymlopsError):
     """Ray cannot be started locally or reached at the given address."""
 
@@ -73,7 +93,11 @@ __all__ = [
     "DataSourceError",
     "DataValidationError",
     "FeatureError",
+    "GateFailed",
+    "ModelPackageError",
     "RaymlopsError",
+    "RegistryError",
     "RuntimeConnectionError",
     "SnapshotError",
+    "TrainingError",
 ]

@@ -11,9 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import time
+
 from raymlops.config import PipelineConfig
 from raymlops.data.stage import DataStageResult, run_data_stage
 from raymlops.runtime import RuntimeInfo, ray_runtime
+from raymlops.training.stage import TrainingStageResult, run_training_stage
 
 Progress = Callable[[str, str], None]
 
@@ -22,13 +25,25 @@ Progress = Callable[[str, str], None]
 class PipelineResult:
     runtime: RuntimeInfo
     data: DataStageResult
+    training: TrainingStageResult | None
+
+
+def default_run_name(cfg: PipelineConfig) -> str:
+    return f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def run_pipeline(cfg: PipelineConfig, *, address: str | None = None, num_cpus: int | None = None,
+                 run_name: str | None = None, data_only: bool = False,
                  progress: Progress | None = None) -> PipelineResult:
-    """Connect to Ray (or start it) and run every stage the config defines."""
+    """Connect to Ray (or start it) and run every stage: data, then train/tune, evaluate and register.
+
+    ``run_name`` names the training run; giving the name of an interrupted run resumes it from its
+    last checkpoint.
+    """
     say = progress or (lambda stage, msg: None)
+    run_name = run_name or default_run_name(cfg)
     with ray_runtime(address=address, num_cpus=num_cpus) as rt:
-        say("runtime", f"Ray at {rt.address} with {rt.num_cpus:g} CPUs")
+        say("runtime", f"Ray at {rt.address} with {rt.num_cpus:g} CPUs; run {run_name}")
         data = run_data_stage(cfg, progress=say)
-        return PipelineResult(runtime=rt, data=data)
+        training = None if data_only else run_training_stage(cfg, data, run_name, progress=say)
+        return PipelineResult(runtime=rt, data=data, training=training)

@@ -44,6 +44,7 @@ class DataStageResult:
     features: feats.FittedFeatures
     features_path: Path
     datasets: dict[str, ray.data.Dataset] = field(repr=False, compare=False)
+    raw: dict[str, ray.data.Dataset] = field(default_factory=dict, repr=False, compare=False)
     reused_snapshot: bool = False
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -146,7 +147,7 @@ def run_snapshot(clean: ray.data.Dataset, cfg: PipelineConfig, ws: Workspace, so
 
 
 def run_features(snapshot: versioning.Snapshot, cfg: PipelineConfig, ws: Workspace) -> tuple[
-        dict[str, ray.data.Dataset], dict[str, int], feats.FittedFeatures, Path]:
+        dict[str, ray.data.Dataset], dict[str, ray.data.Dataset], dict[str, int], feats.FittedFeatures, Path]:
     """Split the snapshot, fit the feature pipeline on train only, and transform every split lazily."""
     data = ray.data.read_parquet(str(snapshot.path))
     tagged = data.map_batches(_split_udf, batch_format="pandas", fn_kwargs={"split": cfg.data.split}).materialize()
@@ -158,9 +159,10 @@ def run_features(snapshot: versioning.Snapshot, cfg: PipelineConfig, ws: Workspa
     partials = _gather(splits["train"].map_batches(_fit_udf, batch_format="pandas", fn_kwargs={"cfg": cfg.features}))
     fitted = feats.fit_features(partials, cfg.features)
     path = fitted.save(ws.features / f"{snapshot.snapshot_id}-{cfg.config_hash()}.json")
-    transformed = {name: ds.drop_columns([SPLIT_COLUMN]).map_batches(
-        _transform_udf, batch_format="pandas", fn_kwargs={"fitted": fitted}) for name, ds in splits.items()}
-    return transformed, counts, fitted, path
+    raw = {name: ds.drop_columns([SPLIT_COLUMN]) for name, ds in splits.items()}
+    transformed = {name: ds.map_batches(_transform_udf, batch_format="pandas", fn_kwargs={"fitted": fitted})
+                   for name, ds in raw.items()}
+    return raw, transformed, counts, fitted, path
 
 
 def run_data_stage(cfg: PipelineConfig, progress: Progress | None = None) -> DataStageResult:
@@ -192,8 +194,8 @@ def run_data_stage(cfg: PipelineConfig, progress: Progress | None = None) -> Dat
 
     say("features", "splitting and fitting features")
     t = time.perf_counter()
-    datasets, counts, fitted, features_path = run_features(snapshot, cfg, ws)
+    raw_splits, datasets, counts, fitted, features_path = run_features(snapshot, cfg, ws)
     seconds["features"] = time.perf_counter() - t
     return DataStageResult(snapshot=snapshot, report=report, report_path=report_path, split_rows=counts,
-                           features=fitted, features_path=features_path, datasets=datasets,
+                           features=fitted, features_path=features_path, datasets=datasets, raw=raw_splits,
                            reused_snapshot=reused, seconds=seconds)

@@ -100,7 +100,7 @@ def test_killed_during_snapshot_write_leaves_nothing_that_looks_complete(tmp_pat
     data["data"]["sources"][0]["path"] = str(big)
     config = write_config(tmp_path, data)
     snapshots = tmp_path / "work" / "snapshots"
-    proc = subprocess.Popen([*RAYMLOPS, "run", str(config), "--num-cpus", "2"], env=ENV, cwd=REPO,
+    proc = subprocess.Popen([*RAYMLOPS, "run", str(config), "--num-cpus", "2", "--data-only"], env=ENV, cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240
     killed_while_writing = False
@@ -115,7 +115,7 @@ def test_killed_during_snapshot_write_leaves_nothing_that_looks_complete(tmp_pat
     assert list_snapshots(snapshots) == []
     assert not [p for p in snapshots.iterdir() if not p.name.startswith(".tmp-")]
     # A rerun clears the dead writer's temp folder and publishes a complete snapshot.
-    done = cli("run", str(config), "--num-cpus", "2")
+    done = cli("run", str(config), "--num-cpus", "2", "--data-only")
     assert done.returncode == 0, done.stderr
     snaps = list_snapshots(snapshots)
     assert len(snaps) == 1 and snaps[0].manifest.rows == 120_000

@@ -25,5 +25,6 @@ def test_validation_error_keeps_report_path():
 
 def test_public_api_is_pinned():
     assert sorted(raymlops.__all__) == sorted([
-        "ConfigError", "DataSourceError", "DataValidationError", "FeatureError", "PipelineConfig",
-        "RaymlopsError", "RuntimeConnectionError", "SnapshotError", "__version__", "load_config"])
+        "ConfigError", "DataSourceError", "DataValidationError", "FeatureError", "GateFailed",
+        "ModelPackageError", "PipelineConfig", "RaymlopsError", "RegistryError", "RuntimeConnectionError",
+        "SnapshotError", "TrainingError", "__version__", "load_config"])

@@ -1,0 +1,1 @@
+"""Monitoring: reference profiles and drift statistics (pure), the monitoring actor, retrain policy."""

@@ -1,0 +1,276 @@
+"""MLflow at the edge: tracking runs, registering gated packages, and moving aliases with an audit log.
+
+The embedded default is SQLite in the working folder (artifacts beside it); ``registry.tracking_uri``
+or ``MLFLOW_TRACKING_URI`` point at a tracking server instead. Promotion changes one thing, the
+``champion`` alias; every alias move goes through ``move_alias``, which holds a file lock, retries the
+unique-constraint race MLflow 3.17 has on SQLite under concurrent writers, and appends the move to the
+audit log (JSON lines) in the same critical section, so the log and the registry agree.
+
+Example::
+
+    reg = Registry.for_config(cfg)
+    reg.promote("flights-delay", 3, reason="manual")
+    reg.rollback("flights-delay")
+"""
+
+from __future__ import annotations
+
+import fcntl
+import getpass
+import json
+import os
+import random
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from raymlops.config import PipelineConfig
+from raymlops.errors import RegistryError
+from raymlops.workspace import Workspace
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+_RETRIES = 8
+
+
+def git_commit(cwd: str | Path | None = None) -> str:
+    """The commit of the code that ran (with '+dirty' when the tree has changes), or 'unknown'."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=cwd,
+                             timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=cwd, timeout=5).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _is_race(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return any(s in text for s in ("unique constraint", "database is locked", "already exists", "integrityerror"))
+
+
+def _retry(fn, what: str):
+    for attempt in range(_RETRIES):
+        try:
+            return fn()
+        except Exception as exc:  # MLflow wraps SQLAlchemy errors in MlflowException
+            if attempt == _RETRIES - 1 or not _is_race(exc):
+                raise RegistryError(f"{what} failed: {exc}") from exc
+            time.sleep(0.05 * (2 ** attempt) * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    time: float
+    model: str
+    alias: str
+    from_version: str | None
+    to_version: str | None
+    action: str
+    reason: str
+    actor: str
+
+
+class Registry:
+    """The MLflow tracking store and model registry of one working folder."""
+
+    def __init__(self, tracking_uri: str, workdir: Path) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self.workdir = Path(workdir)
+        self.artifact_root = (self.workdir / "mlartifacts").resolve()
+        self.audit_path = self.workdir / "registry" / "audit.jsonl"
+        self.lock_path = self.workdir / "registry" / "registry.lock"
+        self.audit_path.parent.mkdir(parents=True, exist_ok=True)
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    @classmethod
+    def for_config(cls, cfg: PipelineConfig) -> Registry:
+        return cls.for_workdir(cfg.workdir_path, cfg.registry.tracking_uri)
+
+    @classmethod
+    def for_workdir(cls, workdir: str | Path, tracking_uri: str | None = None) -> Registry:
+        ws = Workspace(Path(workdir).resolve()).ensure()
+        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ws.mlflow_uri
+        return cls(uri, ws.root)
+
+    # ------------------------------------------------------------------------------- tracking
+    def experiment_id(self, name: str) -> str:
+        def get_or_create() -> str:
+            exp = self.client.get_experiment_by_name(name)
+            if exp is not None:
+                return exp.experiment_id
+            location = self.artifact_root.as_uri() if "://" not in self.tracking_uri or \
+                self.tracking_uri.startswith("sqlite") else None
+            return self.client.create_experiment(name, artifact_location=location)
+        return _retry(get_or_create, f"creating MLflow experiment {name!r}")
+
+    def start_run(self, experiment: str, run_name: str, tags: dict[str, str] | None = None,
+                  parent_run_id: str | None = None) -> str:
+        tags = dict(tags or {})
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id
+        run = self.client.create_run(self.experiment_id(experiment), run_name=run_name, tags=tags)
+        return run.info.run_id
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i:i + 100])
+
+    def log_metrics(self, run_id: str, history: list[dict[str, Any]], step_key: str = "epoch") -> None:
+        """Log many metric values in batches (one call per 1,000 values, not one per value)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = []
+        for i, row in enumerate(history):
+            step = int(row.get(step_key, i))
+            for k, v in row.items():
+                if k != step_key and isinstance(v, int | float) and not isinstance(v, bool) and v == v:
+                    items.append(Metric(k, float(v), now, step))
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(run_id, metrics=items[i:i + 1000])
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_artifacts(self, run_id: str, local_dir: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(run_id, str(local_dir), artifact_path)
+
+    def log_artifact(self, run_id: str, local_file: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(local_file), artifact_path)
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    # ------------------------------------------------------------------------------- registry
+    def register(self, name: str, run_id: str, artifact_path: str, tags: dict[str, str],
+                 description: str = "") -> str:
+        """Create a model version from a run's logged package (call only after every gate passed)."""
+        def ensure_model() -> None:
+            try:
+                self.client.get_registered_model(name)
+            except Exception:
+                self.client.create_registered_model(name, description="Registered by raymlops")
+        _retry(ensure_model, f"creating registered model {name!r}")
+        source = f"{self.client.get_run(run_id).info.artifact_uri}/{artifact_path}"
+        mv = _retry(lambda: self.client.create_model_version(name, source, run_id=run_id, tags=tags,
+                                                             description=description),
+                    f"registering a version of {name!r}")
+        return str(mv.version)
+
+    def version_for_alias(self, name: str, alias: str) -> str | None:
+        try:
+            return str(self.client.get_model_version_by_alias(name, alias).version)
+        except Exception:
+            return None
+
+    def version_info(self, name: str, version: str | int) -> Any:
+        try:
+            return self.client.get_model_version(name, str(version))
+        except Exception as exc:
+            raise RegistryError(f"model {name!r} has no version {version}: {exc}") from exc
+
+    def download_package(self, name: str, version: str | int, dest: str | Path) -> Path:
+        """Fetch a version's package files (verified later by ``packaging.load_package``)."""
+        import mlflow.artifacts
+
+        mv = self.version_info(name, version)
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        path = mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(dest),
+                                                   tracking_uri=self.tracking_uri)
+        return Path(path)
+
+    def list_versions(self, name: str) -> list[Any]:
+        try:
+            versions = self.client.search_model_versions(f"name = '{name}'")
+        except Exception:
+            return []
+        return sorted(versions, key=lambda v: int(v.version))
+
+    def list_models(self) -> list[Any]:
+        return list(self.client.search_registered_models())
+
+    # ---------------------------------------------------------------------------- alias moves
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        with open(self.lock_path, "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _append_audit(self, move: AliasMove) -> None:
+        line = json.dumps(move.__dict__, sort_keys=True) + "\n"
+        with open(self.audit_path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def audit_log(self, name: str | None = None) -> list[AliasMove]:
+        if not self.audit_path.is_file():
+            return []
+        moves = []
+        for line in self.audit_path.read_text().splitlines():
+            if line.strip():
+                move = AliasMove(**json.loads(line))
+                if name is None or move.model == name:
+                    moves.append(move)
+        return moves
+
+    def move_alias(self, name: str, alias: str, version: str | int | None, *, action: str, reason: str) -> AliasMove:
+        """Point ``alias`` at ``version`` (or remove it when None), with retries and an audit entry."""
+        with self._locked():
+            current = self.version_for_alias(name, alias)
+            if version is not None:
+                self.version_info(name, version)  # must exist
+                _retry(lambda: self.client.set_registered_model_alias(name, alias, str(version)),
+                       f"setting alias {alias!r} of {name!r} to version {version}")
+            elif current is not None:
+                _retry(lambda: self.client.delete_registered_model_alias(name, alias),
+                       f"removing alias {alias!r} of {name!r}")
+            move = AliasMove(time=time.time(), model=name, alias=alias, from_version=current,
+                             to_version=None if version is None else str(version), action=action,
+                             reason=reason, actor=f"{getpass.getuser()}@{os.uname().nodename}:{os.getpid()}")
+            self._append_audit(move)
+            return move
+
+    def promote(self, name: str, version: str | int, reason: str = "manual promotion") -> AliasMove:
+        """Make ``version`` the champion."""
+        return self.move_alias(name, CHAMPION, version, action="promote", reason=reason)
+
+    def champion_history(self, name: str) -> list[str]:
+        """Champions in order, replaying the audit log (a rollback pops the latest)."""
+        stack: list[str] = []
+        for move in self.audit_log(name):
+            if move.alias != CHAMPION:
+                continue
+            if move.action == "rollback":
+                if stack:
+                    stack.pop()
+            elif move.to_version is not None:
+                stack.append(move.to_version)
+        return stack
+
+    def rollback(self, name: str, reason: str = "manual rollback") -> AliasMove:
+        """Point the champion back at the previous champion (the one before the latest promotion)."""
+        with self._locked():
+            history = self.champion_history(name)
+        if len(history) < 2:
+            raise RegistryError(f"model {name!r} has no previous champion to roll back to "
+                                f"(champions so far: {history or 'none'})")
+        return self.move_alias(name, CHAMPION, history[-2], action="rollback", reason=reason)

@@ -1,0 +1,1 @@
+"""The training stage: models, the Ray Train loop, Ray Tune search, evaluation and gates."""

@@ -1,0 +1,165 @@
+"""The per-worker Ray Train loop: DDP over data shards, a checkpoint every epoch, resume, early stopping.
+
+Every epoch each worker trains on its shard of ``train``, the validation loss is summed over all
+workers (so every worker takes the same early-stopping decision), and rank 0 reports a checkpoint
+holding the current weights, the best weights so far, the optimizer and the epoch. After a worker
+failure, or when a run with the same name is started again, training resumes from the latest checkpoint.
+Weights are stored as safetensors and the optimizer with ``torch.save`` of tensors only (loaded with
+``weights_only=True``): nothing needs general unpickling.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+
+from raymlops.config import ModelConfig, TrainingConfig
+from raymlops.training.models import ModelSpec, build_model
+
+WEIGHTS = "model.safetensors"
+BEST_WEIGHTS = "best_model.safetensors"
+OPTIMIZER = "optimizer.pt"
+STATE = "state.json"
+
+
+def collate(spec: ModelSpec, target: str):
+    """Turn a dict of numpy columns into (numeric float32, categorical int64, target float32) tensors."""
+    def fn(batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        n = len(batch[target])
+        numeric = (np.stack([batch[c].astype(np.float32) for c in spec.numeric], axis=1)
+                   if spec.numeric else np.zeros((n, 0), np.float32))
+        categorical = (np.stack([batch[c].astype(np.int64) for c in spec.categorical], axis=1)
+                       if spec.categorical else np.zeros((n, 0), np.int64))
+        y = batch[target].astype(np.float32)
+        return torch.from_numpy(numeric), torch.from_numpy(categorical), torch.from_numpy(y)
+    return fn
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in _unwrap(model).state_dict().items()}
+
+
+def _all_sum(values: list[float]) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)  # gloo on CPU tensors
+    return t.tolist()
+
+
+def _gather(arr: np.ndarray) -> np.ndarray:
+    if dist.is_available() and dist.is_initialized():
+        parts: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, arr)
+        return np.concatenate(parts)
+    return arr
+
+
+def _auc(y: np.ndarray, score: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, score)) if len(np.unique(y)) == 2 else float("nan")
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    spec = ModelSpec(**config["spec"])
+    mcfg = ModelConfig(**config["model"])
+    tcfg = TrainingConfig(**config["training"])
+    target = config["target"]
+    classification = spec.task == "classification"
+    torch.manual_seed(tcfg.seed)
+    np.random.seed(tcfg.seed)
+
+    device = ray.train.torch.get_device()
+    model = build_model(spec, mcfg)
+    optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.learning_rate)
+    start_epoch, best, best_state, bad_epochs, history = 0, math.inf, None, 0, []
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            model.load_state_dict(load_file(os.path.join(d, WEIGHTS)))
+            best_state = load_file(os.path.join(d, BEST_WEIGHTS))
+            optimizer.load_state_dict(torch.load(os.path.join(d, OPTIMIZER), weights_only=True))
+            state = json.loads(Path(d, STATE).read_text())
+            start_epoch, best, bad_epochs = state["epoch"] + 1, state["best_val_loss"], state["bad_epochs"]
+            history = state.get("history", [])
+    model = ray.train.torch.prepare_model(model)
+    loss_fn = torch.nn.BCEWithLogitsLoss(reduction="sum") if classification else torch.nn.MSELoss(reduction="sum")
+    use_amp = device.type == "cuda"
+    fn = collate(spec, target)
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("validation")
+    ctx = ray.train.get_context()
+
+    for epoch in range(start_epoch, tcfg.epochs):
+        model.train()
+        total, count = 0.0, 0
+        for numeric, categorical, y in train_shard.iter_torch_batches(
+                batch_size=tcfg.batch_size, collate_fn=fn, local_shuffle_buffer_size=4 * tcfg.batch_size,
+                local_shuffle_seed=tcfg.seed + epoch):
+            numeric, categorical, y = numeric.to(device), categorical.to(device), y.to(device)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                out = model(numeric, categorical)
+            loss = loss_fn(out.float(), y)
+            (loss / max(1, len(y))).backward()
+            optimizer.step()
+            total += loss.item()
+            count += len(y)
+
+        model.eval()
+        val_total, val_count, scores, labels = 0.0, 0, [], []
+        with torch.no_grad():
+            for numeric, categorical, y in val_shard.iter_torch_batches(batch_size=4096, collate_fn=fn):
+                numeric, categorical, y = numeric.to(device), categorical.to(device), y.to(device)
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    out = model(numeric, categorical).float()
+                val_total += loss_fn(out, y).item()
+                val_count += len(y)
+                scores.append(torch.sigmoid(out).cpu().numpy() if classification else out.cpu().numpy())
+                labels.append(y.cpu().numpy())
+        total, count, val_total, val_count = _all_sum([total, count, val_total, val_count])
+        train_loss = total / max(1, count)
+        val_loss = val_total / max(1, val_count)
+        metrics: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                                   "train_rows": int(count)}
+        if classification:
+            y_all = _gather(np.concatenate(labels) if labels else np.zeros(0, np.float32))
+            s_all = _gather(np.concatenate(scores) if scores else np.zeros(0, np.float32))
+            metrics["val_auc"] = _auc(y_all, s_all)
+        if val_loss < best - 1e-7:
+            best, bad_epochs, best_state = val_loss, 0, _cpu_state(model)
+        else:
+            bad_epochs += 1
+        metrics["best_val_loss"] = best
+        stop = bad_epochs >= tcfg.early_stopping_patience
+        metrics["early_stopped"] = stop and epoch < tcfg.epochs - 1
+        history.append(metrics)
+
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = None
+            if ctx.get_world_rank() == 0:
+                save_file(_cpu_state(model), os.path.join(tmp, WEIGHTS))
+                save_file(best_state or _cpu_state(model), os.path.join(tmp, BEST_WEIGHTS))
+                torch.save(optimizer.state_dict(), os.path.join(tmp, OPTIMIZER))
+                Path(tmp, STATE).write_text(json.dumps({"epoch": epoch, "best_val_loss": best, "bad_epochs": bad_epochs,
+                                                        "metrics": metrics, "history": history}))
+                ckpt = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=ckpt)
+        if stop:
+            break

@@ -1,0 +1,205 @@
+"""The training stage: train (or tune) -> package -> evaluate against the gates -> register.
+
+Everything is tracked in one MLflow run (trials nest under it). The package is written and evaluated
+locally first; only when every gate passes is it logged to MLflow and registered (as ``challenger``,
+and as ``champion`` too when there is none yet and ``registry.promote_first`` is on). A failed gate
+marks the run FAILED, leaves the registry as it was, and raises GateFailed naming the gates.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from safetensors.torch import load_file
+
+from raymlops.config import DerivedFeature, ModelConfig, PipelineConfig
+from raymlops.data.features import add_derived
+from raymlops.data.stage import DataStageResult
+from raymlops.errors import GateFailed, TrainingError
+from raymlops.inference import PREDICTION, predict_dataset
+from raymlops.monitoring.profiles import build_reference_profile
+from raymlops.packaging import input_schema, write_package
+from raymlops.registry import CHALLENGER, CHAMPION, Registry, git_commit
+from raymlops.training import evaluation
+from raymlops.training.trainer import TrainingResult, run_training
+from raymlops.training.tuning import TuningResult, run_tuning
+from raymlops.workspace import Workspace, write_json_atomic
+
+Progress = Callable[[str, str], None]
+PROFILE_SAMPLE_ROWS = 50_000
+
+
+@dataclass(frozen=True)
+class TrainingStageResult:
+    run_id: str
+    run_name: str
+    training: TrainingResult
+    tuning: TuningResult | None
+    metrics: dict[str, float]
+    champion_metrics: dict[str, float] | None
+    slices: dict[str, dict[str, dict[str, float]]]
+    gates: list[evaluation.GateResult]
+    package_dir: Path
+    model_name: str
+    version: str | None
+    aliases: list[str] = field(default_factory=list)
+    tracking_uri: str = ""
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = value
+    return out
+
+
+def _score(cfg: PipelineConfig, data: DataStageResult, package_dir: Path) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Predictions of a package on the raw test split, with labels and slice columns."""
+    keep = [cfg.features.target, PREDICTION, *cfg.evaluation.slices]
+    scored = predict_dataset(data.raw["test"], package_dir).select_columns(keep).to_pandas()
+    return (scored[cfg.features.target].to_numpy(dtype=float), scored[PREDICTION].to_numpy(dtype=float),
+            {s: scored[s].astype(str).to_numpy() for s in cfg.evaluation.slices})
+
+
+def run_training_stage(cfg: PipelineConfig, data: DataStageResult, run_name: str,
+                       progress: Progress | None = None) -> TrainingStageResult:
+    say = progress or (lambda step, msg: None)
+    if data.split_rows.get("test", 0) == 0:
+        raise TrainingError("the test split is empty: nothing to evaluate on (check data.split)")
+    if data.split_rows.get("validation", 0) == 0:
+        raise TrainingError("the validation split is empty: early stopping needs it (check data.split)")
+    ws = Workspace(cfg.workdir_path).ensure()
+    reg = Registry.for_config(cfg)
+    name = cfg.model_name
+    seconds: dict[str, float] = {}
+    lineage = {
+        "raymlops.data_fingerprint": data.snapshot.snapshot_id,
+        "raymlops.config_hash": cfg.config_hash(),
+        "raymlops.code_version": git_commit(cfg.base_dir),
+        "raymlops.snapshot_path": str(data.snapshot.path),
+    }
+    run_id = reg.start_run(cfg.name, run_name, tags={**lineage, "raymlops.run_name": run_name})
+    lineage["raymlops.run_id"] = run_id
+    try:
+        reg.log_params(run_id, {**_flatten("model", cfg.model.model_dump(), {}),
+                                **_flatten("training", cfg.training.model_dump(), {}),
+                                "data.rows": data.snapshot.manifest.rows,
+                                **{f"data.{k}_rows": v for k, v in data.split_rows.items()}})
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json", exclude={"base_dir"}),
+                                                                  sort_keys=False))
+            for f in (Path(tmp) / "config.yaml", data.report_path, data.features_path):
+                reg.log_artifact(run_id, f, "inputs")
+
+        t0 = time.perf_counter()
+        tuned: TuningResult | None = None
+        if cfg.tuning.enabled:
+            say("tune", f"{cfg.tuning.num_samples} trials, ASHA, {cfg.tuning.search_alg} search")
+            tuned = run_tuning(cfg, data, run_name, tracking_uri=reg.tracking_uri, experiment=cfg.name,
+                               parent_run_id=run_id)
+            trained = tuned.best
+            reg.log_params(run_id, {f"tuned.{k}": v for k, v in tuned.best_overrides.items()})
+            reg.set_tags(run_id, {"raymlops.tuning.total_epochs": str(tuned.total_epochs),
+                                  "raymlops.tuning.trials": str(len(tuned.trials))})
+        else:
+            say("train", f"{cfg.training.num_workers} worker(s), up to {cfg.training.epochs} epochs")
+            trained = run_training(cfg, data, run_name)
+        seconds["train"] = time.perf_counter() - t0
+        reg.log_metrics(run_id, trained.history)
+
+        say("evaluate", "scoring the held-out test split")
+        t0 = time.perf_counter()
+        sample = data.raw["train"].limit(PROFILE_SAMPLE_ROWS).to_pandas()
+        sample = add_derived(sample, [DerivedFeature(**d) for d in data.features.derived])
+        profile = build_reference_profile(
+            sample, [s.column for s in data.features.numeric], [s.column for s in data.features.categorical])
+        package_dir = ws.root / "packages" / run_name / "model"
+        if package_dir.exists():
+            shutil.rmtree(package_dir)
+        write_package(package_dir, weights=load_file(str(trained.best_weights)), fitted=data.features,
+                      spec=trained.spec, model_config=cfg.model.model_copy(update={
+                          k: v for k, v in (tuned.best_overrides if tuned else {}).items() if k in ModelConfig.model_fields}),
+                      schema=input_schema(data.features, cfg.validation), profile=profile, lineage=lineage)
+        y, pred, groups = _score(cfg, data, package_dir)
+        metrics = evaluation.compute_metrics(cfg.model.task, y, pred)
+        slices = {s: evaluation.slice_metrics(cfg.model.task, y, pred, g) for s, g in groups.items()}
+        champion_version = reg.version_for_alias(name, CHAMPION)
+        champion_metrics = None
+        if champion_version is not None:
+            say("evaluate", f"scoring champion v{champion_version} on the same test rows")
+            cached = ws.root / "packages" / f"{name}-v{champion_version}"
+            champion_dir = cached / "model"
+            if not champion_dir.is_dir():
+                champion_dir = reg.download_package(name, champion_version, cached)
+            cy, cpred, _ = _score(cfg, data, champion_dir)
+            champion_metrics = evaluation.compute_metrics(cfg.model.task, cy, cpred)
+        gates = evaluation.evaluate_gates(cfg.evaluation.gates, metrics, champion_metrics)
+        seconds["evaluate"] = time.perf_counter() - t0
+        reg.log_metrics(run_id, [{"epoch": 0, **{f"test_{k}": v for k, v in metrics.items()}}])
+        report = {"metrics": metrics, "champion": {"version": champion_version, "metrics": champion_metrics},
+                  "slices": slices, "gates": evaluation.as_plain(gates)}
+        report_path = write_json_atomic(package_dir.parent / "evaluation.json", report)
+        reg.log_artifact(run_id, report_path, "evaluation")
+
+        failed = evaluation.failed(gates)
+        if failed:
+            reg.set_tags(run_id, {"raymlops.gates": "failed"})
+            reg.end_run(run_id, "FAILED")
+            raise GateFailed("the candidate failed " + ", ".join(f"gate '{g.gate}' ({g.detail})" for g in failed)
+                             + "; nothing was registered", run_id=run_id, failed=[g.gate for g in failed])
+
+        say("register", f"logging the package and registering a version of {name!r}")
+        reg.log_artifacts(run_id, package_dir, "model")
+        tags = {**lineage, "raymlops.gates": "passed",
+                **{f"raymlops.metric.{k}": f"{v:.6g}" for k, v in metrics.items()}}
+        version = reg.register(name, run_id, "model", tags=tags,
+                               description=f"{cfg.name}: data {data.snapshot.snapshot_id}, run {run_name}")
+        aliases = [CHALLENGER]
+        reg.move_alias(name, CHALLENGER, version, action="register", reason=f"passed gates in run {run_name}")
+        if champion_version is None and cfg.registry.promote_first:
+            reg.promote(name, version, reason="first version to pass the gates")
+            aliases.append(CHAMPION)
+        reg.set_tags(run_id, {"raymlops.gates": "passed", "raymlops.model_version": version})
+        reg.end_run(run_id, "FINISHED")
+    except GateFailed:
+        raise
+    except BaseException:
+        reg.end_run(run_id, "FAILED")
+        raise
+    return TrainingStageResult(
+        run_id=run_id, run_name=run_name, training=trained, tuning=tuned, metrics=metrics,
+        champion_metrics=champion_metrics, slices=slices, gates=gates, package_dir=package_dir,
+        model_name=name, version=version, aliases=aliases, tracking_uri=reg.tracking_uri, seconds=seconds)
+
+
+def summary_rows(result: TrainingStageResult) -> list[tuple[str, str]]:
+    """What the CLI prints about the stage."""
+    m = result.metrics
+    keys = ["auc", "pr_auc", "log_loss", "accuracy", "f1", "calibration_error"] if "auc" in m else ["rmse", "mae", "r2"]
+    rows = [("run", f"{result.run_name} (MLflow run {result.run_id[:12]})"),
+            ("epochs", f"{result.training.epochs_run} (final val_loss {result.training.final_metrics['val_loss']:.4f})"),
+            ("test metrics", ", ".join(f"{k} {m[k]:.4f}" for k in keys if k in m))]
+    if result.tuning:
+        rows.append(("tuning", f"{len(result.tuning.trials)} trials, {result.tuning.total_epochs} epochs in all "
+                               f"(full search: {len(result.tuning.trials) * result.tuning.max_epochs}); best "
+                               + json.dumps(result.tuning.best_overrides)))
+    if result.champion_metrics:
+        rows.append(("champion on same rows", ", ".join(f"{k} {result.champion_metrics[k]:.4f}" for k in keys
+                                                        if k in result.champion_metrics)))
+    for g in result.gates:
+        rows.append(("gate", f"{'PASS' if g.passed else 'FAIL'}  {g.gate}: {g.detail}"))
+    rows.append(("registered", f"{result.model_name} v{result.version} ({', '.join(result.aliases)})"))
+    rows.append(("MLflow", f"{result.tracking_uri}  (mlflow ui --backend-store-uri {result.tracking_uri})"))
+    return rows

@@ -1,0 +1,100 @@
+"""Ray Train on the data stage's output: one TorchTrainer run, resumable by name.
+
+Example::
+
+    result = run_training(cfg, data_result, run_name="flights-20250101-120000")
+    result.best_weights  # path to best_model.safetensors in the last checkpoint
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray.train
+from ray.train.torch import TorchTrainer
+
+from raymlops.config import PipelineConfig
+from raymlops.data.stage import DataStageResult
+from raymlops.errors import TrainingError
+from raymlops.training.loop import BEST_WEIGHTS, STATE, train_loop_per_worker
+from raymlops.training.models import ModelSpec
+from raymlops.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    run_name: str
+    checkpoint_dir: Path
+    best_weights: Path
+    spec: ModelSpec
+    params: dict[str, Any]
+    final_metrics: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+
+def loop_config(cfg: PipelineConfig, spec: ModelSpec, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The plain dict each worker receives: model and training settings with tuned values applied."""
+    overrides = overrides or {}
+    model = cfg.model.model_dump()
+    training = cfg.training.model_dump()
+    for key, value in overrides.items():
+        (model if key in model else training)[key] = value
+    return {"spec": spec.to_dict(), "model": model, "training": training, "target": cfg.features.target}
+
+
+def build_trainer(cfg: PipelineConfig, data: DataStageResult, run_name: str, storage: Path,
+                  overrides: dict[str, Any] | None = None, callbacks: list | None = None) -> TorchTrainer:
+    spec = ModelSpec.from_features(data.features, cfg.model.task)
+    t = cfg.training
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config(cfg, spec, overrides),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=t.num_workers, use_gpu=t.use_gpu,
+            resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}),
+        run_config=ray.train.RunConfig(
+            name=run_name, storage_path=str(storage),
+            failure_config=ray.train.FailureConfig(max_failures=t.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks or []),
+        # Materialised first: when the workers hold every CPU (2 workers on 2 cores), a lazy dataset's
+        # transform tasks could never be scheduled and training would wait forever.
+        datasets={"train": data.datasets["train"].materialize(),
+                  "validation": data.datasets["validation"].materialize()},
+    )
+
+
+def read_checkpoint_state(checkpoint_dir: str | Path) -> dict[str, Any]:
+    return json.loads((Path(checkpoint_dir) / STATE).read_text())
+
+
+def run_training(cfg: PipelineConfig, data: DataStageResult, run_name: str,
+                 overrides: dict[str, Any] | None = None) -> TrainingResult:
+    """Train, or resume the run of that name from its last checkpoint; returns where the weights are."""
+    ws = Workspace(cfg.workdir_path).ensure()
+    started = time.perf_counter()
+    trainer = build_trainer(cfg, data, run_name, ws.checkpoints, overrides)
+    try:
+        result = trainer.fit()
+    except Exception as exc:  # Ray raises TrainingFailedError subclasses and others
+        raise TrainingError(f"training run {run_name!r} failed: {exc}. Its last checkpoint (if any) is under "
+                            f"{ws.checkpoints / run_name}; rerun with --run-name {run_name} to resume.") from exc
+    if result.checkpoint is None:
+        raise TrainingError(f"training run {run_name!r} reported no checkpoint (no epoch completed)")
+    ckpt_dir = Path(result.checkpoint.path)
+    state = read_checkpoint_state(ckpt_dir)
+    return TrainingResult(
+        run_name=run_name, checkpoint_dir=ckpt_dir, best_weights=ckpt_dir / BEST_WEIGHTS,
+        spec=ModelSpec.from_features(data.features, cfg.model.task),
+        params=loop_config(cfg, ModelSpec.from_features(data.features, cfg.model.task), overrides),
+        final_metrics=state["metrics"], history=state.get("history", [state["metrics"]]),
+        seconds=time.perf_counter() - started)

@@ -1,0 +1,138 @@
+"""Ray Tune over Ray Train: a search space from the config, ASHA early stopping, Optuna (or random) search.
+
+Each trial is a full Ray Train run (same loop, same checkpoints) whose per-epoch reports reach Tune
+through Ray's ``TuneReportCallback``; ASHA stops trials whose validation loss lags at a rung. Every
+trial is also an MLflow run (Ray's ``MLflowLoggerCallback``), nested under the pipeline's run.
+
+Example::
+
+    tuned = run_tuning(cfg, data, run_name="flights-...", registry=reg, parent_run_id=run_id)
+    tuned.best_overrides, tuned.total_epochs
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+from ray.air.integrations.mlflow import MLflowLoggerCallback
+from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
+from ray.tune.schedulers import ASHAScheduler
+
+from raymlops.config import ChoiceDim, IntDim, PipelineConfig, UniformDim
+from raymlops.data.stage import DataStageResult
+from raymlops.errors import TrainingError
+from raymlops.training.loop import BEST_WEIGHTS
+from raymlops.training.models import ModelSpec
+from raymlops.training.trainer import TrainingResult, build_trainer, loop_config, read_checkpoint_state
+from raymlops.workspace import Workspace
+
+_PRIMITIVE = (str, int, float, bool, type(None))
+
+
+@dataclass(frozen=True)
+class TrialSummary:
+    trial_id: str
+    params: dict[str, Any]
+    epochs: int
+    best_val_loss: float
+    status: str
+
+
+@dataclass(frozen=True)
+class TuningResult:
+    best: TrainingResult
+    best_overrides: dict[str, Any]
+    trials: list[TrialSummary]
+    max_epochs: int
+
+    @property
+    def total_epochs(self) -> int:
+        return sum(t.epochs for t in self.trials)
+
+
+def search_space(cfg: PipelineConfig) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """Tune distributions, plus lookup tables for choices Optuna cannot hold (lists: sampled by index)."""
+    space: dict[str, Any] = {}
+    lookups: dict[str, list[Any]] = {}
+    for name, dim in cfg.tuning.search_space.items():
+        if isinstance(dim, UniformDim):
+            space[name] = (tune.loguniform if dim.type == "loguniform" else tune.uniform)(dim.low, dim.high)
+        elif isinstance(dim, IntDim):
+            space[name] = tune.randint(dim.low, dim.high + 1)
+        elif isinstance(dim, ChoiceDim):
+            if all(isinstance(v, _PRIMITIVE) for v in dim.values):
+                space[name] = tune.choice(dim.values)
+            else:
+                lookups[name] = dim.values
+                space[name] = tune.choice(list(range(len(dim.values))))
+    return space, lookups
+
+
+def _resolve(params: dict[str, Any], lookups: dict[str, list[Any]]) -> dict[str, Any]:
+    return {k: (lookups[k][v] if k in lookups else v) for k, v in params.items()}
+
+
+def _trial(params: dict[str, Any], *, cfg: PipelineConfig, data: DataStageResult, run_name: str,
+           storage: str, lookups: dict[str, list[Any]]) -> None:
+    trial_id = tune.get_context().get_trial_id()
+    trainer = build_trainer(cfg, data, f"{run_name}-{trial_id}", Path(storage), overrides=_resolve(params, lookups),
+                            callbacks=[TuneReportCallback()])
+    trainer.fit()
+
+
+def run_tuning(cfg: PipelineConfig, data: DataStageResult, run_name: str, *, tracking_uri: str,
+               experiment: str, parent_run_id: str | None) -> TuningResult:
+    ws = Workspace(cfg.workdir_path).ensure()
+    t = cfg.tuning
+    started = time.perf_counter()
+    data = dataclasses.replace(data, datasets={k: v.materialize() for k, v in data.datasets.items()})
+    space, lookups = search_space(cfg)
+    search_alg = None
+    if t.search_alg == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        search_alg = OptunaSearch(seed=cfg.training.seed)
+    scheduler = ASHAScheduler(max_t=cfg.training.epochs, grace_period=t.grace_period,
+                              reduction_factor=t.reduction_factor)
+    trainable = tune.with_resources(  # the trial's own process holds no CPU: its Train workers do
+        tune.with_parameters(_trial, cfg=cfg, data=data, run_name=run_name, storage=str(ws.checkpoints),
+                             lookups=lookups), {"CPU": 0})
+    tuner = tune.Tuner(
+        trainable,
+        param_space=space,
+        tune_config=tune.TuneConfig(metric="val_loss", mode="min", scheduler=scheduler, search_alg=search_alg,
+                                    num_samples=t.num_samples, max_concurrent_trials=t.max_concurrent_trials),
+        run_config=tune.RunConfig(
+            name=f"{run_name}-tune", storage_path=str(ws.checkpoints), verbose=0,
+            callbacks=[MLflowLoggerCallback(tracking_uri=tracking_uri, registry_uri=tracking_uri,
+                                            experiment_name=experiment, save_artifact=False,
+                                            tags={"mlflow.parentRunId": parent_run_id} if parent_run_id else None)]),
+    )
+    grid = tuner.fit()
+    trials = []
+    for r in grid:
+        df = r.metrics_dataframe
+        epochs = int(len(df)) if df is not None else 0
+        best = float(df["val_loss"].min()) if df is not None and "val_loss" in df else float("nan")
+        trials.append(TrialSummary(trial_id=str(r.metrics.get("trial_id", r.path)),
+                                   params=_resolve({k: r.config[k] for k in space}, lookups),
+                                   epochs=epochs, best_val_loss=best, status="error" if r.error else "ok"))
+    try:
+        best_result = grid.get_best_result(metric="val_loss", mode="min", scope="all")
+    except RuntimeError as exc:
+        raise TrainingError(f"no tuning trial finished an epoch: {exc}") from exc
+    ckpt = best_result.metrics.get(CHECKPOINT_PATH_KEY)
+    if not ckpt:
+        raise TrainingError("the best tuning trial reported no checkpoint")
+    overrides = _resolve({k: best_result.config[k] for k in space}, lookups)
+    state = read_checkpoint_state(ckpt)
+    spec = ModelSpec.from_features(data.features, cfg.model.task)
+    best = TrainingResult(run_name=run_name, checkpoint_dir=Path(ckpt), best_weights=Path(ckpt) / BEST_WEIGHTS,
+                          spec=spec, params=loop_config(cfg, spec, overrides), final_metrics=state["metrics"],
+                          history=state.get("history", []), seconds=time.perf_counter() - started)
+    return TuningResult(best=best, best_overrides=overrides, trials=trials, max_epochs=cfg.training.epochs)

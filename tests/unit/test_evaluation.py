@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from raymlops.errors import ConfigError
+from raymlops.training import evaluation as ev
+
+
+def test_classification_metrics_on_known_cases():
+    y = np.array([0, 0, 1, 1])
+    perfect = ev.classification_metrics(y, np.array([0.1, 0.2, 0.8, 0.9]))
+    assert perfect["auc"] == 1.0 and perfect["accuracy"] == 1.0 and perfect["f1"] == 1.0
+    inverted = ev.classification_metrics(y, np.array([0.9, 0.8, 0.2, 0.1]))
+    assert inverted["auc"] == 0.0 and inverted["accuracy"] == 0.0
+    constant = ev.classification_metrics(y, np.full(4, 0.5))
+    assert constant["auc"] == 0.5 and constant["log_loss"] == pytest.approx(math.log(2))
+    assert math.isnan(ev.classification_metrics(np.ones(3), np.full(3, 0.7))["auc"])
+
+
+def test_calibration_error_is_zero_when_rates_match():
+    rng = np.random.default_rng(0)
+    p = rng.uniform(size=200_000)
+    y = (rng.uniform(size=p.size) < p).astype(float)
+    assert ev.calibration_error(y, p) < 0.01
+    assert ev.calibration_error(y, np.clip(p + 0.2, 0, 1)) > 0.1
+
+
+def test_regression_metrics():
+    m = ev.regression_metrics(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 5.0]))
+    assert m["mae"] == pytest.approx(2 / 3) and m["rmse"] == pytest.approx(math.sqrt(4 / 3))
+
+
+def test_slices_skip_small_groups():
+    y = np.array([0, 1] * 50)
+    p = np.where(y == 1, 0.9, 0.1)
+    groups = np.array(["AA"] * 80 + ["ZZ"] * 20)
+    out = ev.slice_metrics("classification", y, p, groups, min_rows=30)
+    assert list(out) == ["AA"] and out["AA"]["auc"] == 1.0
+
+
+def test_absolute_and_champion_relative_gates():
+    metrics = {"auc": 0.71, "log_loss": 0.5}
+    results = ev.evaluate_gates(["auc >= 0.70", "auc >= champion - 0.005", "log_loss <= champion + 0.01"],
+                                metrics, {"auc": 0.72, "log_loss": 0.495})
+    assert [r.passed for r in results] == [True, False, True]
+    assert "champion 0.7200 - 0.005 = 0.7150" in results[1].detail
+    assert ev.failed(results)[0].gate == "auc >= champion - 0.005"
+    first = ev.evaluate_gates(["auc >= champion - 0.005"], metrics, None)
+    assert first[0].passed and "no champion" in first[0].detail
+
+
+def test_nan_metric_fails_its_gate_and_bad_gates_are_config_errors():
+    assert not ev.evaluate_gates(["auc >= 0.5"], {"auc": float("nan")})[0].passed
+    with pytest.raises(ConfigError, match="cannot read gate"):
+        ev.evaluate_gates(["auc is great"], {"auc": 0.9})
+    with pytest.raises(ConfigError, match="names metric 'aucc'"):
+        ev.evaluate_gates(["aucc >= 0.5"], {"auc": 0.9})
