@@ -16,8 +16,10 @@ PREDICTION = "prediction"
 
 
 class _Scorer:
-    def __init__(self, package_dir: str) -> None:
-        self.model = load_package(package_dir)
+    package_dir = ""  # set on a per-package subclass: no constructor arguments to keep in the object store
+
+    def __init__(self) -> None:
+        self.model = load_package(self.package_dir)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         batch = batch.copy()
@@ -28,6 +30,6 @@ class _Scorer:
 def predict_dataset(ds: ray.data.Dataset, package_dir: str | Path, *, batch_size: int = 4096,
                     concurrency: int = 1) -> ray.data.Dataset:
     """Add a ``prediction`` column to every row of ``ds`` (raw input columns in)."""
-    return ds.map_batches(_Scorer, fn_constructor_args=(str(package_dir),), batch_format="pandas",
-                          batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=concurrency),
-                          max_restarts=0)
+    scorer = type("Scorer", (_Scorer,), {"package_dir": str(package_dir)})
+    return ds.map_batches(scorer, batch_format="pandas", batch_size=batch_size,
+                          compute=ray.data.ActorPoolStrategy(size=concurrency))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ray
 import ray.train
 import ray.train.torch
 import torch
@@ -147,6 +148,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         else:
             bad_epochs += 1
         metrics["best_val_loss"] = best
+        # Lets the tuner free this worker group's placement group if Tune stops the trial (ray#54305).
+        metrics["placement_group_id"] = ray.get_runtime_context().get_placement_group_id() or ""
         stop = bad_epochs >= tcfg.early_stopping_patience
         metrics["early_stopped"] = stop and epoch < tcfg.epochs - 1
         history.append(metrics)

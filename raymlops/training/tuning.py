@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import tune
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
@@ -32,6 +33,7 @@ from raymlops.training.trainer import TrainingResult, build_trainer, loop_config
 from raymlops.workspace import Workspace
 
 _PRIMITIVE = (str, int, float, bool, type(None))
+_TRIAL_CPU = 0.01
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,32 @@ def _resolve(params: dict[str, Any], lookups: dict[str, list[Any]]) -> dict[str,
     return {k: (lookups[k][v] if k in lookups else v) for k, v in params.items()}
 
 
+class _ReleaseStoppedTrialResources(tune.Callback):
+    """Remove the Ray Train placement group of a trial that Tune stopped or lost.
+
+    Ray 2.60 leaks it when a scheduler such as ASHA terminates a trial running Train V2 (ray#54305),
+    and the next trial then waits forever for CPUs. Each worker reports its group's id with its metrics.
+    """
+
+    def _release(self, trial) -> None:
+        from ray._raylet import PlacementGroupID
+        from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+        pg_hex = (trial.last_result or {}).get("placement_group_id")
+        if not pg_hex:
+            return
+        try:
+            remove_placement_group(PlacementGroup(PlacementGroupID(bytes.fromhex(pg_hex))))
+        except Exception:  # already removed by Train itself when the run ended normally
+            pass
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._release(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._release(trial)
+
+
 def _trial(params: dict[str, Any], *, cfg: PipelineConfig, data: DataStageResult, run_name: str,
            storage: str, lookups: dict[str, list[Any]]) -> None:
     trial_id = tune.get_context().get_trial_id()
@@ -99,17 +127,22 @@ def run_tuning(cfg: PipelineConfig, data: DataStageResult, run_name: str, *, tra
         search_alg = OptunaSearch(seed=cfg.training.seed)
     scheduler = ASHAScheduler(max_t=cfg.training.epochs, grace_period=t.grace_period,
                               reduction_factor=t.reduction_factor)
-    trainable = tune.with_resources(  # the trial's own process holds no CPU: its Train workers do
+    # Each trial holds a sliver of CPU plus its workers' CPUs; more concurrent trials than fit would
+    # reserve their slivers and then wait forever for worker CPUs.
+    need = cfg.training.num_workers * cfg.training.cpus_per_worker + _TRIAL_CPU
+    fits = max(1, int(ray.cluster_resources().get("CPU", 1) // need))
+    concurrency = min(t.max_concurrent_trials, fits)
+    trainable = tune.with_resources(  # the trial process itself needs (almost) no CPU: its Train workers do
         tune.with_parameters(_trial, cfg=cfg, data=data, run_name=run_name, storage=str(ws.checkpoints),
-                             lookups=lookups), {"CPU": 0})
+                             lookups=lookups), {"CPU": _TRIAL_CPU})
     tuner = tune.Tuner(
         trainable,
         param_space=space,
         tune_config=tune.TuneConfig(metric="val_loss", mode="min", scheduler=scheduler, search_alg=search_alg,
-                                    num_samples=t.num_samples, max_concurrent_trials=t.max_concurrent_trials),
+                                    num_samples=t.num_samples, max_concurrent_trials=concurrency),
         run_config=tune.RunConfig(
             name=f"{run_name}-tune", storage_path=str(ws.checkpoints), verbose=0,
-            callbacks=[MLflowLoggerCallback(tracking_uri=tracking_uri, registry_uri=tracking_uri,
+            callbacks=[_ReleaseStoppedTrialResources(), MLflowLoggerCallback(tracking_uri=tracking_uri, registry_uri=tracking_uri,
                                             experiment_name=experiment, save_artifact=False,
                                             tags={"mlflow.parentRunId": parent_run_id} if parent_run_id else None)]),
     )

@@ -1,0 +1,145 @@
+"""Training, tuning, evaluation and registration on the session's real local Ray and a real MLflow store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pandas as pd
+import psutil
+import pytest
+from mlflow.tracking import MlflowClient
+
+from raymlops.config import load_config
+from raymlops.data.stage import run_data_stage
+from raymlops.errors import GateFailed
+from raymlops.registry import CHALLENGER, CHAMPION, Registry
+from raymlops.training.stage import run_training_stage
+from raymlops.training.trainer import run_training
+from tests.helpers import SMOKE_FLIGHTS, smoke_dict, write_config
+
+pytestmark = pytest.mark.integration
+
+
+def _cfg(tmp_path, **sections):
+    data = smoke_dict()
+    data.update(sections)
+    return load_config(write_config(tmp_path, data))
+
+
+def test_pipeline_registers_gated_version_with_lineage(ray_session, tmp_path):
+    cfg = _cfg(tmp_path)
+    data = run_data_stage(cfg)
+    result = run_training_stage(cfg, data, run_name="smoke-a")
+    assert result.version == "1" and set(result.aliases) == {CHALLENGER, CHAMPION}
+    assert 0.0 <= result.metrics["auc"] <= 1.0 and result.metrics["rows"] == data.split_rows["test"]
+    assert set(result.slices["origin"]) <= {"EWR", "JFK", "LGA"}
+
+    client = MlflowClient(result.tracking_uri)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["raymlops.data_fingerprint"] == data.snapshot.snapshot_id
+    assert run.data.tags["raymlops.config_hash"] == cfg.config_hash()
+    assert "val_loss" in run.data.metrics and "test_auc" in run.data.metrics
+    assert len(client.get_metric_history(result.run_id, "val_loss")) == result.training.epochs_run
+    artifacts = {a.path for a in client.list_artifacts(result.run_id, "model")}
+    assert {"model/weights.safetensors", "model/features.json", "model/manifest.json",
+            "model/reference_profile.json"} <= artifacts
+    mv = client.get_model_version_by_alias(cfg.model_name, CHAMPION)
+    assert str(mv.version) == "1" and mv.tags["raymlops.data_fingerprint"] == data.snapshot.snapshot_id
+    assert mv.tags["raymlops.run_id"] == result.run_id
+
+    # A second candidate is compared with the champion on the same rows and becomes challenger only.
+    second = run_training_stage(cfg, data, run_name="smoke-b")
+    assert second.champion_metrics is not None and second.version == "2" and second.aliases == [CHALLENGER]
+    assert second.champion_metrics["auc"] == pytest.approx(result.metrics["auc"], abs=1e-9)
+    reg = Registry.for_config(cfg)
+    assert reg.version_for_alias(cfg.model_name, CHAMPION) == "1"
+    assert reg.version_for_alias(cfg.model_name, CHALLENGER) == "2"
+
+
+def test_failed_gate_leaves_registry_unchanged(ray_session, tmp_path):
+    cfg = _cfg(tmp_path, evaluation={"gates": ["auc >= 0.999"]})
+    data = run_data_stage(cfg)
+    with pytest.raises(GateFailed, match=r"gate 'auc >= 0.999'") as info:
+        run_training_stage(cfg, data, run_name="too-strict")
+    reg = Registry.for_config(cfg)
+    assert reg.list_versions(cfg.model_name) == []
+    assert reg.audit_log() == []
+    run = reg.client.get_run(info.value.details["run_id"])
+    assert run.info.status == "FAILED" and run.data.tags["raymlops.gates"] == "failed"
+
+
+def test_rerun_with_same_name_resumes_from_checkpoint(ray_session, tmp_path):
+    short = _cfg(tmp_path, training={"epochs": 2, "batch_size": 128, "early_stopping_patience": 10})
+    data = run_data_stage(short)
+    first = run_training(short, data, run_name="resumable")
+    assert first.epochs_run == 2
+    longer = short.model_copy(update={"training": short.training.model_copy(update={"epochs": 4})})
+    resumed = run_training(longer, data, run_name="resumable")
+    assert [h["epoch"] for h in resumed.history] == [0, 1, 2, 3]
+    assert resumed.history[:2] == first.history  # the first two epochs were not run again
+
+
+def test_asha_stops_poor_trials_early(ray_session, tmp_path):
+    cfg = _cfg(tmp_path, training={"epochs": 4, "batch_size": 256, "early_stopping_patience": 10, "cpus_per_worker": 0.5},
+               tuning={"enabled": True, "num_samples": 4, "max_concurrent_trials": 2, "search_alg": "optuna",
+                       "grace_period": 1, "reduction_factor": 2,
+                       "search_space": {"learning_rate": {"type": "loguniform", "low": 1e-5, "high": 3e-2},
+                                        "hidden_sizes": {"type": "choice", "values": [[8], [32, 16]]}}})
+    data = run_data_stage(cfg)
+    result = run_training_stage(cfg, data, run_name="tuned")
+    tuning = result.tuning
+    assert len(tuning.trials) == 4 and all(t.status == "ok" for t in tuning.trials)
+    assert tuning.total_epochs < 4 * 4, [t.epochs for t in tuning.trials]
+    assert max(t.epochs for t in tuning.trials) == 4
+    assert result.version == "1"
+    client = MlflowClient(result.tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name(cfg.name).experiment_id])
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == result.run_id]
+    assert len(children) == 4  # every trial is an MLflow run under the pipeline's run
+
+
+def _train_workers() -> list[psutil.Process]:
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if cmd.startswith("ray::RayTrainWorker"):
+            out.append(p)
+    return out
+
+
+def test_killed_worker_resumes_from_checkpoint_with_same_result(ray_session, tmp_path):
+    flights = pd.read_csv(SMOKE_FLIGHTS)
+    big = pd.concat([flights.assign(flight=flights["flight"] + 10_000 * i) for i in range(10)], ignore_index=True)
+    path = tmp_path / "big.csv"
+    big.to_csv(path, index=False)
+    data_dict = smoke_dict()
+    data_dict["data"]["sources"][0]["path"] = str(path)
+    data_dict["training"] = {"num_workers": 2, "epochs": 4, "batch_size": 64, "early_stopping_patience": 10,
+                             "max_failures": 2}
+    cfg = load_config(write_config(tmp_path, data_dict))
+    data = run_data_stage(cfg)
+    undisturbed = run_training(cfg, data, run_name="calm")
+
+    box: dict = {}
+    thread = threading.Thread(target=lambda: box.update(result=run_training(cfg, data, run_name="stormy")))
+    thread.start()
+    run_dir = cfg.workdir_path / "checkpoints" / "stormy"
+    killed = None
+    deadline = time.time() + 300
+    while time.time() < deadline and thread.is_alive() and killed is None:
+        if run_dir.is_dir() and any(p.name.startswith("checkpoint_") for p in run_dir.iterdir()):
+            workers = _train_workers()
+            if workers:
+                killed = workers[-1].pid
+                os.kill(killed, signal.SIGKILL)
+        time.sleep(0.05)
+    thread.join(timeout=600)
+    assert killed is not None, "training ended before a worker could be killed after its first checkpoint"
+    disturbed = box["result"]
+    assert [h["epoch"] for h in disturbed.history] == [0, 1, 2, 3]
+    assert disturbed.final_metrics["val_loss"] == pytest.approx(undisturbed.final_metrics["val_loss"], rel=0.05)
+    assert disturbed.final_metrics["val_auc"] == pytest.approx(undisturbed.final_metrics["val_auc"], abs=0.03)
