@@ -41,6 +41,16 @@ def test_run_smoke_then_list_and_show_snapshot(tmp_path):
     assert json.loads(shown.stdout)["rows"] == 3000
     missing = cli("data", "show", "nope", "--workdir", str(tmp_path / "work"))
     assert missing.returncode == 1 and "SnapshotError" in missing.stderr and sid in missing.stderr
+    # The run trained, gated and registered the first version as champion.
+    assert "flights-smoke v1 (challenger, champion)" in done.stdout and "PASS" in done.stdout
+    models = cli("models", "flights-smoke", "--config", str(config))
+    assert models.returncode == 0 and "v1" in models.stdout and "champion" in models.stdout
+    runs = cli("runs", str(config))
+    assert runs.returncode == 0 and "FINISHED" in runs.stdout
+    no_previous = cli("rollback", "flights-smoke", "--config", str(config))
+    assert no_previous.returncode == 1 and "RegistryError" in no_previous.stderr
+    absent = cli("promote", "flights-smoke", "9", "--config", str(config))
+    assert absent.returncode == 1 and "no version 9" in absent.stderr
 
 
 def test_bad_csv_fails_with_report_and_no_snapshot(tmp_path):
