@@ -8,6 +8,7 @@ writes its report and raises before anything downstream is written.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,8 +27,8 @@ from raymlops.data.readers import PROVENANCE_COLUMNS
 from raymlops.data.sources import build_dataset
 from raymlops.data.splits import SPLITS, assign_splits
 from raymlops.data.validation import ValidationReport, check_batch, coerce_frame, merge_partials
-from raymlops.errors import DataValidationError
-from raymlops.workspace import Workspace, write_json_atomic
+from raymlops.errors import DataValidationError, SnapshotError
+from raymlops.workspace import Workspace
 
 SPLIT_COLUMN = "__split"
 Progress = Callable[[str, str], None]
@@ -106,7 +107,7 @@ def _schema_of(ds: ray.data.Dataset) -> dict[str, str]:
     return {n: str(t) for n, t in zip(schema.names, schema.types)} if schema else {}
 
 
-def run_snapshot(clean: ray.data.Dataset, cfg: PipelineConfig, ws: Workspace, sources: dict[str, list[str]],
+def run_snapshot(clean: ray.data.Dataset, cfg: PipelineConfig, ws: Workspace, info: dict[str, Any],
                  report_path: Path) -> tuple[versioning.Snapshot, bool]:
     """Deduplicate, fingerprint, and publish atomically; an existing snapshot of the same content is reused."""
     rows = clean.map_batches(_hash_udf, batch_format="pandas").take_all()
@@ -127,8 +128,8 @@ def run_snapshot(clean: ray.data.Dataset, cfg: PipelineConfig, ws: Workspace, so
     root = ws.snapshots
     try:
         return versioning.load_snapshot(root, snapshot_id), True
-    except Exception:
-        pass
+    except SnapshotError:
+        pass  # not published yet (or incomplete): write it
     versioning.remove_stale_temp_dirs(root)
     tmp = versioning.new_temp_dir(root)
     try:
@@ -136,12 +137,11 @@ def run_snapshot(clean: ray.data.Dataset, cfg: PipelineConfig, ws: Workspace, so
         files = sorted(p.name for p in tmp.iterdir() if p.suffix == ".parquet")
         manifest = versioning.SnapshotManifest(
             snapshot_id=snapshot_id, rows=sum(p["rows"] for p in partials), schema=schema,
-            sources=sorted({f for fs in sources.values() for f in fs}), files=files, created_at=time.time(),
-            config_hash=cfg.config_hash(), validation_report=str(report_path))
+            sources=sorted({f for fs in info["sources"].values() for f in fs}), files=files, created_at=time.time(),
+            config_hash=cfg.config_hash(), validation_report=str(report_path),
+            extra={"join_duplicates_dropped": info["join_duplicates_dropped"]})
         return versioning.publish_snapshot(tmp, manifest), False
     except BaseException:
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
@@ -184,12 +184,11 @@ def run_data_stage(cfg: PipelineConfig, progress: Progress | None = None) -> Dat
     seconds["validate"] = time.perf_counter() - t
     if not report.passed:
         raise DataValidationError(f"{report.summary()}\nfull report: {report_path}", report_path=str(report_path))
-    write_json_atomic(ws.reports / "sources-latest.json", info)
 
     say("snapshot", "cleaning and writing snapshot")
     t = time.perf_counter()
     clean = raw.map_batches(_clean_udf, batch_format="pandas", fn_kwargs={"cfg": cfg}).materialize()
-    snapshot, reused = run_snapshot(clean, cfg, ws, info["sources"], report_path)
+    snapshot, reused = run_snapshot(clean, cfg, ws, info, report_path)
     seconds["snapshot"] = time.perf_counter() - t
 
     say("features", "splitting and fitting features")

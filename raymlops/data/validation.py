@@ -113,7 +113,7 @@ def build_schema(cfg: ValidationConfig) -> pa.DataFrameSchema:
 
 # --------------------------------------------------------------------------- per-batch partials
 def _check_name(pandera_check: str) -> str:
-    for prefix, name in (("coerce_dtype", "type"), ("dtype", "type"), ("not_nullable", "not_null"),
+    for prefix, name in (("not_nullable", "not_null"),
                          ("in_range", "range"), ("greater_than_or_equal_to", "range"),
                          ("less_than_or_equal_to", "range"), ("isin", "allowed")):
         if pandera_check.startswith(prefix):
