@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import ray
 import ray.data
+from ray.data.expressions import col
 
 from raymlops.config import PipelineConfig
 from raymlops.data import features as feats
@@ -69,14 +70,14 @@ def _clean_udf(batch: pd.DataFrame, *, cfg: PipelineConfig) -> pd.DataFrame:
     return batch.drop(columns=drop).reset_index(drop=True)
 
 
-def _hash_udf(batch: pd.DataFrame) -> pd.DataFrame:
-    part = versioning.fingerprint_partial(batch)
-    hashes = versioning.row_hashes(batch)
-    return pd.DataFrame({"partial": [json.dumps(part)], "hashes": [hashes.tobytes()]})
+def _hash_udf(batch: pd.DataFrame, *, kinds: dict[str, str]) -> pd.DataFrame:
+    pair = versioning.row_hash_pair(batch, kinds)
+    part = versioning.fingerprint_partial(batch, pair)
+    return pd.DataFrame({"partial": [json.dumps(part)], "hashes": [pair[0].tobytes()]})
 
 
-def _keep_udf(batch: pd.DataFrame, *, dupes: np.ndarray, keep_dupes: bool) -> pd.DataFrame:
-    is_dupe = np.isin(versioning.row_hashes(batch), dupes)
+def _keep_udf(batch: pd.DataFrame, *, dupes: np.ndarray, keep_dupes: bool, kinds: dict[str, str]) -> pd.DataFrame:
+    is_dupe = np.isin(versioning.row_hashes(batch, kinds=kinds), dupes)
     return batch[is_dupe if keep_dupes else ~is_dupe]
 
 
@@ -108,26 +109,32 @@ def _schema_of(ds: ray.data.Dataset) -> dict[str, str]:
 
 
 def run_snapshot(clean: ray.data.Dataset, cfg: PipelineConfig, ws: Workspace, info: dict[str, Any],
-                 report_path: Path) -> tuple[versioning.Snapshot, bool]:
-    """Deduplicate, fingerprint, and publish atomically; an existing snapshot of the same content is reused."""
-    rows = clean.map_batches(_hash_udf, batch_format="pandas").take_all()
+                 report_path: Path) -> tuple[versioning.Snapshot, bool, ray.data.Dataset]:
+    """Deduplicate, fingerprint, and publish atomically; an existing snapshot of the same content is reused.
+
+    Returns the snapshot, whether it existed already, and the deduplicated data (the snapshot's content,
+    still in the object store, so the next step need not read the files back).
+    """
+    kinds = versioning.arrow_kinds(clean.schema(fetch_if_missing=True))
+    rows = clean.map_batches(_hash_udf, batch_format="pandas", fn_kwargs={"kinds": kinds}).take_all()
     partials = [json.loads(r["partial"]) for r in rows]
     if cfg.data.cleaning.drop_duplicates and rows:
         hashes = np.concatenate([np.frombuffer(r["hashes"], dtype=np.uint64) for r in rows])
         values, counts = np.unique(hashes, return_counts=True)
         dupes = values[counts > 1]
         if len(dupes):
-            singles = clean.map_batches(_keep_udf, batch_format="pandas", fn_kwargs={"dupes": dupes, "keep_dupes": False})
-            repeated = clean.map_batches(_keep_udf, batch_format="pandas", fn_kwargs={"dupes": dupes, "keep_dupes": True})
+            keep = {"dupes": dupes, "kinds": kinds}
+            singles = clean.map_batches(_keep_udf, batch_format="pandas", fn_kwargs={**keep, "keep_dupes": False})
+            repeated = clean.map_batches(_keep_udf, batch_format="pandas", fn_kwargs={**keep, "keep_dupes": True})
             distinct = repeated.to_pandas().drop_duplicates(ignore_index=True)
             clean = singles.union(ray.data.from_pandas(distinct)).materialize()
-            partials = _gather(clean.map_batches(lambda b: _one_row(versioning.fingerprint_partial(b)),
-                                                 batch_format="pandas"))
+            partials = _gather(clean.map_batches(
+                lambda b: _one_row(versioning.fingerprint_partial(b, kinds=kinds)), batch_format="pandas"))
     schema = _schema_of(clean)
-    snapshot_id = versioning.combine_fingerprint(partials, schema)
+    snapshot_id = versioning.combine_fingerprint(partials, kinds)
     root = ws.snapshots
     try:
-        return versioning.load_snapshot(root, snapshot_id), True
+        return versioning.load_snapshot(root, snapshot_id), True, clean
     except SnapshotError:
         pass  # not published yet (or incomplete): write it
     versioning.remove_stale_temp_dirs(root)
@@ -140,18 +147,17 @@ def run_snapshot(clean: ray.data.Dataset, cfg: PipelineConfig, ws: Workspace, in
             sources=sorted({f for fs in info["sources"].values() for f in fs}), files=files, created_at=time.time(),
             config_hash=cfg.config_hash(), validation_report=str(report_path),
             extra={"join_duplicates_dropped": info["join_duplicates_dropped"]})
-        return versioning.publish_snapshot(tmp, manifest), False
+        return versioning.publish_snapshot(tmp, manifest), False, clean
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-def run_features(snapshot: versioning.Snapshot, cfg: PipelineConfig, ws: Workspace) -> tuple[
+def run_features(snapshot: versioning.Snapshot, data: ray.data.Dataset, cfg: PipelineConfig, ws: Workspace) -> tuple[
         dict[str, ray.data.Dataset], dict[str, ray.data.Dataset], dict[str, int], feats.FittedFeatures, Path]:
-    """Split the snapshot, fit the feature pipeline on train only, and transform every split lazily."""
-    data = ray.data.read_parquet(str(snapshot.path))
+    """Split the snapshot's rows, fit the feature pipeline on train only, and transform every split lazily."""
     tagged = data.map_batches(_split_udf, batch_format="pandas", fn_kwargs={"split": cfg.data.split}).materialize()
-    splits = {name: tagged.filter(expr=f"{SPLIT_COLUMN} == '{name}'") for name in SPLITS}
+    splits = {name: tagged.filter(expr=col(SPLIT_COLUMN) == name) for name in SPLITS}
     counts = {name: ds.count() for name, ds in splits.items()}
     if counts["train"] == 0:
         raise DataValidationError(f"the training split of snapshot {snapshot.snapshot_id} is empty; check "
@@ -188,12 +194,12 @@ def run_data_stage(cfg: PipelineConfig, progress: Progress | None = None) -> Dat
     say("snapshot", "cleaning and writing snapshot")
     t = time.perf_counter()
     clean = raw.map_batches(_clean_udf, batch_format="pandas", fn_kwargs={"cfg": cfg}).materialize()
-    snapshot, reused = run_snapshot(clean, cfg, ws, info, report_path)
+    snapshot, reused, clean = run_snapshot(clean, cfg, ws, info, report_path)
     seconds["snapshot"] = time.perf_counter() - t
 
     say("features", "splitting and fitting features")
     t = time.perf_counter()
-    raw_splits, datasets, counts, fitted, features_path = run_features(snapshot, cfg, ws)
+    raw_splits, datasets, counts, fitted, features_path = run_features(snapshot, clean, cfg, ws)
     seconds["features"] = time.perf_counter() - t
     return DataStageResult(snapshot=snapshot, report=report, report_path=report_path, split_rows=counts,
                            features=fitted, features_path=features_path, datasets=datasets, raw=raw_splits,

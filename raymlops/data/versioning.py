@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from raymlops.errors import SnapshotError
 
@@ -42,27 +43,98 @@ def mix64(values: np.ndarray, key: int) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
-def row_hashes(frame: pd.DataFrame, key: int = 0, reverse: bool = False) -> np.ndarray:
+def _kind(series: pd.Series) -> str:
+    dtype = series.dtype
+    if isinstance(dtype, pd.ArrowDtype):
+        t = dtype.pyarrow_dtype
+        if pa.types.is_timestamp(t) or pa.types.is_date(t):
+            return "time"
+        if pa.types.is_boolean(t):
+            return "bool"
+        return "num" if pa.types.is_integer(t) or pa.types.is_floating(t) else "text"
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return "time"
+    if pd.api.types.is_bool_dtype(dtype):
+        return "bool"
+    if pd.api.types.is_numeric_dtype(dtype):
+        return "num"
+    inferred = pd.api.types.infer_dtype(series, skipna=True)
+    return {"boolean": "bool", "integer": "num", "floating": "num", "mixed-integer-float": "num",
+            "datetime": "time", "datetime64": "time", "date": "time"}.get(inferred, "text")
+
+
+def canonical_column(series: pd.Series, kind: str | None = None) -> pd.Series:
+    """One representation per kind of value, so numpy-, nullable- and Arrow-backed columns holding the
+    same values hash alike: times -> Int64 microseconds (UTC), numbers -> float64 (integers beyond
+    2**53 lose their last bits), booleans -> boolean, everything else -> text. ``kind`` should be the
+    dataset's kind of the column: a batch where the column happens to be all missing cannot tell."""
+    kind = kind or _kind(series)
+    missing = series.isna().to_numpy()
+    if kind == "time":
+        when = pd.to_datetime(series, utc=True).dt.as_unit("us")
+        out = pd.Series(when.array.asi8, dtype="Int64", index=series.index)
+    elif kind == "num":
+        out = pd.to_numeric(series, errors="coerce").astype("float64")
+    elif kind == "bool":
+        out = series.astype("boolean")
+    else:
+        out = series.astype("string").astype(object)
+    if missing.any():
+        out = out.astype(object).where(~missing, None) if kind == "text" else out.where(~missing)
+    return out
+
+
+def _canonical_frame(frame: pd.DataFrame, cols: list[str], kinds: dict[str, str] | None) -> pd.DataFrame:
+    kinds = kinds or {}
+    return pd.DataFrame({c: canonical_column(frame[c], kinds.get(c)) for c in cols}, index=frame.index)
+
+
+def row_hashes(frame: pd.DataFrame, key: int = 0, reverse: bool = False,
+               kinds: dict[str, str] | None = None) -> np.ndarray:
     """One uint64 per row over all columns in name order (the index is ignored), mixed with ``key``.
 
-    pandas' own hash_key only affects text columns, so the key is mixed in afterwards.
+    Columns are put in a canonical form first (see ``canonical_column``); pandas' own hash_key only
+    affects text columns, so the key is mixed in afterwards.
     """
     cols = sorted(frame.columns, reverse=reverse)
-    raw = pd.util.hash_pandas_object(frame[cols], index=False).to_numpy(dtype=np.uint64)
+    raw = pd.util.hash_pandas_object(_canonical_frame(frame, cols, kinds), index=False).to_numpy(dtype=np.uint64)
     return mix64(raw, key) if key else raw
 
 
-def fingerprint_partial(frame: pd.DataFrame) -> dict[str, int]:
+def row_hash_pair(frame: pd.DataFrame, kinds: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Two independent hashes per row from one canonicalisation (for the 128-bit fingerprint)."""
+    cols = sorted(frame.columns)
+    canonical = _canonical_frame(frame, cols, kinds)
+    a = pd.util.hash_pandas_object(canonical, index=False).to_numpy(dtype=np.uint64)
+    b = pd.util.hash_pandas_object(canonical[cols[::-1]], index=False).to_numpy(dtype=np.uint64)
+    return a, mix64(b, _KEY_B)
+
+
+def fingerprint_partial(frame: pd.DataFrame, hashes: tuple[np.ndarray, np.ndarray] | None = None,
+                        kinds: dict[str, str] | None = None) -> dict[str, int]:
     """Order-independent sums of row hashes of one batch (combine with ``combine_fingerprint``)."""
-    a = row_hashes(frame)
-    b = row_hashes(frame, key=_KEY_B, reverse=True)
+    a, b = hashes if hashes is not None else row_hash_pair(frame, kinds)
     # Sums mod 2**64 of uint64 wrap around in numpy, which is what we want.
     with np.errstate(over="ignore"):
         return {"rows": len(frame), "sum_a": int(a.sum(dtype=np.uint64)), "sum_b": int(b.sum(dtype=np.uint64))}
 
 
-def combine_fingerprint(partials: list[dict[str, int]], schema: dict[str, str]) -> str:
-    """The dataset's id: 16 hex chars from schema, row count and the summed row hashes."""
+def arrow_kinds(schema: pa.Schema) -> dict[str, str]:
+    """Column -> kind (time, num, bool, text): storage details such as large_string vs string or ns vs
+    us timestamps do not change a fingerprint."""
+    def kind(t: pa.DataType) -> str:
+        if pa.types.is_timestamp(t) or pa.types.is_date(t):
+            return "time"
+        if pa.types.is_boolean(t):
+            return "bool"
+        if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+            return "num"
+        return "text"
+    return {name: kind(t) for name, t in zip(schema.names, schema.types)}
+
+
+def combine_fingerprint(partials: list[dict[str, Any]], schema: dict[str, str]) -> str:
+    """The dataset's id: 16 hex chars from the schema (column kinds), row count and summed row hashes."""
     rows = sum(p["rows"] for p in partials)
     sum_a = sum(p["sum_a"] for p in partials) & _MASK
     sum_b = sum(p["sum_b"] for p in partials) & _MASK

@@ -76,3 +76,17 @@ def test_manifest_must_match_files(tmp_path):
     (tmp / "extra.parquet").write_bytes(b"PAR1")
     with pytest.raises(SnapshotError, match="manifest lists 1 files"):
         v.publish_snapshot(tmp, manifest)
+
+
+def test_row_hashes_do_not_depend_on_column_representation():
+    import pyarrow as pa
+
+    table = pa.table({
+        "ts": pa.array([1_000_000, None, 3_000_000], pa.timestamp("us", tz="UTC")),
+        "i": pa.array([1, None, 3], pa.int64()), "f": [1.5, None, 2.0], "s": ["a", None, "c"],
+        "b": [True, None, False]})
+    arrow_backed = table.to_pandas(types_mapper=pd.ArrowDtype)
+    numpy_backed = table.to_pandas()                     # ints with nulls become float64 here
+    numpy_backed["ts"] = numpy_backed["ts"].dt.as_unit("ns")
+    assert (v.row_hashes(arrow_backed) == v.row_hashes(numpy_backed)).all()
+    assert fp([arrow_backed]) == fp([numpy_backed])
