@@ -31,7 +31,9 @@ test-unit: setup
 	$(PY) -m pytest -q tests/unit
 
 bench: setup
+	$(PY) examples/flights/prepare.py --out examples/flights/data
 	$(PY) benchmarks/data_bench.py
+	$(PY) benchmarks/train_bench.py
 
 clean:
 	rm -rf .raymlops examples/flights/data
