@@ -52,6 +52,12 @@ class Workspace:
         return self
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_json_atomic(path: str | Path, payload: Any) -> Path:
     """Write JSON to a temp file beside ``path`` and rename it into place: never half a file."""
     path = Path(path)
@@ -60,6 +66,7 @@ def write_json_atomic(path: str | Path, payload: Any) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(payload, f, indent=2, default=str)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates it private; give it a normal file's mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
