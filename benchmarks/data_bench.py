@@ -589,7 +589,7 @@ def _fmt_steps(steps: dict[str, float]) -> str:
 
 
 def print_case(s: dict[str, Any]) -> None:
-    r, p, q = s["raymlops"], s["pandas"], s["ratios_raymlops_over_pandas"]
+    r, p, _q = s["raymlops"], s["pandas"], s["ratios_raymlops_over_pandas"]
     rm, pm = r["memory"], p["memory"]
     print(f"\n== {s['label']}: {s['rows']:,} input rows; best of {s['repeat']} runs per side "
           f"(raymlops: fresh workdir each run) ==")
@@ -629,19 +629,6 @@ def print_case(s: dict[str, Any]) -> None:
         print(f"   other processes during the {side} child: {m['other_cpu_s']:.1f} CPU-s "
               f"({m['other_share_of_machine']:.0%} of the machine's CPUs over {m['wall_s']:.0f} s; the child itself "
               f"used {m['own_cpu_s']:.1f} CPU-s){flag}")
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=2, default=str)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _git_state() -> dict[str, Any]:
@@ -706,7 +693,7 @@ def main() -> None:
             "cpus": os.cpu_count(), "memory_gib": round(mem, 1), "months": args.months, "repeat": args.repeat,
             "statistic": "best (fastest) of the repetitions", "git": _git_state(),
             "wall_s": None}
-    print(f"\nraymlops data stage vs single-process pandas (same pure functions), measured in the same run")
+    print("\nraymlops data stage vs single-process pandas (same pure functions), measured in the same run")
     print(f"machine: {meta['cpus']} CPUs, {meta['memory_gib']} GiB RAM; Python {meta['python']}, Ray {meta['ray']} "
           f"(num_cpus=2), pandas {meta['pandas']}, pyarrow {meta['pyarrow']}")
     print("work timed: ingest (read + weather join) -> validate -> clean/coerce -> dedupe + fingerprint + write "
@@ -723,6 +710,8 @@ def main() -> None:
               f"[raymlops {s['raymlops']['rows_per_s']:,.0f} rows/s vs pandas {s['pandas']['rows_per_s']:,.0f} rows/s]"
               + ("  (machine was busy: see above)" if s["disturbed"] else ""))
     meta["wall_s"] = time.perf_counter() - started
+    from raymlops.workspace import write_json_atomic
+
     write_json_atomic(OUT_JSON, {"meta": meta, "cases": results})
     print(f"\nwrote {OUT_JSON.relative_to(REPO)} (total benchmark wall time {meta['wall_s']:.0f} s)")
 
