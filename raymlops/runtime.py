@@ -77,9 +77,6 @@ def ray_runtime(address: str | None = None, num_cpus: int | None = None) -> Iter
             ray.init(address=address, **kwargs)
         else:
             _bind_loopback()
-            # Ray Train's controller polls workers every 2 s by default: each epoch report and the end
-            # of a run wait for it (about 6 s per run measured here). A local cluster polls faster.
-            os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
             ray.init(num_cpus=num_cpus or default_num_cpus(), **kwargs)
     except Exception as exc:  # Ray raises several unrelated types here
         where = address or "a local cluster"

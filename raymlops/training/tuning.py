@@ -120,14 +120,11 @@ def run_tuning(cfg: PipelineConfig, data: DataStageResult, run_name: str, *, tra
     started = time.perf_counter()
     data = dataclasses.replace(data, datasets={k: data.datasets[k].materialize() for k in ("train", "validation")})
     space, lookups = search_space(cfg)
+    search_alg = None  # random: Tune's default generator (a seeded one would ignore max_concurrent_trials)
     if t.search_alg == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
         search_alg = OptunaSearch(seed=cfg.training.seed)
-    else:  # seeded, so a random search can be repeated
-        from ray.tune.search import BasicVariantGenerator
-
-        search_alg = BasicVariantGenerator(random_state=cfg.training.seed)
     scheduler = ASHAScheduler(max_t=cfg.training.epochs, grace_period=t.grace_period,
                               reduction_factor=t.reduction_factor)
     # Each trial holds a sliver of CPU plus its workers' CPUs; more concurrent trials than fit would
