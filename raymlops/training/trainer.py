@@ -92,9 +92,9 @@ def run_training(cfg: PipelineConfig, data: DataStageResult, run_name: str,
         raise TrainingError(f"training run {run_name!r} reported no checkpoint (no epoch completed)")
     ckpt_dir = Path(result.checkpoint.path)
     state = read_checkpoint_state(ckpt_dir)
+    spec = ModelSpec.from_features(data.features, cfg.model.task)
     return TrainingResult(
         run_name=run_name, checkpoint_dir=ckpt_dir, best_weights=ckpt_dir / BEST_WEIGHTS,
-        spec=ModelSpec.from_features(data.features, cfg.model.task),
-        params=loop_config(cfg, ModelSpec.from_features(data.features, cfg.model.task), overrides),
+        spec=spec, params=loop_config(cfg, spec, overrides),
         final_metrics=state["metrics"], history=state.get("history", [state["metrics"]]),
         seconds=time.perf_counter() - started)

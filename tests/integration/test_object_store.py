@@ -96,28 +96,15 @@ def test_validation_failure_names_the_s3_object_and_row(s3_server, ray_session, 
     assert not list((tmp_path / "work" / "snapshots").glob("[!.]*"))  # nothing published
 
 
-def test_glob_matching_no_object_is_a_data_source_error(s3_server, ray_session, tmp_path):
+@pytest.mark.parametrize("flights_path", [
+    "s3://{bucket}/flights/*.parquet",                    # a glob matching no object
+    "s3://{bucket}/flights/part-3.csv",                   # a missing object
+    "s3://raymlops-no-such-bucket/flights/*.csv",         # a glob in a missing bucket
+])
+def test_unreadable_s3_path_is_a_data_source_error_naming_it(s3_server, ray_session, tmp_path, flights_path):
     bucket = s3_server.new_bucket()
     _upload_smoke(s3_server, bucket)
-    pattern = f"s3://{bucket}/flights/*.parquet"
-    with pytest.raises(DataSourceError) as info:
-        run_data_stage(_s3_config(tmp_path, s3_server, bucket, flights_path=pattern))
-    assert "'flights'" in str(info.value) and pattern in str(info.value)
-
-
-def test_missing_object_is_a_data_source_error(s3_server, ray_session, tmp_path):
-    bucket = s3_server.new_bucket()
-    _upload_smoke(s3_server, bucket)
-    uri = f"s3://{bucket}/flights/part-3.csv"
+    uri = flights_path.format(bucket=bucket)
     with pytest.raises(DataSourceError) as info:
         run_data_stage(_s3_config(tmp_path, s3_server, bucket, flights_path=uri))
     assert "'flights'" in str(info.value) and uri in str(info.value)
-
-
-def test_glob_in_a_missing_bucket_is_a_data_source_error(s3_server, ray_session, tmp_path):
-    bucket = s3_server.new_bucket()
-    _upload_smoke(s3_server, bucket)
-    pattern = "s3://raymlops-no-such-bucket/flights/*.csv"
-    with pytest.raises(DataSourceError) as info:
-        run_data_stage(_s3_config(tmp_path, s3_server, bucket, flights_path=pattern))
-    assert "'flights'" in str(info.value) and pattern in str(info.value)
