@@ -28,6 +28,7 @@ from raymlops.errors import (
     RaymlopsError,
     RegistryError,
     RuntimeConnectionError,
+    ServingError,
     SnapshotError,
     TrainingError,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "RaymlopsError",
     "RegistryError",
     "RuntimeConnectionError",
+    "ServingError",
     "SnapshotError",
     "TrainingError",
     "__version__",

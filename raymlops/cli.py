@@ -323,6 +323,66 @@ def runs_cmd(config: Path = typer.Argument(..., help="Pipeline config (its name 
     out.print(table)
 
 
+@app.command("serve")
+@_guarded
+def serve_cmd(config: Path = typer.Argument(..., help="Pipeline config (YAML)."),
+              address: str | None = typer.Option(None, help="Ray address; default: start local Ray here."),
+              num_cpus: int | None = typer.Option(None, help="CPUs for local Ray (default: this machine's)."),
+              port: int | None = typer.Option(None, help="HTTP port (default: serving.port)."),
+              canary_share: float | None = typer.Option(None, min=0.0, max=1.0,
+                                                        help="Share of requests for the challenger.")) -> None:
+    """Serve the champion over HTTP (Ray Serve) until Ctrl-C; replicas follow promotions and rollbacks."""
+    from raymlops.serving.deploy import run_service
+
+    overrides = {} if canary_share is None else {"canary_share": canary_share}
+    run_service(load_config(config), address=address, num_cpus=num_cpus, port=port,
+                say=lambda m: err.print(f"[cyan]    serve[/] {m}", highlight=False), **overrides)
+
+
+@app.command("serve-config")
+@_guarded
+def serve_config_cmd(config: Path = typer.Argument(..., help="Pipeline config (YAML)."),
+                     output: Path | None = typer.Option(None, "--output", "-o", help="Write here instead of stdout."),
+                     config_path: str | None = typer.Option(
+                         None, help="The pipeline config's path where Serve runs (default: CONFIG as given).")) -> None:
+    """Write a Ray Serve config YAML (for `serve deploy` or a KubeRay RayService serveConfigV2)."""
+    from raymlops.serving.serve_config import serve_config_yaml
+
+    text = serve_config_yaml(load_config(config), config_path or str(config))
+    if output:
+        from raymlops.workspace import write_text_atomic
+
+        write_text_atomic(output, text)
+        out.print(f"wrote {output}")
+    else:
+        sys.stdout.write(text)
+
+
+@app.command("predict")
+@_guarded
+def predict_cmd(model: str = typer.Option(..., "--model", "-m", help="NAME (champion), NAME@ALIAS or NAME/VERSION."),
+                input: str = typer.Option(..., "--input", "-i", help="CSV, Parquet or JSON-lines file, glob or URI."),
+                output: Path = typer.Option(..., "--output", "-o", help="Parquet folder to write (atomically)."),
+                fmt: str | None = typer.Option(None, "--format", help="csv|parquet|json (default: from the name)."),
+                batch_size: int = typer.Option(4096, min=1, help="Rows per model call."),
+                concurrency: int = typer.Option(1, min=1, help="Scoring actors."),
+                overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists."),
+                address: str | None = typer.Option(None, help="Ray address; default: start local Ray here."),
+                num_cpus: int | None = typer.Option(None, help="CPUs for local Ray."),
+                config: Path | None = _CONFIG_OPT, workdir: Path | None = _WORKDIR_OPT) -> None:
+    """Score files with a registered model version (Ray Data, actor pool) into Parquet."""
+    from raymlops.inference import predict_files
+    from raymlops.runtime import ray_runtime
+
+    registry = _registry(config, workdir)
+    started = time.perf_counter()
+    with ray_runtime(address=address, num_cpus=num_cpus):
+        result = predict_files(registry, model, input, output, fmt=fmt or _guess_format(input),
+                               batch_size=batch_size, concurrency=concurrency, overwrite=overwrite)
+    out.print(f"scored {result['rows']:,} rows with {result['model']} v{result['version']} in "
+              f"{time.perf_counter() - started:.1f} s -> {result['output']}")
+
+
 def main() -> None:
     app()
 

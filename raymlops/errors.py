@@ -10,6 +10,7 @@
     ├── GateFailed                a candidate failed an evaluation gate; nothing was registered
     ├── RegistryError             the model registry refused or lost an operation
     ├── ModelPackageError         a model package is missing, tampered with or unreadable
+    ├── ServingError              the model service cannot deploy, is not ready, or refused a request (status)
     └── RuntimeConnectionError    Ray cannot be started or reached
 
 Every class is picklable (Ray moves exceptions between processes): each stores its constructor
@@ -88,6 +89,14 @@ class RuntimeConnectionError(RaymlopsError):
     """Ray cannot be started locally or reached at the given address."""
 
 
+class ServingError(RaymlopsError):
+    """The model service cannot be deployed, is not ready, or answered a request with an error."""
+
+    def __init__(self, message: str, status: int | None = None, **details: Any) -> None:
+        super().__init__(message, status=status, **details)
+        self.status = status
+
+
 __all__ = [
     "ConfigError",
     "DataSourceError",
@@ -98,6 +107,7 @@ __all__ = [
     "RaymlopsError",
     "RegistryError",
     "RuntimeConnectionError",
+    "ServingError",
     "SnapshotError",
     "TrainingError",
 ]

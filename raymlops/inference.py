@@ -1,35 +1,114 @@
 """Batch scoring with Ray Data: a pool of actors each loads the verified package once and scores batches.
 
-Evaluation uses it on the test split, and so does ``raymlops predict`` on files.
+Evaluation uses ``predict_dataset`` on the test split; ``predict_files`` (``raymlops predict``) scores
+files with a registered version, casting input columns exactly as serving does, and publishes Parquet
+atomically: it is written to a temp folder beside the output and renamed into place only when complete.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import ray.data
 
-from raymlops.packaging import load_package
+from raymlops.errors import DataValidationError
+from raymlops.packaging import load_package, verify_package
 
 PREDICTION = "prediction"
 
 
 class _Scorer:
     package_dir = ""  # set on a per-package subclass: no constructor arguments to keep in the object store
+    cast = False
 
     def __init__(self) -> None:
         self.model = load_package(self.package_dir)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        frame = batch
+        if self.cast:
+            from raymlops.serving.schema import coerce_to_schema
+
+            schema = self.model.manifest["input_schema"]
+            missing = [c for c in schema if c not in batch.columns]
+            if missing:
+                raise DataValidationError(f"input lacks the model's input columns {missing}")
+            frame, failures = coerce_to_schema(batch, schema)
+            if failures:
+                col, bad = next(iter(failures.items()))
+                raise DataValidationError(
+                    f"column {col!r} has values that are not {schema[col].get('type')}: "
+                    f"{list(bad.astype(str).head(3))} ({sum(len(v) for v in failures.values())} bad cells in this batch)")
         batch = batch.copy()
-        batch[PREDICTION] = self.model.predict_frame(batch)
+        batch[PREDICTION] = self.model.predict_frame(frame)
         return batch
 
 
 def predict_dataset(ds: ray.data.Dataset, package_dir: str | Path, *, batch_size: int = 4096,
-                    concurrency: int = 1) -> ray.data.Dataset:
+                    concurrency: int = 1, cast: bool = False) -> ray.data.Dataset:
     """Add a ``prediction`` column to every row of ``ds`` (raw input columns in)."""
-    scorer = type("Scorer", (_Scorer,), {"package_dir": str(package_dir)})
+    scorer = type("Scorer", (_Scorer,), {"package_dir": str(package_dir), "cast": cast})
     return ds.map_batches(scorer, batch_format="pandas", batch_size=batch_size,
                           compute=ray.data.ActorPoolStrategy(size=concurrency))
+
+
+def read_input(path: str, fmt: str) -> ray.data.Dataset:
+    reader = {"csv": ray.data.read_csv, "parquet": ray.data.read_parquet, "json": ray.data.read_json}[fmt]
+    try:
+        return reader(path)
+    except Exception as exc:  # pyarrow/Ray raise many types for a missing or unreadable file
+        raise DataValidationError(f"cannot read {path} as {fmt}: {exc}") from exc
+
+
+def predict_files(registry: Any, model_ref: str, input_path: str, output: str | Path, *, fmt: str,
+                  batch_size: int = 4096, concurrency: int = 1, overwrite: bool = False) -> dict[str, Any]:
+    """Score ``input_path`` with a registered version; write ``output`` (a Parquet folder) atomically."""
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise DataValidationError(f"{output} exists; pass --overwrite to replace it")
+    name, version = registry.resolve(model_ref)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="raymlops-predict-") as tmp:
+        package = registry.download_package(name, version, tmp)
+        verify_package(package)
+        ds = predict_dataset(read_input(input_path, fmt), package, batch_size=batch_size,
+                             concurrency=concurrency, cast=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+        try:
+            try:
+                ds.write_parquet(str(staging))
+            except Exception as exc:
+                cause = _find_cause(exc, DataValidationError)
+                if cause is not None:
+                    raise DataValidationError(f"{input_path}: {_first_line(cause)}") from exc
+                raise
+            rows = sum(pd.read_parquet(f, columns=[PREDICTION]).shape[0] for f in staging.glob("*.parquet"))
+            if output.exists():
+                shutil.rmtree(output)
+            os.rename(staging, output)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    return {"model": name, "version": version, "rows": rows, "output": str(output)}
+
+
+def _find_cause(exc: BaseException, kind: type) -> BaseException | None:
+    """The first exception of ``kind`` along the cause chain (Ray wraps errors raised in its tasks)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return current
+        seen.add(id(current))
+        current = getattr(current, "cause", None) or current.__cause__
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return next((t for t in reversed(text) if "DataValidationError" in t), text[-1] if text else repr(exc))

@@ -32,6 +32,9 @@ from raymlops.config import PipelineConfig
 from raymlops.errors import RegistryError
 from raymlops.workspace import Workspace
 
+# Downloads of a few small files need no progress bar (it floods logs of replicas and CI).
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 _RETRIES = 8
@@ -63,6 +66,23 @@ def _retry(fn, what: str):
                 raise RegistryError(f"{what} failed: {exc}") from exc
             time.sleep(0.05 * (2 ** attempt) * (0.5 + random.random()))
     raise AssertionError("unreachable")
+
+
+def parse_model_ref(ref: str) -> tuple[str, str | None, str | None]:
+    """``NAME`` (the champion), ``NAME@ALIAS`` or ``NAME/VERSION`` -> (name, alias, version)."""
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        if not name or not alias:
+            raise RegistryError(f"model reference {ref!r} should look like NAME@ALIAS")
+        return name, alias, None
+    if "/" in ref:
+        name, version = ref.rsplit("/", 1)
+        if not name or not version.isdigit():
+            raise RegistryError(f"model reference {ref!r} should look like NAME/VERSION (a number)")
+        return name, None, version
+    if not ref:
+        raise RegistryError("empty model reference")
+    return ref, CHAMPION, None
 
 
 @dataclass(frozen=True)
@@ -176,6 +196,16 @@ class Registry:
             return str(self.client.get_model_version_by_alias(name, alias).version)
         except Exception:
             return None
+
+    def resolve(self, ref: str) -> tuple[str, str]:
+        """A model reference (``NAME``, ``NAME@ALIAS``, ``NAME/VERSION``) -> (name, version) that exists."""
+        name, alias, version = parse_model_ref(ref)
+        if alias is not None:
+            version = self.version_for_alias(name, alias)
+            if version is None:
+                raise RegistryError(f"model {name!r} has no version with alias {alias!r} in {self.tracking_uri}")
+        self.version_info(name, version)
+        return name, str(version)
 
     def version_info(self, name: str, version: str | int) -> Any:
         try:

@@ -60,12 +60,17 @@ def _umask() -> int:
 
 def write_json_atomic(path: str | Path, payload: Any) -> Path:
     """Write JSON to a temp file beside ``path`` and rename it into place: never half a file."""
+    return write_text_atomic(path, json.dumps(payload, indent=2, default=str))
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write text to a temp file beside ``path`` and rename it into place: never half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=2, default=str)
+            f.write(text)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates it private; give it a normal file's mode
         os.replace(tmp, path)
     except BaseException:

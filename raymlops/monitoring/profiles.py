@@ -22,12 +22,12 @@ def numeric_profile(values: pd.Series, bins: int = 10) -> dict[str, Any]:
     missing = float(x.isna().mean()) if len(x) else 0.0
     if len(present) == 0:
         return {"kind": "numeric", "edges": [], "shares": [], "mean": None, "std": None,
-                "missing": missing, "rows": int(len(x))}
+                "missing": missing, "rows": len(x)}
     edges = np.unique(np.quantile(present, np.linspace(0, 1, bins + 1)[1:-1]))
     counts = np.bincount(np.searchsorted(edges, present, side="right"), minlength=len(edges) + 1)
     return {"kind": "numeric", "edges": edges.tolist(), "shares": (counts / counts.sum()).tolist(),
             "mean": float(present.mean()), "std": float(present.std()), "missing": missing,
-            "rows": int(len(x)), "sample": np.sort(np.random.default_rng(0).choice(
+            "rows": len(x), "sample": np.sort(np.random.default_rng(0).choice(
                 present, size=min(len(present), 1000), replace=False)).tolist()}
 
 
@@ -39,14 +39,14 @@ def categorical_profile(values: pd.Series) -> dict[str, Any]:
     top = shares.head(MAX_CATEGORIES)
     return {"kind": "categorical", "shares": {str(k): float(v) for k, v in top.items()},
             "other": float(max(0.0, 1 - top.sum() - (text.isna().mean() if len(text) else 0))),
-            "missing": float(text.isna().mean()) if len(text) else 0.0, "rows": int(len(text))}
+            "missing": float(text.isna().mean()) if len(text) else 0.0, "rows": len(text)}
 
 
 def build_reference_profile(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> dict[str, Any]:
     """Profile of the raw input columns the model reads (derived columns are profiled as computed)."""
     return {
         "version": PROFILE_VERSION,
-        "rows": int(len(frame)),
+        "rows": len(frame),
         "features": {
             **{c: numeric_profile(frame[c]) for c in numeric if c in frame.columns},
             **{c: categorical_profile(frame[c]) for c in categorical if c in frame.columns},

@@ -27,4 +27,9 @@ def test_public_api_is_pinned():
     assert sorted(raymlops.__all__) == sorted([
         "ConfigError", "DataSourceError", "DataValidationError", "FeatureError", "GateFailed",
         "ModelPackageError", "PipelineConfig", "RaymlopsError", "RegistryError", "RuntimeConnectionError",
-        "SnapshotError", "TrainingError", "__version__", "load_config"])
+        "ServingError", "SnapshotError", "TrainingError", "__version__", "load_config"])
+
+
+def test_serving_error_keeps_status_through_pickle():
+    exc = pickle.loads(pickle.dumps(errors.ServingError("shed", status=503)))
+    assert exc.status == 503 and str(exc) == "shed"

@@ -1,0 +1,307 @@
+"""The Ray Serve application: a FastAPI ingress in front of the registry's champion (and challenger).
+
+Routes (under ``serving.route_prefix``):
+
+    POST /v1/predict    one record or a list; typed by the model's input schema (422 names the field)
+    POST /v1/feedback   true outcomes by request id (API key)
+    POST /v1/admin/refresh  re-read the registry aliases now, on the replica that gets it (API key)
+    GET  /v1/model      versions served, lineage, input schema, last load errors
+    GET  /healthz       the process answers          GET /readyz   the champion predicts
+    GET  /docs, /openapi.json
+
+What keeps it safe under load: requests are batched (``@serve.batch``); each replica takes at most
+``max_ongoing_requests``; each proxy queues at most ``max_queued_requests`` and sheds the rest at once
+with 503/429 and ``Retry-After``; the proxy answers 408 after ``request_timeout_s``; bodies over
+``max_body_bytes`` get 413 before they are parsed. Nothing a request carries is ever unpickled.
+
+``build_app(settings)`` makes the application; ``app_builder({"config": PATH})`` is the import path that
+``serve deploy`` and KubeRay's ``serveConfigV2`` use (see ``raymlops serve-config``).
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI reads the route annotations at runtime, and the
+# request model is built per deployment inside ``build_app``.
+
+import asyncio
+import hmac
+import logging
+import math
+import os
+import random
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from ray import serve
+
+from raymlops.errors import ModelPackageError
+from raymlops.registry import CHAMPION, Registry
+from raymlops.serving.rollout import ModelSlots
+from raymlops.serving.schema import (
+    FeedbackRequest,
+    FeedbackResponse,
+    PredictResponse,
+    frame_from_rows,
+    predict_request_model,
+    predictions_for,
+    probe_record,
+    record_model,
+)
+from raymlops.serving.serve_config import DEPLOYMENT, deployment_options
+
+log = logging.getLogger("raymlops.serving")
+
+
+class BodyLimit:
+    """ASGI middleware: refuse bodies over ``limit`` bytes with 413, by header or while streaming."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._refuse(send)
+        seen = 0
+
+        async def limited() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Any) -> None:
+        body = (b'{"detail":"request body is larger than %d bytes (serving.max_body_bytes)"}' % self.limit)
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def load_api_key(serving: dict[str, Any]) -> str | None:
+    """The API key from the environment variable, else from the key file; never from the config itself."""
+    key = os.environ.get(serving["api_key_env"], "").strip()
+    if not key and serving.get("api_key_file"):
+        try:
+            key = Path(serving["api_key_file"]).read_text().strip()
+        except OSError as exc:
+            log.error("cannot read the API key file %s: %s", serving["api_key_file"], exc)
+    return key or None
+
+
+def _presented_key(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    return request.headers.get("x-api-key")
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 naming each bad field and why, without echoing the input back (it may hold NaN, or be huge)."""
+    detail = [{"loc": list(e.get("loc", [])), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+              for e in exc.errors()[:50]]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+def build_app(settings: dict[str, Any]) -> Any:
+    """The Serve application for one model. ``settings`` is JSON (see ``deploy.settings_for``)."""
+    serving, schema, model_name = settings["serving"], settings["input_schema"], settings["model"]
+    Record = record_model(schema, name="Record")
+    PredictRequest = predict_request_model(Record, serving["max_records_per_request"])
+    api = FastAPI(title=f"raymlops: {model_name}", version="1",
+                  description=f"Predictions of the registered model {model_name!r} (champion alias).")
+    api.add_middleware(BodyLimit, limit=serving["max_body_bytes"])
+    api.add_exception_handler(RequestValidationError, _validation_error)
+
+    def key_check(required: bool):
+        def check(request: Request) -> None:
+            if not required:
+                return
+            expected = request.app.state.api_key
+            if expected is None:
+                raise HTTPException(401, "this service has no API key configured (set "
+                                         f"{serving['api_key_env']} or serving.api_key_file); "
+                                         "state-changing routes are disabled")
+            presented = _presented_key(request)
+            if not presented:
+                raise HTTPException(401, "API key required: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
+                                    headers={"WWW-Authenticate": "Bearer"})
+            if not hmac.compare_digest(presented.encode(), expected.encode()):
+                raise HTTPException(403, "API key not accepted")
+        return Depends(check)
+
+    predict_key = key_check(serving["require_key_for_predict"])
+    admin_key = key_check(True)
+
+    @serve.ingress(api)
+    class ModelServer:
+        def __init__(self) -> None:
+            api.state.api_key = load_api_key(serving)
+            if api.state.api_key is None:
+                log.warning("no API key configured: /v1/feedback and /v1/admin/* refuse every request")
+            self.registry = Registry.for_workdir(settings["workdir"], settings["tracking_uri"])
+            self.slots = ModelSlots(self.registry, model_name, schema)
+            self.slots.refresh()  # raises (and the replica fails to start) when no champion can be served
+            self.probe = frame_from_rows(
+                                         [Record.model_validate(probe_record(schema)).model_dump()], schema)
+            self.rng = random.Random()
+            self.canary_share = serving["canary_share"]
+            self.watch_interval_s = serving["watch_interval_s"]
+            self.batching = serving["batching"]["enabled"]
+            self.sample_rate = settings["monitoring"]["sample_rate"] if settings["monitoring"]["enabled"] else 0.0
+            self.monitor = None
+            if settings["monitoring"]["enabled"]:
+                from raymlops.monitoring.monitor import get_monitor
+                self.monitor = get_monitor(model_name, settings["workdir"])
+            self.samples: list[dict[str, Any]] = []
+            self.tasks: list[asyncio.Task] = []
+            self.replica = uuid.uuid4().hex[:8]
+
+        # ----------------------------------------------------------------------- configuration
+        async def reconfigure(self, user_config: dict[str, Any]) -> None:
+            """Live settings (``user_config``): changing them never restarts a replica."""
+            self.canary_share = float(user_config.get("canary_share", self.canary_share))
+            self.watch_interval_s = float(user_config.get("watch_interval_s", self.watch_interval_s))
+            batching = user_config.get("batching", {})
+            self.batching = bool(batching.get("enabled", self.batching))
+            self._score_batch.set_max_batch_size(int(batching.get("max_batch_size", serving["batching"]["max_batch_size"])))
+            self._score_batch.set_batch_wait_timeout_s(
+                float(batching.get("wait_timeout_s", serving["batching"]["wait_timeout_s"])))
+            if not self.tasks:
+                self.tasks = [asyncio.create_task(self._watch()), asyncio.create_task(self._flush_loop())]
+
+        async def _watch(self) -> None:
+            while True:
+                await asyncio.sleep(self.watch_interval_s)
+                try:
+                    for event in await asyncio.to_thread(self.slots.refresh):
+                        log.warning("replica %s: %s", self.replica, event)
+                except Exception as exc:  # the registry being away must not stop serving
+                    log.error("replica %s: registry check failed: %s", self.replica, exc)
+
+        async def _flush_loop(self) -> None:
+            while True:
+                await asyncio.sleep(0.25)
+                self._flush()
+
+        def _flush(self) -> Any:
+            if not self.samples or self.monitor is None:
+                return None
+            batch, self.samples = self.samples, []
+            return self.monitor.record.remote(batch)  # fire and forget: never awaited on the request path
+
+        def check_health(self) -> None:
+            """Serve's health check: the champion must predict a finite score for a valid record."""
+            self._probe()
+
+        def _probe(self) -> float:
+            served = self.slots.current(CHAMPION)
+            score = float(served.model.predict_frame(self.probe)[0])
+            if not math.isfinite(score):
+                raise ModelPackageError(f"champion v{served.version} predicts {score} for a valid record")
+            return score
+
+        # ----------------------------------------------------------------------------- scoring
+        @serve.batch(max_batch_size=serving["batching"]["max_batch_size"],
+                     batch_wait_timeout_s=serving["batching"]["wait_timeout_s"])
+        async def _score_batch(self, items: list[tuple[str, pd.DataFrame]]) -> list[tuple[str, str, np.ndarray]]:
+            out: list[Any] = [None] * len(items)
+            for alias in {a for a, _ in items}:
+                idx = [i for i, (a, _) in enumerate(items) if a == alias]
+                served = self.slots.current(alias)
+                frames = [items[i][1] for i in idx]
+                scores = served.model.predict_frame(pd.concat(frames, ignore_index=True))
+                start = 0
+                for i, frame in zip(idx, frames, strict=True):
+                    out[i] = (served.alias, served.version, scores[start:start + len(frame)])
+                    start += len(frame)
+            return out
+
+        async def _score(self, alias: str, frame: pd.DataFrame) -> tuple[str, str, np.ndarray]:
+            if self.batching:
+                return await self._score_batch((alias, frame))
+            served = self.slots.current(alias)
+            return served.alias, served.version, served.model.predict_frame(frame)
+
+        # ------------------------------------------------------------------------------ routes
+        @api.post("/v1/predict", response_model=PredictResponse, dependencies=[predict_key],
+                  summary="Score one record or a list of records")
+        async def predict(self, body: PredictRequest, response: Response) -> PredictResponse:  # type: ignore[valid-type]
+            started = time.perf_counter()
+            rows = body.rows()
+            frame = frame_from_rows(rows, schema)
+            alias = self.slots.pick(self.canary_share, self.rng.random()).alias
+            alias, version, scores = await self._score(alias, frame)
+            request_id = uuid.uuid4().hex
+            values = [float(s) for s in scores]
+            if self.sample_rate and self.rng.random() < self.sample_rate:
+                self.samples.append({"request_id": request_id, "scores": values, "version": version, "alias": alias,
+                                     "time": time.time(), "latency_s": time.perf_counter() - started,
+                                     "records": rows if len(rows) <= 16 else None})
+            response.headers["X-Model-Version"] = version
+            response.headers["X-Request-Id"] = request_id
+            return PredictResponse(request_id=request_id, model=model_name, version=version, alias=alias,
+                                   predictions=predictions_for(settings["task"], values))
+
+        @api.post("/v1/feedback", response_model=FeedbackResponse, dependencies=[admin_key],
+                  summary="Report true outcomes of earlier predictions")
+        async def feedback(self, body: FeedbackRequest) -> FeedbackResponse:
+            if self.monitor is None:
+                raise HTTPException(503, "monitoring is disabled for this model (monitoring.enabled: false)")
+            pending = self._flush()
+            if pending is not None:
+                await pending
+            result = await self.monitor.feedback.remote([item.model_dump() for item in body.items])
+            return FeedbackResponse(**result)
+
+        @api.post("/v1/admin/refresh", dependencies=[admin_key], summary="Re-read the registry aliases now")
+        async def refresh(self) -> dict[str, Any]:
+            try:
+                events = await asyncio.to_thread(self.slots.refresh)
+            except ModelPackageError as exc:
+                raise HTTPException(409, str(exc)) from exc
+            return {"replica": self.replica, "events": events, **self.slots.describe()}
+
+        @api.get("/v1/model", summary="What this replica serves")
+        async def model_info(self) -> dict[str, Any]:
+            return {"model": model_name, "replica": self.replica, "canary_share": self.canary_share,
+                    "input_schema": schema, "task": settings["task"], **self.slots.describe()}
+
+        @api.get("/healthz", summary="Liveness")
+        async def healthz(self) -> dict[str, str]:
+            return {"status": "ok"}
+
+        @api.get("/readyz", summary="Readiness: the champion predicts")
+        async def readyz(self) -> Any:
+            try:
+                self._probe()
+            except Exception as exc:
+                return JSONResponse({"status": "not ready", "reason": str(exc)}, status_code=503)
+            return {"status": "ready", "version": self.slots.current(CHAMPION).version}
+
+    return serve.deployment(ModelServer, name=DEPLOYMENT, **deployment_options(serving)).bind()
+
+
+def app_builder(args: dict[str, str]) -> Any:
+    """Import path for ``serve deploy`` / KubeRay: ``raymlops.serving.app:app_builder`` with ``{config: PATH}``."""
+    from raymlops.config import load_config
+    from raymlops.serving.deploy import settings_for
+
+    return build_app(settings_for(load_config(args["config"])))

@@ -1,0 +1,148 @@
+"""Deploying the Serve application from a pipeline config (the driver side of serving).
+
+``settings_for(cfg)`` resolves what the replicas need into plain JSON: the registered model, where the
+registry is, and the input schema of the current champion (the API is typed by it). ``deploy(cfg)``
+starts Serve on ``serving.host:port`` (127.0.0.1 by default) and runs the application; ``serve_forever``
+keeps it up until Ctrl-C. Promotion needs no redeploy: replicas follow the registry aliases.
+
+Example::
+
+    with ray_runtime():
+        url = deploy(cfg)          # http://127.0.0.1:8000/
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from raymlops.config import PipelineConfig
+from raymlops.errors import RegistryError, ServingError
+from raymlops.packaging import verify_package
+from raymlops.registry import CHAMPION, Registry
+
+
+def settings_for(cfg: PipelineConfig, **serving_overrides: Any) -> dict[str, Any]:
+    """Everything a replica needs, as JSON; fails clearly when the model has no champion."""
+    registry = Registry.for_config(cfg)
+    name = cfg.model_name
+    version = registry.version_for_alias(name, CHAMPION)
+    if version is None:
+        raise RegistryError(f"model {name!r} has no champion to serve in {registry.tracking_uri}; "
+                            "train one with `raymlops run CONFIG` or promote one with `raymlops promote`")
+    with tempfile.TemporaryDirectory(prefix="raymlops-manifest-") as tmp:
+        manifest = verify_package(registry.download_package(name, version, tmp))
+    serving = cfg.serving.model_copy(update=serving_overrides).model_dump()
+    return {"model": name, "tracking_uri": registry.tracking_uri, "workdir": str(cfg.workdir_path.resolve()),
+            "input_schema": manifest["input_schema"], "task": manifest["spec"]["task"],
+            "serving": serving, "monitoring": cfg.monitoring.model_dump()}
+
+
+def base_url(cfg: PipelineConfig, port: int | None = None) -> str:
+    prefix = cfg.serving.route_prefix.rstrip("/")
+    return f"http://{cfg.serving.host}:{port or cfg.serving.port}{prefix}"
+
+
+def start_serve(host: str, port: int, request_timeout_s: float, access_log: bool) -> None:
+    from ray import serve
+    from ray.serve.config import HTTPOptions
+    from ray.serve.schema import LoggingConfig
+
+    serve.start(http_options=HTTPOptions(host=host, port=port, request_timeout_s=request_timeout_s),
+                logging_config=LoggingConfig(enable_access_log=access_log, log_level="WARNING"))
+
+
+def deploy(cfg: PipelineConfig, *, port: int | None = None, ready_timeout_s: float = 120.0,
+           **serving_overrides: Any) -> str:
+    """Run the application on the connected Ray cluster; return its base URL once ``/readyz`` says ready."""
+    from ray import serve
+
+    from raymlops.serving.app import build_app
+
+    if port is not None:
+        serving_overrides["port"] = port
+    settings = settings_for(cfg, **serving_overrides)
+    s = settings["serving"]
+    start_serve(s["host"], s["port"], s["request_timeout_s"], s["access_log"])
+    app_name = s["app_name"] or settings["model"]
+    try:
+        serve.run(build_app(settings), name=app_name, route_prefix=s["route_prefix"], blocking=False)
+    except Exception as exc:
+        raise ServingError(f"deploying {app_name!r} failed: {_why(app_name) or exc}") from exc
+    url = base_url(cfg, s["port"])
+    wait_ready(url, ready_timeout_s)
+    return url
+
+
+def _why(app_name: str) -> str:
+    """Serve's own account of a failed deployment (the replica's traceback), shortened."""
+    from ray import serve
+
+    try:
+        app = serve.status().applications[app_name]
+    except Exception:
+        return ""
+    messages = [d.message for d in app.deployments.values() if d.message] or [app.message]
+    return "\n".join(m.strip()[-2000:] for m in messages if m)
+
+
+def wait_ready(url: str, timeout_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=5) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}: {exc.read()[:300]!r}"
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(exc)
+        time.sleep(0.25)
+    raise ServingError(f"{url} did not become ready within {timeout_s:.0f} s (last: {last})")
+
+
+def undeploy(app_name: str) -> None:
+    from ray import serve
+
+    serve.delete(app_name)
+
+
+def serve_forever(url: str, say: Any = print) -> None:
+    """Block until Ctrl-C, printing the served versions when they change."""
+    last = None
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/v1/model", timeout=5) as resp:
+                    info = json.loads(resp.read())
+                now = {a: (info.get(a) or {}).get("version") for a in ("champion", "challenger")}
+                if now != last:
+                    say(f"serving {info['model']}: " + ", ".join(f"{a} v{v}" for a, v in now.items() if v))
+                    last = now
+            except (urllib.error.URLError, OSError, KeyError, ValueError) as exc:
+                say(f"status check failed: {exc}")
+            time.sleep(2)
+    except KeyboardInterrupt:
+        say("stopping")
+
+
+def run_service(cfg: PipelineConfig, *, address: str | None = None, num_cpus: int | None = None,
+                port: int | None = None, say: Any = print, **serving_overrides: Any) -> None:
+    """``raymlops serve``: connect to (or start) Ray, deploy, and keep serving until Ctrl-C."""
+    from raymlops.runtime import ray_runtime
+
+    with ray_runtime(address=address, num_cpus=num_cpus) as rt:
+        say(f"Ray at {rt.address} with {rt.num_cpus:g} CPUs")
+        url = deploy(cfg, port=port, **serving_overrides)
+        say(f"serving {cfg.model_name} at {url}/v1/predict  (docs: {url}/docs; Ctrl-C stops)")
+        try:
+            serve_forever(url, say)
+        finally:
+            if rt.started_here:
+                from ray import serve
+
+                serve.shutdown()

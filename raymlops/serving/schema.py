@@ -1,0 +1,219 @@
+"""HTTP request and response models, generated from a model package's input schema (pure pydantic).
+
+The input schema is the validation section the model was trained under, restricted to the columns the
+feature pipeline reads (``packaging.input_schema``). Each column becomes a typed field: bounds become
+``ge``/``le``, allowed values become a ``Literal``, non-nullable columns are required, unknown fields are
+refused (``extra="forbid"``) and NaN/infinity are refused everywhere. A bad request therefore gets a 422
+that names the record and the field, before any model code runs.
+
+Example::
+
+    Record = record_model(manifest["input_schema"])
+    Request = predict_request_model(Record, max_records=1000)
+    Request.model_validate({"records": [{"carrier": "UA", "distance": 1400, ...}]})
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+import pandas as pd
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    create_model,
+    field_validator,
+    model_validator,
+)
+
+from raymlops.data.validation import coerce_series
+
+MAX_STRING = 256
+REQUEST_ID_PATTERN = r"^[0-9a-f]{32}$"
+
+
+def _as_utc(value: Any) -> datetime:
+    ts = pd.Timestamp(value)
+    return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).to_pydatetime()
+
+
+def _field(name: str, spec: dict[str, Any]) -> tuple[Any, Any]:
+    """(annotation, default) of one input column."""
+    kind = spec.get("type", "string")
+    nullable = spec.get("nullable", True)
+    bounds: dict[str, Any] = {}
+    allowed = spec.get("allowed")
+    if kind in ("int", "float"):
+        if spec.get("min") is not None:
+            bounds["ge"] = spec["min"]
+        if spec.get("max") is not None:
+            bounds["le"] = spec["max"]
+    if allowed is not None:
+        base: Any = Literal[tuple(allowed)]  # type: ignore[valid-type]
+    elif kind == "int":
+        base = Annotated[int, Field(strict=False, **bounds)]
+    elif kind == "float":
+        base = Annotated[float, Field(allow_inf_nan=False, **bounds)]
+    elif kind == "bool":
+        base = bool
+    elif kind == "timestamp":
+        base = datetime
+    elif kind == "date":
+        base = date
+    else:
+        base = Annotated[str, Field(max_length=MAX_STRING)]
+    description = f"{kind}" + (f", {spec['min']}..{spec['max']}" if "min" in spec or "max" in spec else "")
+    if nullable:
+        return base | None, Field(None, description=description + " (may be null or omitted)")
+    return base, Field(..., description=description)
+
+
+def record_model(schema: dict[str, dict[str, Any]], name: str = "Record") -> type[BaseModel]:
+    """A pydantic model of one input record, with the schema's types, bounds and categories."""
+    fields = {col: _field(col, spec) for col, spec in schema.items()}
+    time_bounds = {col: (spec.get("min"), spec.get("max")) for col, spec in schema.items()
+                   if spec.get("type") in ("timestamp", "date") and (spec.get("min") or spec.get("max"))}
+
+    def check_time_bounds(cls, value: Any, info: Any) -> Any:
+        if value is None or info.field_name not in time_bounds:
+            return value
+        lo, hi = time_bounds[info.field_name]
+        when = _as_utc(value)
+        if lo is not None and when < _as_utc(lo):
+            raise ValueError(f"must be at or after {lo}")
+        if hi is not None and when > _as_utc(hi):
+            raise ValueError(f"must be at or before {hi}")
+        return value
+
+    validators = {}
+    if time_bounds:
+        validators["_time_bounds"] = field_validator(*time_bounds)(classmethod(check_time_bounds))
+    return create_model(name, __config__=ConfigDict(extra="forbid", allow_inf_nan=False),
+                        __validators__=validators, **fields)
+
+
+class _PredictRequestBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Any:
+        if (self.record is None) == (self.records is None):  # type: ignore[attr-defined]
+            raise ValueError("give exactly one of 'record' (an object) or 'records' (a list of objects)")
+        return self
+
+    def rows(self) -> list[dict[str, Any]]:
+        one, many = self.record, self.records  # type: ignore[attr-defined]
+        return [item.model_dump() for item in ([one] if one is not None else many)]
+
+
+def predict_request_model(record: type[BaseModel], max_records: int) -> type[BaseModel]:
+    """``{"record": {...}}`` or ``{"records": [{...}, ...]}`` (1..max_records)."""
+    return create_model(
+        "PredictRequest", __base__=_PredictRequestBase,
+        record=(record | None, Field(None, description="One record to score.")),
+        records=(list[record] | None, Field(None, min_length=1, max_length=max_records,
+                                            description=f"Up to {max_records} records to score.")))
+
+
+class Prediction(BaseModel):
+    score: float = Field(description="Probability of the positive class (classification) or the predicted value.")
+    label: int | None = Field(None, description="Predicted class (score >= 0.5); classification only.")
+    probabilities: dict[str, float] | None = Field(None, description="Probability per class; classification only.")
+
+
+class PredictResponse(BaseModel):
+    request_id: str = Field(description="Quote it in /v1/feedback to report the true outcome.")
+    model: str
+    version: str
+    alias: str = Field(description="Which alias answered: champion, or challenger under a canary.")
+    predictions: list[Prediction]
+
+
+def predictions_for(task: str, scores: list[float]) -> list[Prediction]:
+    if task == "classification":
+        return [Prediction(score=s, label=int(s >= 0.5), probabilities={"0": 1.0 - s, "1": s}) for s in scores]
+    return [Prediction(score=s) for s in scores]
+
+
+class FeedbackItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    request_id: str = Field(pattern=REQUEST_ID_PATTERN, description="The request_id of a prediction.")
+    index: int = Field(0, ge=0, description="Which record of that request (0 for a single record).")
+    label: float = Field(allow_inf_nan=False, description="The true outcome (class 0/1, or the value).")
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    items: list[FeedbackItem] = Field(min_length=1, max_length=10_000)
+
+    @field_validator("items")
+    @classmethod
+    def _no_duplicates(cls, items: list[FeedbackItem]) -> list[FeedbackItem]:
+        keys = [(i.request_id, i.index) for i in items]
+        if len(set(keys)) != len(keys):
+            raise ValueError("the same (request_id, index) appears twice")
+        return items
+
+
+class FeedbackResponse(BaseModel):
+    accepted: int
+    unknown: list[str] = Field(description="request ids the service has no record of (too old, or never issued).")
+
+
+def coerce_to_schema(frame: pd.DataFrame, schema: dict[str, dict[str, Any]]) -> tuple[pd.DataFrame, dict[str, pd.Series]]:
+    """Cast the schema's columns with the same casts as ingestion; also return, per column, the cells
+    that could not be read (non-empty only for columns with failures)."""
+    frame = frame.copy()
+    failures: dict[str, pd.Series] = {}
+    for col, spec in schema.items():
+        kind = spec.get("type")
+        if not kind or col not in frame.columns:
+            continue
+        values = frame[col]
+        if kind in ("timestamp", "date") and values.dtype == object:
+            values = values.map(lambda v: v.isoformat() if hasattr(v, "isoformat") else v)
+        elif kind in ("int", "float") and not pd.api.types.is_numeric_dtype(values):
+            raw = values
+            values = pd.to_numeric(values.astype("string").str.strip(), errors="coerce").astype("float64")
+            bad = raw.notna() & values.isna()
+            if bad.any():
+                failures[col] = raw[bad]
+        cast, failed = coerce_series(values, kind)
+        if failed.any():
+            failures[col] = values[failed]
+        frame[col] = cast
+    return frame, failures
+
+
+def frame_from_rows(rows: list[dict[str, Any]], schema: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """Validated records -> the typed frame the feature pipeline reads (the same casts as ingestion)."""
+    return coerce_to_schema(pd.DataFrame(rows, columns=list(schema)), schema)[0]
+
+
+def probe_record(schema: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A valid record built from the schema alone, used by health checks to prove the model predicts."""
+    record: dict[str, Any] = {}
+    for col, spec in schema.items():
+        kind = spec.get("type", "string")
+        if spec.get("allowed"):
+            record[col] = spec["allowed"][0]
+        elif kind in ("int", "float"):
+            lo, hi = spec.get("min"), spec.get("max")
+            value = (lo + hi) / 2 if lo is not None and hi is not None else (lo if lo is not None else hi) or 0
+            record[col] = int(math.floor(value)) if kind == "int" else float(value)
+        elif kind == "timestamp":
+            record[col] = _as_utc(spec.get("min") or "2020-01-01").isoformat()
+        elif kind == "date":
+            record[col] = str(pd.Timestamp(spec.get("min") or "2020-01-01").date())
+        elif kind == "bool":
+            record[col] = False
+        else:
+            record[col] = "probe"
+    return record
+
+
+__all__ = ["FeedbackItem", "FeedbackRequest", "FeedbackResponse", "PredictResponse", "Prediction",
+           "coerce_to_schema", "frame_from_rows", "predict_request_model", "predictions_for", "probe_record", "record_model"]

@@ -1,0 +1,285 @@
+"""The model service on real Ray Serve, real MLflow and real HTTP on 127.0.0.1.
+
+One smoke model is trained and served for the module; tests that move aliases put them back.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+
+from raymlops.client import Client
+from raymlops.config import load_config
+from raymlops.data.stage import run_data_stage
+from raymlops.errors import ServingError
+from raymlops.inference import predict_dataset
+from raymlops.registry import CHALLENGER, CHAMPION, Registry
+from raymlops.serving.schema import probe_record
+from raymlops.training.stage import run_training_stage
+from tests.helpers import smoke_dict, write_config
+
+pytestmark = pytest.mark.integration
+KEY = "test-key-5f1c9a"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def register_copy(reg: Registry, name: str, package_dir: Path, tmp: Path, mutate=None) -> str:
+    """Register the same package again as a new version (optionally damaged by ``mutate``)."""
+    copy = tmp / f"copy-{time.time_ns()}"
+    shutil.copytree(package_dir, copy)
+    if mutate:
+        mutate(copy)
+    run_id = reg.start_run(name, "copy")
+    reg.log_artifacts(run_id, copy, "model")
+    reg.end_run(run_id)
+    return reg.register(name, run_id, "model", tags={"test": "copy"})
+
+
+@pytest.fixture(scope="module")
+def service(ray_session, tmp_path_factory):
+    from ray import serve
+
+    from raymlops.serving.deploy import deploy
+
+    tmp = tmp_path_factory.mktemp("serving")
+    (tmp / "api.key").write_text(KEY + "\n")
+    data = smoke_dict()
+    data["training"]["epochs"] = 2
+    data["serving"] = {"port": _free_port(), "api_key_file": str(tmp / "api.key"), "min_replicas": 2,
+                       "max_replicas": 2, "cpus_per_replica": 0.25, "watch_interval_s": 0.5}
+    cfg = load_config(write_config(tmp, data))
+    stage = run_data_stage(cfg)
+    trained = run_training_stage(cfg, stage, run_name="serve-v1")
+    assert trained.version == "1" and CHAMPION in trained.aliases
+    # Offline predictions first: the replicas will hold CPUs that Ray Data's read tasks need on 2 cores.
+    offline = predict_dataset(stage.raw["test"], trained.package_dir).to_pandas()
+    url = deploy(cfg)
+    yield {"cfg": cfg, "url": url, "offline": offline, "trained": trained, "tmp": tmp,
+           "registry": Registry.for_config(cfg), "name": cfg.model_name}
+    serve.shutdown()
+
+
+def _wait_for(predicate, timeout_s: float = 20.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _records(frame: pd.DataFrame, schema: dict) -> list[dict]:
+    rows = json.loads(frame[list(schema)].to_json(orient="records", date_format="iso"))
+    return rows
+
+
+def test_http_predictions_equal_offline_batch_predictions(service):
+    schema = Client(service["url"]).model_info()["input_schema"]
+    offline = service["offline"]
+    assert len(offline) >= 300
+    rows = _records(offline, schema)
+    with Client(service["url"]) as client:
+        got = []
+        for i in range(0, len(rows), 250):
+            answer = client.predict(rows[i:i + 250])
+            assert answer["version"] == "1" and answer["alias"] == CHAMPION
+            got += [p["score"] for p in answer["predictions"]]
+        single = client.predict(rows[7])["predictions"][0]["score"]
+    np.testing.assert_allclose(got, offline["prediction"].to_numpy(), rtol=0, atol=1e-6)
+    assert abs(single - offline["prediction"].iloc[7]) < 1e-6
+    assert {p for p in (got[0], got[1])} <= {p for p in got}
+
+
+BAD_BODIES = {
+    "wrong type": lambda r: {"record": {**r, "distance": "far"}},
+    "missing field": lambda r: {"record": {k: v for k, v in r.items() if k != "carrier"}},
+    "unknown field": lambda r: {"record": {**r, "tail_number": "N123"}},
+    "NaN": lambda r: {"record": {**r, "distance": float("nan")}},
+    "infinity": lambda r: {"record": {**r, "temp": float("inf")}},
+    "unknown category": lambda r: {"record": {**r, "origin": "XXX"}},
+    "out of range": lambda r: {"record": {**r, "hour": 99}},
+    "empty list": lambda r: {"records": []},
+    "both forms": lambda r: {"record": r, "records": [r]},
+    "too many records": lambda r: {"records": [r] * 1001},
+    "list instead of object": lambda r: [r],
+}
+
+
+def test_malformed_requests_get_4xx_that_name_the_problem_and_service_keeps_serving(service):
+    url = service["url"]
+    schema = requests.get(f"{url}/v1/model", timeout=10).json()["input_schema"]
+    good = probe_record(schema)
+    for what, make in BAD_BODIES.items():
+        resp = requests.post(f"{url}/v1/predict", data=json.dumps(make(good)), timeout=10,
+                             headers={"content-type": "application/json"})
+        assert 400 <= resp.status_code < 500, (what, resp.status_code, resp.text[:300])
+        assert resp.json()["detail"], what
+    field_named = requests.post(f"{url}/v1/predict", json={"record": {**good, "distance": "far"}}, timeout=10)
+    assert field_named.json()["detail"][0]["loc"] == ["body", "record", "distance"]
+    for raw, status in ((b"{not json", 422), (b"x" * 10_000_000, 413), (b"", 422)):
+        resp = requests.post(f"{url}/v1/predict", data=raw, headers={"content-type": "application/json"}, timeout=30)
+        assert resp.status_code == status, (raw[:20], resp.status_code, resp.text[:200])
+    with Client(url) as client:
+        with pytest.raises(ServingError, match="record.origin"):
+            client.predict({**good, "origin": "XXX"})
+        assert client.predict(good)["predictions"][0]["score"] >= 0
+        assert client.ready()["status"] == "ready"
+
+
+def test_state_changing_routes_refuse_missing_and_wrong_keys(service):
+    url = service["url"]
+    body = {"items": [{"request_id": "0" * 32, "index": 0, "label": 1}]}
+    assert requests.post(f"{url}/v1/feedback", json=body, timeout=10).status_code == 401
+    wrong = requests.post(f"{url}/v1/feedback", json=body, timeout=10, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 403
+    assert requests.post(f"{url}/v1/admin/refresh", timeout=10, headers={"X-API-Key": "nope"}).status_code == 403
+    assert requests.post(f"{url}/v1/admin/refresh", timeout=10).status_code == 401
+    ok = requests.post(f"{url}/v1/feedback", json=body, timeout=10, headers={"X-API-Key": KEY})
+    assert ok.status_code == 200 and ok.json() == {"accepted": 0, "unknown": ["0" * 32]}
+
+
+def test_feedback_is_joined_to_the_prediction_by_request_id(service):
+    schema = Client(service["url"]).model_info()["input_schema"]
+    record = probe_record(schema)
+    with Client(service["url"], api_key=KEY) as client:
+        answer = client.predict([record, record])
+        result = client.feedback([(answer["request_id"], 1, 1.0), (answer["request_id"], 5, 0.0)])
+    assert result == {"accepted": 1, "unknown": [f"{answer['request_id']}[5]"]}
+    lines = (service["cfg"].workdir_path / "monitoring" / service["name"] / "feedback.jsonl").read_text().splitlines()
+    joined = [json.loads(line) for line in lines if answer["request_id"] in line]
+    assert joined[0]["index"] == 1 and joined[0]["label"] == 1.0 and joined[0]["version"] == answer["version"]
+    assert abs(joined[0]["score"] - answer["predictions"][1]["score"]) < 1e-12
+
+
+class SteadyLoad:
+    """About ``rate`` requests/s from ``threads`` paced threads; records every answer's version and failure."""
+
+    def __init__(self, url: str, record: dict, rate: float = 50.0, threads: int = 4) -> None:
+        self.url, self.record, self.interval = url, record, threads / rate
+        self.versions: list[str] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+        self.seconds = 0.0
+
+    def _run(self) -> None:
+        session = requests.Session()
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                resp = session.post(f"{self.url}/v1/predict", json={"record": self.record}, timeout=10)
+                if resp.status_code == 200:
+                    self.versions.append(resp.json()["version"])
+                else:
+                    self.failures.append(f"{resp.status_code}: {resp.text[:200]}")
+            except requests.RequestException as exc:
+                self.failures.append(repr(exc))
+            next_at += self.interval
+            time.sleep(max(0.0, next_at - time.monotonic()))
+
+    @property
+    def rate(self) -> float:
+        return len(self.versions) / self.seconds if self.seconds else 0.0
+
+    def __enter__(self) -> SteadyLoad:
+        self._started = time.monotonic()
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=30)
+        self.seconds = time.monotonic() - self._started
+
+
+def _served_versions(url: str, n: int = 12) -> set[str]:
+    return {requests.post(f"{url}/v1/predict", json={"record": probe_record(
+        requests.get(f"{url}/v1/model", timeout=10).json()["input_schema"])}, timeout=10).json()["version"]
+        for _ in range(n)}
+
+
+def test_promotion_and_rollback_under_load_fail_no_request(service):
+    reg, name, url = service["registry"], service["name"], service["url"]
+    v2 = register_copy(reg, name, service["trained"].package_dir, service["tmp"])
+    schema = Client(url).model_info()["input_schema"]
+    with SteadyLoad(url, probe_record(schema), rate=50) as load:
+        time.sleep(2)
+        reg.promote(name, v2, reason="test promotion")
+        _wait_for(lambda: _served_versions(url) == {v2}, what=f"every replica serving v{v2}")
+        time.sleep(3)
+        reg.rollback(name, reason="test rollback")
+        _wait_for(lambda: _served_versions(url) == {"1"}, what="every replica back on v1")
+        time.sleep(2)
+    print(f"\nsteady load: {len(load.versions)} answers in {load.seconds:.1f} s ({load.rate:.0f}/s), "
+          f"{len(load.failures)} failures, versions seen {sorted(set(load.versions))}")
+    assert load.failures == []
+    assert load.rate > 25 and len(load.versions) > 300
+    first_v2 = load.versions.index(v2)
+    assert set(load.versions[:first_v2]) == {"1"} and load.versions[-1] == "1"
+    assert reg.version_for_alias(name, CHAMPION) == "1"
+
+
+def test_tampered_version_is_refused_and_the_current_one_keeps_serving(service):
+    reg, name, url = service["registry"], service["name"], service["url"]
+
+    def tamper(path: Path) -> None:
+        weights = path / "weights.safetensors"
+        weights.write_bytes(weights.read_bytes()[:-64])  # truncated after its checksum was recorded
+
+    bad = register_copy(reg, name, service["trained"].package_dir, service["tmp"], mutate=tamper)
+    reg.promote(name, bad, reason="test: tampered")
+    try:
+        info = _wait_for(lambda: (lambda i: i if CHAMPION in i["errors"] else None)(
+            requests.get(f"{url}/v1/model", timeout=10).json()), what="the refusal to show in /v1/model")
+        assert "checksum" in info["errors"][CHAMPION] and info[CHAMPION]["version"] == "1"
+        assert _served_versions(url) == {"1"}
+        assert requests.get(f"{url}/readyz", timeout=10).status_code == 200
+    finally:
+        reg.rollback(name, reason="test: undo tampered")
+    assert reg.version_for_alias(name, CHAMPION) == "1"
+
+
+def test_canary_sends_its_share_to_the_challenger_and_says_which_answered(service):
+    from ray import serve
+
+    from raymlops.serving.app import build_app
+    from raymlops.serving.deploy import settings_for
+
+    reg, name, url, cfg = service["registry"], service["name"], service["url"], service["cfg"]
+    challenger = register_copy(reg, name, service["trained"].package_dir, service["tmp"])
+    reg.move_alias(name, CHALLENGER, challenger, action="canary", reason="test canary")
+    settings = settings_for(cfg, canary_share=0.3)
+    serve.run(build_app(settings), name=cfg.model_name, route_prefix="/", blocking=False)  # user_config only
+    try:
+        _wait_for(lambda: requests.get(f"{url}/v1/model", timeout=10).json()["canary_share"] == 0.3
+                  and requests.get(f"{url}/v1/model", timeout=10).json()[CHALLENGER], what="canary settings")
+        record = probe_record(settings["input_schema"])
+        answers = [requests.post(f"{url}/v1/predict", json={"record": record}, timeout=10).json()
+                   for _ in range(300)]
+        by_alias = {a: {x["version"] for x in answers if x["alias"] == a} for a in (CHAMPION, CHALLENGER)}
+        share = sum(x["alias"] == CHALLENGER for x in answers) / len(answers)
+        print(f"\ncanary share answered by the challenger: {share:.2f} (configured 0.30)")
+        assert by_alias == {CHAMPION: {"1"}, CHALLENGER: {challenger}}
+        assert 0.2 <= share <= 0.4
+    finally:
+        reg.move_alias(name, CHALLENGER, None, action="canary-end", reason="test canary over")
+        serve.run(build_app(settings_for(cfg)), name=cfg.model_name, route_prefix="/", blocking=False)
+    _wait_for(lambda: requests.get(f"{url}/v1/model", timeout=10).json()[CHALLENGER] is None,
+              what="the challenger to leave")
