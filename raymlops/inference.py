@@ -83,9 +83,9 @@ def predict_files(registry: Any, model_ref: str, input_path: str, output: str | 
             try:
                 ds.write_parquet(str(staging))
             except Exception as exc:
-                cause = _find_cause(exc, DataValidationError)
-                if cause is not None:
-                    raise DataValidationError(f"{input_path}: {_first_line(cause)}") from exc
+                message = _validation_message(exc)
+                if message is not None:
+                    raise DataValidationError(f"{input_path}: {message}") from exc
                 raise
             rows = sum(pd.read_parquet(f, columns=[PREDICTION]).shape[0] for f in staging.glob("*.parquet"))
             if output.exists():
@@ -97,18 +97,21 @@ def predict_files(registry: Any, model_ref: str, input_path: str, output: str | 
     return {"model": name, "version": version, "rows": rows, "output": str(output)}
 
 
-def _find_cause(exc: BaseException, kind: type) -> BaseException | None:
-    """The first exception of ``kind`` along the cause chain (Ray wraps errors raised in its tasks)."""
+def _validation_message(exc: BaseException) -> str | None:
+    """The message of a DataValidationError raised inside a Ray Data worker, however Ray wrapped it.
+
+    Ray re-raises a UDF's failure as ``RayTaskError(UserCodeException)`` whose original cause survives
+    only as text in the remote traceback, so the chain is searched by type first, then by text.
+    """
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, kind):
-            return current
+        if isinstance(current, DataValidationError):
+            return current.message
         seen.add(id(current))
         current = getattr(current, "cause", None) or current.__cause__
-    return None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return next((t for t in reversed(text) if "DataValidationError" in t), text[-1] if text else repr(exc))
+    marker = "DataValidationError: "
+    text = str(exc)
+    if marker not in text:
+        return None
+    return text.rsplit(marker, 1)[1].strip().split("\n\n")[0].replace("\n", " ")

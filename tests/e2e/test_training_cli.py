@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from raymlops.client import Client
+from raymlops.errors import ServingError
 from raymlops.registry import Registry
-from tests.e2e.test_cli import cli
+from tests.e2e.test_cli import ENV, RAYMLOPS, cli
 from tests.helpers import REPO, smoke_config
 
 pytestmark = pytest.mark.e2e
@@ -25,7 +34,10 @@ def test_failing_gate_exits_nonzero_naming_it_and_registers_nothing(tmp_path):
     assert Registry.for_workdir(tmp_path / "work").list_versions("flights-smoke") == []
 
 
-def test_flights_config_trains_on_first_quarter_and_registers_with_lineage(tmp_path):
+@pytest.fixture(scope="module")
+def flights_trained(tmp_path_factory):
+    """The flagship config trained once through the CLI (January-March, tested on April)."""
+    tmp_path = tmp_path_factory.mktemp("flights")
     prep = subprocess.run([sys.executable, "examples/flights/prepare.py", "--out", "examples/flights/data"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert prep.returncode == 0, prep.stderr
@@ -33,9 +45,21 @@ def test_flights_config_trains_on_first_quarter_and_registers_with_lineage(tmp_p
     for src in data["data"]["sources"]:
         src["path"] = str((REPO / "configs" / src["path"]).resolve())
     data["workdir"] = str(tmp_path / "work")
+    data["serving"] = {**data.get("serving", {}), "port": _free_port(), "min_replicas": 1, "max_replicas": 1}
     config = tmp_path / "flights.yaml"
     config.write_text(yaml.safe_dump(data, sort_keys=False))
     done = cli("run", str(config), "--num-cpus", "2", "--run-name", "q1", timeout=900)
+    return tmp_path, config, done
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_flights_config_trains_on_first_quarter_and_registers_with_lineage(flights_trained):
+    tmp_path, _, done = flights_trained
     assert done.returncode == 0, done.stderr[-3000:]
     assert "109,119" in done.stdout and "auc" in done.stdout and "PASS  auc >= 0.60" in done.stdout
     assert "flights-delay v1 (challenger, champion)" in done.stdout
@@ -48,3 +72,63 @@ def test_flights_config_trains_on_first_quarter_and_registers_with_lineage(tmp_p
     assert run.data.params["data.train_rows"] == "65919" and run.data.params["data.test_rows"] == "28432"
     for key in ("raymlops.data_fingerprint", "raymlops.config_hash", "raymlops.code_version", "raymlops.run_id"):
         assert mv.tags[key], key
+
+
+def test_served_flights_champion_answers_like_batch_prediction_on_1000_test_rows(flights_trained):
+    """`raymlops serve` over HTTP and `raymlops predict` over files give the same scores (to 1e-6)."""
+    tmp_path, config, done = flights_trained
+    assert done.returncode == 0, done.stderr[-3000:]
+    snapshot = next((tmp_path / "work" / "snapshots").iterdir())
+    rows = pd.concat([pd.read_parquet(f) for f in sorted(snapshot.glob("*.parquet"))], ignore_index=True)
+    test = rows[rows["time_hour"] >= pd.Timestamp("2013-04-01", tz="UTC")].sample(1000, random_state=7)
+    test.to_parquet(tmp_path / "april.parquet")
+
+    scored = cli("predict", "--model", "flights-delay", "--input", str(tmp_path / "april.parquet"),
+                 "--output", str(tmp_path / "scored"), "--workdir", str(tmp_path / "work"), "--num-cpus", "2")
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    assert "scored 1,000 rows with flights-delay v1" in scored.stdout
+    offline = pd.read_parquet(tmp_path / "scored")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".scored")] == []  # no temp left
+
+    bad = test.head(50).astype({"distance": object})
+    bad.loc[bad.index[3], "distance"] = "far"
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    refused = cli("predict", "--model", "flights-delay", "--input", str(tmp_path / "bad.csv"),
+                  "--output", str(tmp_path / "bad-out"), "--workdir", str(tmp_path / "work"), "--num-cpus", "2")
+    assert refused.returncode == 1 and "DataValidationError" in refused.stderr
+    assert "bad.csv" in refused.stderr and "'distance'" in refused.stderr and "far" in refused.stderr
+    assert not (tmp_path / "bad-out").exists()
+    unknown = cli("predict", "--model", "flights-delay/9", "--input", str(tmp_path / "april.parquet"),
+                  "--output", str(tmp_path / "x"), "--workdir", str(tmp_path / "work"))
+    assert unknown.returncode == 1 and "RegistryError" in unknown.stderr and "version 9" in unknown.stderr
+
+    port = yaml.safe_load(config.read_text())["serving"]["port"]
+    server = subprocess.Popen([*RAYMLOPS, "serve", str(config), "--num-cpus", "2"], cwd=REPO, env=ENV,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        client = Client(url)
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                client.ready()
+                break
+            except ServingError:
+                assert server.poll() is None and time.monotonic() < deadline, "raymlops serve did not become ready"
+                time.sleep(1)
+        schema = client.model_info()["input_schema"]
+        records = json.loads(offline[list(schema)].to_json(orient="records", date_format="iso"))
+        served = []
+        for i in range(0, len(records), 200):
+            answer = client.predict(records[i:i + 200])
+            assert answer["model"] == "flights-delay" and answer["version"] == "1"
+            served += [p["score"] for p in answer["predictions"]]
+        np.testing.assert_allclose(served, offline["prediction"].to_numpy(), rtol=0, atol=1e-6)
+    finally:
+        os.killpg(server.pid, signal.SIGINT)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+    log = server.stdout.read()
+    assert "serving flights-delay at" in log and "champion v1" in log, log[-2000:]

@@ -125,3 +125,23 @@ def test_model_references(ref, parsed):
 def test_bad_model_references_are_refused(ref):
     with pytest.raises(RegistryError):
         parse_model_ref(ref)
+
+
+def test_serve_config_file_is_valid_for_ray_serve_and_carries_the_serving_section(tmp_path):
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from raymlops.config import load_config
+    from raymlops.serving.serve_config import IMPORT_PATH, serve_config_yaml
+    from tests.helpers import smoke_config
+
+    cfg = load_config(smoke_config(tmp_path, serving={"port": 8123, "max_queued_requests": 7, "shed_status": 429,
+                                                      "canary_share": 0.1, "max_replicas": 3}))
+    doc = yaml.safe_load(serve_config_yaml(cfg, "/app/pipeline.yaml"))
+    parsed = ServeDeploySchema.model_validate(doc)
+    app = parsed.applications[0]
+    assert app.import_path == IMPORT_PATH and app.args == {"config": "/app/pipeline.yaml"}
+    dep = doc["applications"][0]["deployments"][0]
+    assert dep["max_queued_requests"] == 7 and dep["backpressure_config"] == {"status_code": 429, "retry_after_s": 1.0}
+    assert dep["autoscaling_config"]["max_replicas"] == 3 and dep["user_config"]["canary_share"] == 0.1
+    assert doc["http_options"] == {"host": "127.0.0.1", "port": 8123, "request_timeout_s": 10.0}
