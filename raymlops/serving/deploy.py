@@ -42,9 +42,9 @@ def settings_for(cfg: PipelineConfig, **serving_overrides: Any) -> dict[str, Any
             "serving": serving, "monitoring": cfg.monitoring.model_dump()}
 
 
-def base_url(cfg: PipelineConfig, port: int | None = None) -> str:
-    prefix = cfg.serving.route_prefix.rstrip("/")
-    return f"http://{cfg.serving.host}:{port or cfg.serving.port}{prefix}"
+def base_url(serving: dict[str, Any]) -> str:
+    host = "127.0.0.1" if serving["host"] in ("0.0.0.0", "::") else serving["host"]
+    return f"http://{host}:{serving['port']}{serving['route_prefix'].rstrip('/')}"
 
 
 def start_serve(host: str, port: int, request_timeout_s: float, access_log: bool) -> None:
@@ -73,7 +73,7 @@ def deploy(cfg: PipelineConfig, *, port: int | None = None, ready_timeout_s: flo
         serve.run(build_app(settings), name=app_name, route_prefix=s["route_prefix"], blocking=False)
     except Exception as exc:
         raise ServingError(f"deploying {app_name!r} failed: {_why(app_name) or exc}") from exc
-    url = base_url(cfg, s["port"])
+    url = base_url(s)
     wait_ready(url, ready_timeout_s)
     return url
 

