@@ -1,0 +1,76 @@
+"""Drift statistics: false alarms on unchanged data stay within alpha; real shifts are found in one window."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from raymlops.monitoring.drift import adjust_p_values, detect_drift, psi
+from raymlops.monitoring.profiles import build_reference_profile
+
+NUMERIC = [f"x{i}" for i in range(14)]
+CATEGORICAL = [f"c{i}" for i in range(6)]
+LEVELS = np.array(["a", "b", "c", "d", "e"])
+PROBS = np.array([0.4, 0.25, 0.15, 0.12, 0.08])
+
+
+def _frame(rng: np.random.Generator, n: int, shift: dict[str, float] | None = None,
+           probs: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+    shift, probs = shift or {}, probs or {}
+    data = {c: rng.normal(shift.get(c, 0.0), 1.0, n) for c in NUMERIC[:7]}
+    data |= {c: rng.gamma(2.0, 3.0 + shift.get(c, 0.0), n) for c in NUMERIC[7:]}  # skewed, like delays
+    data |= {c: rng.choice(LEVELS, n, p=probs.get(c, PROBS)) for c in CATEGORICAL}
+    return pd.DataFrame(data)
+
+
+@pytest.fixture(scope="module")
+def profile():
+    return build_reference_profile(_frame(np.random.default_rng(0), 50_000), NUMERIC, CATEGORICAL)
+
+
+def test_false_alarm_rate_on_unchanged_data_stays_within_alpha(profile):
+    """200 windows of 2,000 rows drawn from the reference distribution, 20 features each."""
+    alpha, windows = 0.05, 200
+    alarms = sum(bool(detect_drift(profile, _frame(np.random.default_rng(seed), 2000), alpha=alpha,
+                                   min_psi=0.0).drifted) for seed in range(1, windows + 1))
+    rate = alarms / windows
+    print(f"\nfalse-alarm rate (any of 20 features, Holm, alpha {alpha}): {rate:.3f}")
+    # Binomial(200, 0.05) exceeds 0.085 with probability < 1%; Holm keeps the family-wise rate <= alpha.
+    assert rate <= 0.085
+
+
+def test_without_correction_false_alarms_would_exceed_alpha(profile):
+    alarms = sum(bool(detect_drift(profile, _frame(np.random.default_rng(seed), 2000), alpha=0.05,
+                                   correction="none", min_psi=0.0).drifted) for seed in range(1, 61))
+    assert alarms / 60 > 0.2  # why the correction is there: 20 tests at 5% each alarm far more often
+
+
+@pytest.mark.parametrize(("feature", "window"), [
+    ("x2", {"shift": {"x2": 0.4}}),
+    ("x9", {"shift": {"x9": 1.5}}),
+    ("c3", {"probs": {"c3": np.array([0.25, 0.25, 0.2, 0.15, 0.15])}}),
+])
+def test_a_shifted_feature_is_found_in_one_window_and_only_it(profile, feature, window):
+    report = detect_drift(profile, _frame(np.random.default_rng(99), 2000, **window), alpha=0.01)
+    assert report.drifted == [feature]
+    assert report.features[feature].psi >= 0.1 and report.features[feature].adjusted_p < 0.01
+
+
+def test_unseen_categories_and_missing_values_are_measured(profile):
+    frame = _frame(np.random.default_rng(5), 1000)
+    frame.loc[:299, "c1"] = "zz"
+    frame.loc[300:399, "c1"] = None
+    d = detect_drift(profile, frame).features["c1"]
+    assert d.unseen_share == pytest.approx(0.3) and d.missing_share == pytest.approx(0.1) and d.drifted
+
+
+def test_psi_is_zero_for_equal_shares_and_grows_with_the_shift():
+    base = np.array([0.25, 0.25, 0.25, 0.25])
+    assert psi(base, base) == pytest.approx(0.0, abs=1e-12)
+    assert 0 < psi(base, np.array([0.3, 0.25, 0.25, 0.2])) < psi(base, np.array([0.5, 0.2, 0.2, 0.1]))
+
+
+def test_holm_adjustment_matches_the_textbook_example():
+    assert adjust_p_values([0.01, 0.04, 0.03, 0.005], "holm") == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert adjust_p_values([0.01, 0.5], "bonferroni") == pytest.approx([0.02, 1.0])
