@@ -291,13 +291,38 @@ class ServingConfig(StrictModel):
     access_log: bool = Field(False, description="Log every request (Serve access log); costs throughput.")
 
 
+class DriftConfig(StrictModel):
+    alpha: float = Field(0.01, gt=0, lt=1, description="False-alarm level of a window across all features.")
+    correction: Literal["holm", "bonferroni", "bh", "none"] = Field(
+        "holm", description="Multiple-testing correction across features.")
+    min_psi: float = Field(0.1, ge=0, description="A feature drifts only if its PSI is at least this as well.")
+
+
 class MonitoringConfig(StrictModel):
     enabled: bool = Field(True, description="Run the monitoring actor.")
     sample_rate: float = Field(1.0, ge=0, le=1, description="Share of requests handed to the monitor.")
+    window_rows: int = Field(2000, ge=50, description="Rows per drift window.")
+    min_window_rows: int = Field(500, ge=10, description="Fewest rows before a window is judged.")
+    quality_window: int = Field(1000, ge=10, description="Labelled predictions per live-quality window.")
+    drift: DriftConfig = Field(default_factory=DriftConfig, description="Drift tests.")
 
 
 class RetrainingConfig(StrictModel):
     enabled: bool = Field(False, description="Retrain when the policy says so.")
+    min_drifted_features: int = Field(2, ge=1, description="Retrain when at least this many features drift.")
+    on_prediction_drift: bool = Field(True, description="Retrain when the score distribution drifts.")
+    quality_floor: str | None = Field(
+        None, description="Retrain when live quality breaks this, e.g. 'auc >= 0.62' (over labelled traffic).")
+    every_s: float | None = Field(None, gt=0, description="Also retrain on this schedule (seconds).")
+    cooldown_s: float = Field(3600, ge=0, description="Least time between two retrains.")
+    max_per_day: int = Field(4, ge=1, description="Most retrains in any 24 hours.")
+    canary_share: float = Field(0.2, gt=0, le=1, description="Traffic share of a new challenger.")
+    canary_min_samples: int = Field(300, ge=10, description="Labelled challenger answers before it is judged.")
+    promote_gate: str = Field(
+        "auc >= champion - 0.0", description="Live quality a challenger needs against the champion to be promoted.")
+    rollback_gate: str = Field(
+        "auc >= champion - 0.01",
+        description="Live quality a new champion must keep against the one it replaced, or it is rolled back.")
 
 
 class PipelineConfig(StrictModel):
@@ -425,11 +450,15 @@ def _gates_are_readable(cfg: PipelineConfig) -> list[tuple[str, str]]:
     from raymlops.training.evaluation import parse_gate  # pure; imported late to keep config light
 
     problems = []
-    for i, gate in enumerate(cfg.evaluation.gates):
+    gates = [(f"evaluation.gates[{i}]", g) for i, g in enumerate(cfg.evaluation.gates)]
+    r = cfg.retraining
+    gates += [(f"retraining.{k}", g) for k, g in (("quality_floor", r.quality_floor), ("promote_gate", r.promote_gate),
+                                                  ("rollback_gate", r.rollback_gate)) if g]
+    for where, gate in gates:
         try:
             parse_gate(gate)
         except ConfigError as exc:
-            problems.append((f"evaluation.gates[{i}]", str(exc).split(": ", 1)[-1]))
+            problems.append((where, str(exc).split(": ", 1)[-1]))
     return problems
 
 

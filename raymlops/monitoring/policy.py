@@ -1,0 +1,109 @@
+"""When to retrain, promote a challenger or roll back a champion (pure: evidence in, decision out).
+
+Every function returns a ``Decision`` carrying the action, the reasons for it, what blocked it (cool-down,
+daily cap, too few samples) and the evidence it was judged on, so the audit log can say *why* for every
+decision, taken or not. Quality comparisons reuse the evaluation gates ("auc >= champion - 0.01"), with
+live metrics over labelled traffic in place of test-split metrics.
+
+Example::
+
+    d = retrain_decision(cfg.retraining, history, Evidence(now, rows=2000, drifted=["temp", "visib"]))
+    d.action                      # "retrain"
+    d.reasons                     # ["2 features drifted (temp, visib) >= 2"]
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from raymlops.config import MonitoringConfig, RetrainingConfig
+from raymlops.training.evaluation import evaluate_gates
+
+DAY_S = 86_400.0
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the monitor saw in the latest window."""
+
+    now: float
+    rows: int = 0
+    drifted: list[str] = field(default_factory=list)
+    prediction_drift: bool = False
+    live: dict[str, float] | None = None  # live quality of the champion over labelled traffic
+    labelled: int = 0
+
+
+@dataclass(frozen=True)
+class Decision:
+    kind: str       # retrain | canary | rollback
+    action: str     # retrain/hold, promote/discard/wait, rollback/keep/wait
+    reasons: list[str]
+    blocked_by: list[str]
+    evidence: dict[str, Any]
+    at: float = field(default_factory=time.time)
+
+    @property
+    def taken(self) -> bool:
+        return self.action in ("retrain", "promote", "discard", "rollback")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def retrain_decision(cfg: RetrainingConfig, monitoring: MonitoringConfig, retrains_at: list[float],
+                     evidence: Evidence, last_scheduled_at: float | None = None) -> Decision:
+    """Retrain on enough drift, on prediction drift, on live quality below the floor, or on schedule,
+    unless the window is too small, the cool-down runs, or today's cap is reached."""
+    reasons, blocked = [], []
+    ev = asdict(evidence)
+    if evidence.rows >= monitoring.min_window_rows:
+        if len(evidence.drifted) >= cfg.min_drifted_features:
+            reasons.append(f"{len(evidence.drifted)} features drifted ({', '.join(evidence.drifted)}) "
+                           f">= {cfg.min_drifted_features}")
+        if cfg.on_prediction_drift and evidence.prediction_drift:
+            reasons.append("the score distribution drifted")
+    if cfg.quality_floor and evidence.live and evidence.labelled >= monitoring.min_window_rows:
+        (gate,) = evaluate_gates([cfg.quality_floor], evidence.live)
+        if not gate.passed:
+            reasons.append(f"live quality breaks {cfg.quality_floor!r}: {gate.detail}")
+    if cfg.every_s is not None:
+        since = last_scheduled_at if last_scheduled_at is not None else (max(retrains_at) if retrains_at else None)
+        if since is None or evidence.now - since >= cfg.every_s:
+            reasons.append(f"scheduled every {cfg.every_s:g} s")
+    if not reasons and evidence.rows < monitoring.min_window_rows:
+        blocked.append(f"window has {evidence.rows} rows < {monitoring.min_window_rows}")
+    if reasons:
+        if retrains_at and evidence.now - max(retrains_at) < cfg.cooldown_s:
+            blocked.append(f"cool-down: last retrain {evidence.now - max(retrains_at):.0f} s ago < {cfg.cooldown_s:g} s")
+        today = [t for t in retrains_at if evidence.now - t < DAY_S]
+        if len(today) >= cfg.max_per_day:
+            blocked.append(f"cap: {len(today)} retrains in the last 24 h >= {cfg.max_per_day}")
+    action = "retrain" if reasons and not blocked else "hold"
+    return Decision("retrain", action, reasons, blocked, ev, at=evidence.now)
+
+
+def canary_decision(cfg: RetrainingConfig, champion_live: dict[str, float] | None,
+                    challenger_live: dict[str, float] | None, challenger_samples: int, now: float) -> Decision:
+    """Promote the challenger when its live quality passes ``promote_gate`` against the champion on
+    enough labelled answers; discard it when it fails; wait for samples otherwise."""
+    ev = {"champion": champion_live, "challenger": challenger_live, "challenger_samples": challenger_samples}
+    if challenger_samples < cfg.canary_min_samples or not challenger_live:
+        return Decision("canary", "wait", [], [f"{challenger_samples} labelled challenger answers "
+                                               f"< {cfg.canary_min_samples}"], ev, at=now)
+    (gate,) = evaluate_gates([cfg.promote_gate], challenger_live, champion_live)
+    action = "promote" if gate.passed else "discard"
+    return Decision("canary", action, [f"{cfg.promote_gate!r}: {gate.detail}"], [], ev, at=now)
+
+
+def rollback_decision(cfg: RetrainingConfig, new_live: dict[str, float] | None,
+                      previous_live: dict[str, float] | None, samples: int, min_samples: int, now: float) -> Decision:
+    """Roll a new champion back when its live quality breaks ``rollback_gate`` against the one it replaced."""
+    ev = {"champion": new_live, "previous": previous_live, "samples": samples}
+    if samples < min_samples or not new_live or not previous_live:
+        return Decision("rollback", "wait", [], [f"{samples} labelled answers < {min_samples}"], ev, at=now)
+    (gate,) = evaluate_gates([cfg.rollback_gate], new_live, previous_live)
+    action = "keep" if gate.passed else "rollback"
+    return Decision("rollback", action, [f"{cfg.rollback_gate!r}: {gate.detail}"], [], ev, at=now)
