@@ -305,6 +305,8 @@ class MonitoringConfig(StrictModel):
     min_window_rows: int = Field(500, ge=10, description="Fewest rows before a window is judged.")
     quality_window: int = Field(1000, ge=10, description="Labelled predictions per live-quality window.")
     drift: DriftConfig = Field(default_factory=DriftConfig, description="Drift tests.")
+    metrics_host: str = Field("127.0.0.1", description="Bind address of the monitor's Prometheus endpoint.")
+    metrics_port: int = Field(9108, ge=1, le=65535, description="Port of the monitor's Prometheus endpoint.")
 
 
 class RetrainingConfig(StrictModel):

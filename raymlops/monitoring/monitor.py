@@ -1,69 +1,151 @@
-"""The monitoring actor: one per served model, fed by replicas, holding what the service answered.
+"""The monitoring actor: one per served model, fed by replicas, publishing Prometheus metrics.
 
-Replicas buffer samples of their answers and hand them over in batches with fire-and-forget calls, so a
-slow or dead monitor never slows or fails a request. Feedback is joined here by request id and appended
-to ``<workdir>/monitoring/<model>/feedback.jsonl`` (one JSON object per line, flushed per call).
+Replicas buffer samples of their answers (inputs, scores, latency, version) and hand them over every
+0.25 s with fire-and-forget calls, so a slow or dead monitor never slows or fails a request. The actor
+is named, detached and restarted by Ray when it dies; each replica numbers what it sent, so samples lost
+while the monitor was down are counted (``raymlops_monitor_lost_samples``), not silently dropped: each
+replica checks its earlier hand-overs and reports how many samples failed to arrive.
 
-The actor is named and detached, so every replica (and a restarted one) finds the same monitor:
-``get_monitor(model, workdir)``.
+Feedback is joined here by request id and appended to ``<workdir>/monitoring/<model>/feedback.jsonl``.
+Metrics are served by ``prometheus-client`` on ``monitoring.metrics_host:metrics_port`` (127.0.0.1:9108
+by default; the scrape target in ``cluster/prometheus/prometheus.yml``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
 
 import ray
 
-from raymlops.monitoring.feedback import PredictionLog
+from raymlops.config import MonitoringConfig
+from raymlops.monitoring.windows import MonitorState
 
 NAMESPACE = "raymlops"
+log = logging.getLogger(__name__)
+
+
+class _Metrics:
+    """The Prometheus series of one model, on their own registry and HTTP endpoint."""
+
+    def __init__(self, model: str, host: str, port: int) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+        self.model = model
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("raymlops_requests", "Sampled requests answered", ["model", "version", "alias"], registry=r)
+        self.latency = Histogram("raymlops_request_latency_seconds", "In-replica latency of sampled requests",
+                                 ["model"], registry=r,
+                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+        self.psi = Gauge("raymlops_feature_psi", "PSI of the latest window per feature", ["model", "feature"], registry=r)
+        self.p_value = Gauge("raymlops_feature_drift_p_value", "Adjusted p-value per feature", ["model", "feature"], registry=r)
+        self.drifted = Gauge("raymlops_feature_drifted", "1 when the feature drifted in the latest window",
+                             ["model", "feature"], registry=r)
+        self.drifted_count = Gauge("raymlops_drifted_features", "Features drifted in the latest window", ["model"], registry=r)
+        self.score_mean = Gauge("raymlops_prediction_mean", "Mean score of the latest window", ["model"], registry=r)
+        self.quality = Gauge("raymlops_live_quality", "Live quality over labelled traffic", ["model", "version", "metric"],
+                             registry=r)
+        self.feedback = Counter("raymlops_feedback", "Labels joined to predictions", ["model"], registry=r)
+        self.lost = Gauge("raymlops_monitor_lost_samples", "Samples sent by replicas that never arrived", ["model"], registry=r)
+        self.events = Counter("raymlops_events", "Loop decisions taken", ["model", "kind", "action"], registry=r)
+        self.version = Gauge("raymlops_model_version", "Version serving per alias (value is the version)",
+                             ["model", "alias"], registry=r)
+        try:
+            start_http_server(port, addr=host, registry=r)
+            self.endpoint = f"http://{host}:{port}/metrics"
+        except OSError as exc:
+            log.error("metrics endpoint %s:%d unavailable (%s); metrics are kept but not exported", host, port, exc)
+            self.endpoint = None
 
 
 class Monitor:
-    def __init__(self, model: str, workdir: str, capacity: int = 200_000) -> None:
+    def __init__(self, model: str, workdir: str, monitoring: dict[str, Any], task: str) -> None:
         self.model = model
-        self.log = PredictionLog(capacity)
+        self.cfg = MonitoringConfig(**monitoring)
+        self.state = MonitorState(self.cfg, task)
         self.dir = Path(workdir) / "monitoring" / model
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.samples_seen = 0
-        self.feedback_joined = 0
+        self.metrics = _Metrics(model, self.cfg.metrics_host, self.cfg.metrics_port)
+        self.last_drift: dict[str, Any] | None = None
 
-    async def record(self, samples: list[dict[str, Any]]) -> None:
-        self.samples_seen += len(samples)
-        self.log.add(samples)
+    async def set_reference(self, version: str, profile: dict[str, Any], scores: dict[str, Any] | None = None) -> None:
+        self.state.set_reference(version, profile, scores)
+
+    async def record(self, samples: list[dict[str, Any]], replica: str | None = None, lost: int = 0) -> None:
+        self.state.add(samples, replica, lost)
+        m = self.metrics
+        for s in samples:
+            m.requests.labels(self.model, s["version"], s["alias"]).inc()
+            if s.get("latency_s") is not None:
+                m.latency.labels(self.model).observe(s["latency_s"])
+            m.version.labels(self.model, s["alias"]).set(float(s["version"]))
+        m.lost.labels(self.model).set(self.state.gap)
+        if self.state.rows_since_check >= max(1, self.cfg.window_rows // 2):
+            self.check()
+
+    def check(self) -> dict[str, Any] | None:
+        """Judge the latest window now; publish per-feature drift; return the report (None while filling)."""
+        report = self.state.drift()
+        if report is None:
+            return None
+        m = self.metrics
+        for name, d in report.features.items():
+            m.psi.labels(self.model, name).set(d.psi)
+            m.p_value.labels(self.model, name).set(d.adjusted_p)
+            m.drifted.labels(self.model, name).set(1.0 if d.drifted else 0.0)
+        m.drifted_count.labels(self.model).set(len(report.drifted))
+        if self.state.scores:
+            m.score_mean.labels(self.model).set(sum(self.state.scores) / len(self.state.scores))
+        self.last_drift = {"at": time.time(), **report.to_dict()}
+        return self.last_drift
+
+    async def drift(self) -> dict[str, Any] | None:
+        return self.check()
 
     async def feedback(self, items: list[dict[str, Any]], grace_s: float = 1.0) -> dict[str, Any]:
         """Join labels to predictions. Replicas hand samples over every 0.25 s, so ids not seen yet get
         ``grace_s`` to arrive (the actor is async: ``record`` calls run while this one waits)."""
-        labelled, unknown = self.log.join(items)
+        labelled, unknown = self.state.join(items)
         deadline = time.monotonic() + grace_s
         while unknown and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
             done = {(row["request_id"], row["index"]) for row in labelled}
             items = [i for i in items if (i["request_id"], int(i.get("index", 0))) not in done]
-            more, unknown = self.log.join(items)
+            more, unknown = self.state.join(items)
             labelled += more
         if labelled:
             now = time.time()
             with open(self.dir / "feedback.jsonl", "a", encoding="utf-8") as f:
-                f.writelines(json.dumps({**row, "received_at": now}) + "\n" for row in labelled)
-        self.feedback_joined += len(labelled)
+                for row in labelled:
+                    f.write(json.dumps({**row, "received_at": now}) + "\n")
+            self.metrics.feedback.labels(self.model).inc(len(labelled))
+            for version in {row["version"] for row in labelled}:
+                quality, _ = self.state.live_quality(version)
+                for metric, value in (quality or {}).items():
+                    self.metrics.quality.labels(self.model, version, metric).set(value)
         return {"accepted": len(labelled), "unknown": unknown}
 
+    async def quality(self, version: str) -> dict[str, Any]:
+        metrics, n = self.state.live_quality(version)
+        return {"version": version, "metrics": metrics, "labelled": n}
+
+    async def event(self, kind: str, action: str) -> None:
+        self.metrics.events.labels(self.model, kind, action).inc()
+
     async def stats(self) -> dict[str, Any]:
-        return {"samples_seen": self.samples_seen, "kept": len(self.log), "feedback_joined": self.feedback_joined}
+        return {**self.state.summary(), "metrics_endpoint": self.metrics.endpoint, "last_drift": self.last_drift}
 
 
 def monitor_name(model: str) -> str:
     return f"monitor:{model}"
 
 
-def get_monitor(model: str, workdir: str) -> Any:
+def get_monitor(model: str, workdir: str, monitoring: dict[str, Any], task: str) -> Any:
     """The model's monitor actor, created on first use (tiny: no CPU reserved, restarted if it dies)."""
     actor = ray.remote(Monitor).options(name=monitor_name(model), namespace=NAMESPACE, lifetime="detached",
-                                        get_if_exists=True, num_cpus=0, max_restarts=-1)
-    return actor.remote(model, workdir)
+                                        get_if_exists=True, num_cpus=0, max_restarts=-1, max_task_retries=0)
+    return actor.remote(model, workdir, monitoring, task)

@@ -23,6 +23,7 @@ with 503/429 and ``Retry-After``; the proxy answers 408 after ``request_timeout_
 
 import asyncio
 import hmac
+import json
 import logging
 import math
 import os
@@ -55,6 +56,11 @@ from raymlops.serving.schema import (
 from raymlops.serving.serve_config import DEPLOYMENT, deployment_options
 
 log = logging.getLogger("raymlops.serving")
+MAX_SAMPLED_ROWS = 64  # rows of one request handed to the monitor
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
 
 
 class BodyLimit:
@@ -169,8 +175,12 @@ def build_app(settings: dict[str, Any]) -> Any:
             self.monitor = None
             if settings["monitoring"]["enabled"]:
                 from raymlops.monitoring.monitor import get_monitor
-                self.monitor = get_monitor(model_name, settings["workdir"])
+                self.monitor = get_monitor(model_name, settings["workdir"], settings["monitoring"], settings["task"])
             self.samples: list[dict[str, Any]] = []
+            self.in_flight: list[tuple[Any, int]] = []  # hand-overs not yet known to have arrived
+            self.lost = 0  # samples whose hand-over failed (the monitor was down): reported, not hidden
+            self.announced: set[str] = set()
+            self._announce()
             self.tasks: list[asyncio.Task] = []
             self.replica = uuid.uuid4().hex[:8]
 
@@ -193,6 +203,7 @@ def build_app(settings: dict[str, Any]) -> Any:
                 try:
                     for event in await asyncio.to_thread(self.slots.refresh):
                         log.warning("replica %s: %s", self.replica, event)
+                    self._announce()
                 except Exception as exc:  # the registry being away must not stop serving
                     log.error("replica %s: registry check failed: %s", self.replica, exc)
 
@@ -204,8 +215,37 @@ def build_app(settings: dict[str, Any]) -> Any:
         def _flush(self) -> Any:
             if not self.samples or self.monitor is None:
                 return None
+            self._count_lost()
             batch, self.samples = self.samples, []
-            return self.monitor.record.remote(batch)  # fire and forget: never awaited on the request path
+            # Fire and forget: never awaited on the request path; a dead monitor loses samples, not requests.
+            ref = self.monitor.record.remote(batch, self.replica, self.lost)
+            self.in_flight.append((ref, len(batch)))
+            return ref
+
+        def _count_lost(self) -> None:
+            import ray
+
+            if not self.in_flight:
+                return
+            ready, _ = ray.wait([r for r, _ in self.in_flight], num_returns=len(self.in_flight), timeout=0)
+            done = set(ready)
+            for ref, n in self.in_flight:
+                if ref in done:
+                    try:
+                        ray.get(ref, timeout=0)
+                    except Exception:  # the monitor died or restarted: these samples never arrived
+                        self.lost += n
+            self.in_flight = [(r, n) for r, n in self.in_flight if r not in done][-1000:]
+
+        def _announce(self) -> None:
+            """Give the monitor the training reference profile of each version this replica serves."""
+            if self.monitor is None:
+                return
+            for served in (self.slots.champion, self.slots.challenger):
+                if served is not None and served.version not in self.announced:
+                    profile = json.loads((served.model.path / "reference_profile.json").read_text())
+                    self.monitor.set_reference.remote(served.version, profile)
+                    self.announced.add(served.version)
 
         def check_health(self) -> None:
             """Serve's health check: the champion must predict a finite score for a valid record."""
@@ -254,7 +294,7 @@ def build_app(settings: dict[str, Any]) -> Any:
             if self.sample_rate and self.rng.random() < self.sample_rate:
                 self.samples.append({"request_id": request_id, "scores": values, "version": version, "alias": alias,
                                      "time": time.time(), "latency_s": time.perf_counter() - started,
-                                     "records": rows if len(rows) <= 16 else None})
+                                     "records": [_jsonable(r) for r in rows[:MAX_SAMPLED_ROWS]]})
             response.headers["X-Model-Version"] = version
             response.headers["X-Request-Id"] = request_id
             return PredictResponse(request_id=request_id, model=model_name, version=version, alias=alias,

@@ -61,6 +61,7 @@ def service(ray_session, tmp_path_factory):
     data["training"]["epochs"] = 2
     data["serving"] = {"port": _free_port(), "api_key_file": str(tmp / "api.key"), "min_replicas": 2,
                        "max_replicas": 2, "cpus_per_replica": 0.25, "watch_interval_s": 0.5}
+    data["monitoring"] = {"window_rows": 200, "min_window_rows": 100, "metrics_port": _free_port()}
     cfg = load_config(write_config(tmp, data))
     stage = run_data_stage(cfg)
     trained = run_training_stage(cfg, stage, run_name="serve-v1")
@@ -317,3 +318,63 @@ def test_overload_is_shed_at_once_with_retry_after_and_service_recovers(service)
             assert client.predict(record)["version"] == "1"  # the queue drained: serving again
     finally:
         serve.delete("shed")
+
+
+def _metric(port: int, name: str, **labels: str) -> float | None:
+    try:
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    except requests.ConnectionError:  # the monitor is (re)starting
+        return None
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_monitor_exports_drift_of_live_traffic_to_prometheus(service):
+    port, name = service["cfg"].monitoring.metrics_port, service["name"]
+    schema = Client(service["url"]).model_info()["input_schema"]
+    real = _records(service["offline"], schema)[:240]
+    with Client(service["url"]) as client:
+        for i in range(0, 240, 60):
+            client.predict(real[i:i + 60])
+        _wait_for(lambda: _metric(port, "raymlops_feature_psi", feature="distance", model=name) is not None,
+                  what="drift metrics after a window of real traffic")
+        time.sleep(0.5)
+        assert _metric(port, "raymlops_feature_drifted", feature="distance", model=name) == 0.0
+        far = [{**r, "distance": min(4999.0, r["distance"] * 3 + 1500)} for r in real]
+        for i in range(0, 240, 60):
+            client.predict(far[i:i + 60])
+    _wait_for(lambda: _metric(port, "raymlops_feature_drifted", feature="distance", model=name) == 1.0,
+              what="distance to be flagged as drifted")
+    assert _metric(port, "raymlops_feature_drifted", feature="carrier", model=name) == 0.0
+    assert _metric(port, "raymlops_requests_total", model=name, version="1", alias=CHAMPION) > 0
+
+
+def test_killing_the_monitor_fails_no_request_and_it_comes_back(service):
+    import ray
+
+    from raymlops.monitoring.monitor import NAMESPACE, monitor_name
+
+    schema = Client(service["url"]).model_info()["input_schema"]
+    monitor = ray.get_actor(monitor_name(service["name"]), namespace=NAMESPACE)
+    with SteadyLoad(service["url"], probe_record(schema), rate=40) as load:
+        time.sleep(2)
+        ray.kill(monitor, no_restart=False)
+        killed_at = time.monotonic()
+
+        def fed_again():
+            try:
+                stats = ray.get(ray.get_actor(monitor_name(service["name"]), namespace=NAMESPACE).stats.remote(),
+                                timeout=10)
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ValueError):
+                return None  # still restarting
+            return stats if sum(stats["requests"].values()) > 0 else None
+
+        stats = _wait_for(fed_again, timeout_s=60, what="the restarted monitor to receive samples")
+        back_after = time.monotonic() - killed_at
+        time.sleep(1)
+    print(f"\nmonitor killed under load: {len(load.versions)} answers, {len(load.failures)} failures; "
+          f"fed again after {back_after:.1f} s; samples counted lost: {stats['gap']}")
+    assert load.failures == [] and len(load.versions) > 100
+    assert stats["gap"] > 0  # hand-overs during the restart failed, and the replicas said so

@@ -1,0 +1,121 @@
+"""What the monitor keeps: sliding windows of inputs, scores, latencies and labelled outcomes (pure).
+
+``MonitorState`` is the monitor actor's state without Ray: replicas' sample batches go in with a per-
+replica count of hand-overs that failed, so batches lost while the actor was down are *counted* (the gap).
+It answers the questions the policy asks: has the input drifted (``drift``), has the score distribution
+drifted (``prediction_drift``), and how good are live predictions per version (``live_quality``).
+
+Example::
+
+    state = MonitorState(cfg.monitoring, task="classification")
+    state.set_reference("3", reference_profile, score_reference)
+    state.add(samples, replica="ab12", lost=0)
+    state.drift()                  # DriftReport over the latest window, or None while it fills
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from raymlops.config import MonitoringConfig
+from raymlops.monitoring.drift import DriftReport, FeatureDrift, detect_drift, prediction_drift
+from raymlops.monitoring.feedback import PredictionLog
+from raymlops.training.evaluation import compute_metrics
+
+
+class MonitorState:
+    def __init__(self, cfg: MonitoringConfig, task: str, capacity: int = 200_000) -> None:
+        self.cfg = cfg
+        self.task = task
+        self.log = PredictionLog(capacity)
+        self.rows: deque[dict[str, Any]] = deque(maxlen=cfg.window_rows)
+        self.scores: deque[float] = deque(maxlen=cfg.window_rows)
+        self.latencies: deque[float] = deque(maxlen=cfg.window_rows)
+        self.labelled: dict[str, deque[tuple[float, float]]] = {}
+        self.references: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {}
+        self.received: Counter[str] = Counter()    # samples received per replica
+        self.requests: Counter[tuple[str, str]] = Counter()  # (version, alias) -> sampled requests
+        self.lost: dict[str, int] = {}             # replica -> samples it sent that never arrived
+        self.rows_since_check = 0
+
+    # ------------------------------------------------------------------------------- intake
+    def set_reference(self, version: str, profile: dict[str, Any], scores: dict[str, Any] | None = None) -> None:
+        self.references[str(version)] = (profile, scores)
+
+    def add(self, samples: list[dict[str, Any]], replica: str | None = None, lost: int = 0) -> None:
+        """Take a batch. ``lost`` is the replica's running count of samples whose hand-over failed
+        (it checks each fire-and-forget call afterwards), so the gap survives a monitor restart."""
+        if replica is not None:
+            self.lost[replica] = max(self.lost.get(replica, 0), lost)
+            self.received[replica] += len(samples)
+        self.log.add(samples)
+        for s in samples:
+            self.requests[(s["version"], s["alias"])] += 1
+            if s.get("latency_s") is not None:
+                self.latencies.append(float(s["latency_s"]))
+            if s.get("alias") != "champion":
+                continue  # drift is about the champion's traffic
+            self.scores.extend(float(x) for x in s["scores"])
+            for record in s.get("records") or []:
+                self.rows.append(record)
+                self.rows_since_check += 1
+        return lost
+
+    def join(self, feedback: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+        labelled, unknown = self.log.join(feedback)
+        for row in labelled:
+            window = self.labelled.setdefault(row["version"], deque(maxlen=self.cfg.quality_window))
+            window.append((row["score"], row["label"]))
+        return labelled, unknown
+
+    # ------------------------------------------------------------------------------ answers
+    def champion_version(self) -> str | None:
+        champions = [v for (v, a) in self.requests if a == "champion"]
+        return champions[-1] if champions else None
+
+    def drift(self, version: str | None = None) -> DriftReport | None:
+        """Input drift of the latest window against the reference of ``version`` (the champion's)."""
+        version = version or self.champion_version()
+        if version not in self.references or len(self.rows) < self.cfg.min_window_rows:
+            return None
+        self.rows_since_check = 0
+        d = self.cfg.drift
+        return detect_drift(self.references[version][0], pd.DataFrame(list(self.rows)), alpha=d.alpha,
+                            correction=d.correction, min_psi=d.min_psi)
+
+    def prediction_drift(self, version: str | None = None) -> FeatureDrift | None:
+        version = version or self.champion_version()
+        ref = self.references.get(version, (None, None))[1]
+        if ref is None or len(self.scores) < self.cfg.min_window_rows:
+            return None
+        result = prediction_drift(ref, np.fromiter(self.scores, float))
+        drifted = result.p_value < self.cfg.drift.alpha and result.psi >= self.cfg.drift.min_psi
+        return FeatureDrift(**{**result.to_dict(), "adjusted_p": result.p_value, "drifted": drifted})
+
+    def live_quality(self, version: str) -> tuple[dict[str, float] | None, int]:
+        window = self.labelled.get(str(version))
+        if not window:
+            return None, 0
+        scores, labels = np.array([w[0] for w in window]), np.array([w[1] for w in window])
+        if self.task == "classification" and len(np.unique(labels)) < 2:
+            return None, len(window)  # AUC needs both classes
+        return compute_metrics(self.task, labels, scores), len(window)
+
+    @property
+    def gap(self) -> int:
+        return sum(self.lost.values())
+
+    def latency_quantiles(self) -> dict[str, float]:
+        if not self.latencies:
+            return {}
+        q = np.quantile(np.fromiter(self.latencies, float), [0.5, 0.9, 0.99])
+        return {"p50": float(q[0]), "p90": float(q[1]), "p99": float(q[2])}
+
+    def summary(self) -> dict[str, Any]:
+        return {"requests": {f"{v}/{a}": n for (v, a), n in self.requests.items()}, "gap": self.gap,
+                "window_rows": len(self.rows), "labelled": {v: len(w) for v, w in self.labelled.items()},
+                "latency_s": self.latency_quantiles(), "kept_predictions": len(self.log)}

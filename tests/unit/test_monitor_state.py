@@ -1,0 +1,68 @@
+"""The monitor's windows without Ray: drift over champion traffic, live quality per version, the gap."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from raymlops.config import MonitoringConfig
+from raymlops.monitoring.profiles import build_reference_profile
+from raymlops.monitoring.windows import MonitorState
+
+CFG = MonitoringConfig(window_rows=400, min_window_rows=200, quality_window=300)
+
+
+def _profile():
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"distance": rng.gamma(2, 500, 20_000), "origin": rng.choice(["EWR", "JFK", "LGA"], 20_000)})
+    return build_reference_profile(frame, ["distance"], ["origin"])
+
+
+def _samples(rng, n, version="1", alias="champion", shift=0.0, start=0):
+    out = []
+    for i in range(n):
+        record = {"distance": float(rng.gamma(2, 500)) + shift, "origin": str(rng.choice(["EWR", "JFK", "LGA"]))}
+        out.append({"request_id": f"{start + i:032x}", "scores": [float(rng.random())], "version": version,
+                    "alias": alias, "time": 0.0, "latency_s": 0.01, "records": [record]})
+    return out
+
+
+def test_drift_waits_for_a_full_enough_window_then_finds_the_shift():
+    state = MonitorState(CFG, "classification")
+    state.set_reference("1", _profile())
+    rng = np.random.default_rng(1)
+    state.add(_samples(rng, 150), replica="r1")
+    assert state.drift() is None  # 150 < min_window_rows
+    state.add(_samples(rng, 250, start=150), replica="r1")
+    assert state.drift().drifted == []
+    state.add(_samples(rng, 400, shift=800, start=400), replica="r1")
+    assert state.drift().drifted == ["distance"]
+
+
+def test_challenger_traffic_does_not_count_toward_drift_but_counts_as_requests():
+    state = MonitorState(CFG, "classification")
+    state.set_reference("1", _profile())
+    state.add(_samples(np.random.default_rng(2), 300, version="2", alias="challenger"))
+    assert len(state.rows) == 0 and state.summary()["requests"] == {"2/challenger": 300}
+
+
+def test_live_quality_per_version_from_joined_labels():
+    state = MonitorState(CFG, "classification")
+    rng = np.random.default_rng(3)
+    samples = _samples(rng, 200)
+    state.add(samples)
+    labels = [{"request_id": s["request_id"], "index": 0, "label": float(s["scores"][0] > 0.5)} for s in samples]
+    labelled, unknown = state.join(labels)
+    metrics, n = state.live_quality("1")
+    assert len(labelled) == 200 and unknown == [] and n == 200 and metrics["auc"] == 1.0
+    assert state.live_quality("9") == (None, 0)
+
+
+def test_the_gap_is_what_replicas_report_lost_and_survives_reordering():
+    state = MonitorState(CFG, "classification")
+    rng = np.random.default_rng(4)
+    state.add(_samples(rng, 10), replica="a", lost=0)
+    state.add(_samples(rng, 10, start=10), replica="a", lost=25)
+    state.add(_samples(rng, 10, start=20), replica="b", lost=5)
+    state.add(_samples(rng, 10, start=30), replica="a", lost=20)  # an older count arriving late
+    assert state.gap == 30 and state.received == {"a": 30, "b": 10}
