@@ -378,3 +378,22 @@ def test_killing_the_monitor_fails_no_request_and_it_comes_back(service):
           f"fed again after {back_after:.1f} s; samples counted lost: {stats['gap']}")
     assert load.failures == [] and len(load.versions) > 100
     assert stats["gap"] > 0  # hand-overs during the restart failed, and the replicas said so
+
+
+def test_a_real_prometheus_scrapes_drift_from_the_monitor(service, tmp_path):
+    from tests.integration.prometheus import prometheus_scraping
+
+    port, name = service["cfg"].monitoring.metrics_port, service["name"]
+    schema = Client(service["url"]).model_info()["input_schema"]
+    with Client(service["url"]) as client:
+        for chunk in range(4):
+            client.predict(_records(service["offline"], schema)[chunk * 60:(chunk + 1) * 60])
+    _wait_for(lambda: _metric(port, "raymlops_feature_psi", feature="distance", model=name) is not None,
+              what="the monitor to publish drift")
+    with prometheus_scraping([f"127.0.0.1:{port}"], tmp_path / "prometheus") as prom:
+        def query():
+            body = requests.get(f"{prom}/api/v1/query", timeout=5,
+                                params={"query": f'raymlops_feature_psi{{model="{name}",feature="distance"}}'}).json()
+            return body["data"]["result"] if body["status"] == "success" else None
+        (series,) = _wait_for(query, timeout_s=30, what="Prometheus to have scraped the drift metric")
+    assert series["metric"]["job"] == "raymlops" and float(series["value"][1]) >= 0.0
