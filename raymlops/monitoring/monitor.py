@@ -6,7 +6,8 @@ is named, detached and restarted by Ray when it dies; each replica numbers what 
 while the monitor was down are counted (``raymlops_monitor_lost_samples``), not silently dropped: each
 replica checks its earlier hand-overs and reports how many samples failed to arrive.
 
-Feedback is joined here by request id and appended to ``<workdir>/monitoring/<model>/feedback.jsonl``.
+Feedback is joined here by request id and appended to ``<workdir>/monitoring/<model>/feedback.jsonl``;
+reference profiles are kept under ``references/`` beside it so a restarted monitor judges drift at once.
 Metrics are served by ``prometheus-client`` on ``monitoring.metrics_host:metrics_port`` (127.0.0.1:9108
 by default; the scrape target in ``cluster/prometheus/prometheus.yml``).
 """
@@ -24,6 +25,7 @@ import ray
 
 from raymlops.config import MonitoringConfig
 from raymlops.monitoring.windows import MonitorState
+from raymlops.workspace import write_json_atomic
 
 NAMESPACE = "raymlops"
 log = logging.getLogger(__name__)
@@ -71,9 +73,21 @@ class Monitor:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.metrics = _Metrics(model, self.cfg.metrics_host, self.cfg.metrics_port)
         self.last_drift: dict[str, Any] | None = None
+        self._load_references()
+
+    def _load_references(self) -> None:
+        """A restarted monitor judges drift at once: references survive in the workdir, not only in memory."""
+        for path in sorted((self.dir / "references").glob("*.json")):
+            try:
+                saved = json.loads(path.read_text())
+                self.state.set_reference(saved["version"], saved["profile"], saved.get("scores"))
+            except (OSError, ValueError, KeyError) as exc:
+                log.error("ignoring unreadable reference %s: %s", path, exc)
 
     async def set_reference(self, version: str, profile: dict[str, Any], scores: dict[str, Any] | None = None) -> None:
         self.state.set_reference(version, profile, scores)
+        write_json_atomic(self.dir / "references" / f"{int(version)}.json",
+                          {"version": str(version), "profile": profile, "scores": scores})
 
     async def record(self, samples: list[dict[str, Any]], replica: str | None = None, lost: int = 0) -> None:
         self.state.add(samples, replica, lost)

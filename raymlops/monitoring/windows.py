@@ -118,4 +118,5 @@ class MonitorState:
     def summary(self) -> dict[str, Any]:
         return {"requests": {f"{v}/{a}": n for (v, a), n in self.requests.items()}, "gap": self.gap,
                 "window_rows": len(self.rows), "labelled": {v: len(w) for v, w in self.labelled.items()},
-                "latency_s": self.latency_quantiles(), "kept_predictions": len(self.log)}
+                "latency_s": self.latency_quantiles(), "kept_predictions": len(self.log),
+                "references": sorted(self.references, key=int)}

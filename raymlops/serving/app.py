@@ -216,6 +216,7 @@ def build_app(settings: dict[str, Any]) -> Any:
             if not self.samples or self.monitor is None:
                 return None
             self._count_lost()
+            self._announce()  # no-op unless a version is new or the monitor restarted
             batch, self.samples = self.samples, []
             # Fire and forget: never awaited on the request path; a dead monitor loses samples, not requests.
             ref = self.monitor.record.remote(batch, self.replica, self.lost)
@@ -235,6 +236,7 @@ def build_app(settings: dict[str, Any]) -> Any:
                         ray.get(ref, timeout=0)
                     except Exception:  # the monitor died or restarted: these samples never arrived
                         self.lost += n
+                        self.announced.clear()  # and tell the new one what it judges against
             self.in_flight = [(r, n) for r, n in self.in_flight if r not in done][-1000:]
 
         def _announce(self) -> None:

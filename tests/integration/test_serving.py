@@ -135,6 +135,10 @@ def test_malformed_requests_get_4xx_that_name_the_problem_and_service_keeps_serv
     for raw, status in ((b"{not json", 422), (b"x" * 10_000_000, 413), (b"", 422)):
         resp = requests.post(f"{url}/v1/predict", data=raw, headers={"content-type": "application/json"}, timeout=30)
         assert resp.status_code == status, (raw[:20], resp.status_code, resp.text[:200])
+    spec = requests.get(f"{url}/openapi.json", timeout=10).json()
+    record = spec["components"]["schemas"]["Record"]
+    assert record["additionalProperties"] is False and set(record["required"]) >= {"carrier", "distance"}
+    assert record["properties"]["origin"]["enum"] == ["EWR", "JFK", "LGA"]
     with Client(url) as client:
         with pytest.raises(ServingError, match="record.origin"):
             client.predict({**good, "origin": "XXX"})
@@ -378,6 +382,9 @@ def test_killing_the_monitor_fails_no_request_and_it_comes_back(service):
           f"fed again after {back_after:.1f} s; samples counted lost: {stats['gap']}")
     assert load.failures == [] and len(load.versions) > 100
     assert stats["gap"] > 0  # hand-overs during the restart failed, and the replicas said so
+    # The new monitor exports again and judges drift against the same reference as before.
+    assert stats["metrics_endpoint"] == f"http://127.0.0.1:{service['cfg'].monitoring.metrics_port}/metrics"
+    assert "1" in stats["references"]
 
 
 def test_a_real_prometheus_scrapes_drift_from_the_monitor(service, tmp_path):
