@@ -34,6 +34,8 @@ bench: setup
 	$(PY) examples/flights/prepare.py --out examples/flights/data
 	$(PY) benchmarks/data_bench.py
 	$(PY) benchmarks/train_bench.py
+	$(PY) benchmarks/serve_bench.py
+	$(PY) benchmarks/monitor_bench.py
 
 clean:
 	rm -rf .raymlops examples/flights/data

@@ -24,9 +24,10 @@ What it measures (all in ONE invocation, same model, same requests, same load ge
    (b) and (c) run with OMP_NUM_THREADS=1 (what Ray gives a 0.5-CPU replica).
    Per target:
      - closed loop, 1 and 32 concurrent clients (each sends its next request when the last answered),
-       ``--closed-s`` seconds each after a 1.5 s warm-up at the same concurrency: requests/s, p50/p99;
-     - open loop (Poisson arrivals, latency measured from the scheduled send time, so queueing counts):
-       rate steps 5, 10, 20, 40, 60, 80, 120, 160, 240, 320, 480, 640, 960 req/s, ``--step-s`` s each,
+       ``--closed-s`` seconds each after a 1 s warm-up at the same concurrency: requests/s, p50/p99;
+     - open loop (constant rate: a request every 1/rate s whatever the answers do; latency measured from
+       the scheduled send time, so queueing counts): rate steps 5, 10, 20, 40, 60, 80, 120, 160, 240,
+       320, 480, 640, 960 req/s, ``--step-s`` s each but at least 80 requests (p99 of fewer is the max),
        starting at the largest step <= 30% of the 32-client closed-loop throughput and going up (or
        down) until a step fails (p99 > 50 ms or > 1% errors); then one bisection step between the last
        passing and the first failing rate. Figure: the highest passing offered rate, "req/s at p99<=50ms".
@@ -48,20 +49,27 @@ What it measures (all in ONE invocation, same model, same requests, same load ge
      the target's tree (grouped: Ray proxy, replica, controller, monitor actor, raylet, GCS, other Ray
      processes, HAProxy, the Ray driver; the uvicorn app for b/c), the load generator, and processes
      outside both ("foreign": another workload on the machine);
-   - knobs, 1 and 32 clients, each vs (a) as shipped. Same Ray as (a), redeployed: 2 replicas
+   - knobs, 1 and 32 clients, each vs (a) as shipped unless said. Same Ray as (a), redeployed: 2 replicas
      (min = max = 2), monitoring off, ``max_ongoing_requests: 64`` (default 16, fewer than the 32
-     clients: Serve's router then gets rejections from the replica and backs off), and a PROPOSED raymlops
-     change patched into the benchmark's driver only: a deployment ``logging_config`` (WARNING, no access
-     log; raymlops sets it on ``serve.start`` only, so replicas log every request at INFO). Each env switch
+     clients: Serve's router then gets rejections from the replica and backs off), and that plus a
+     PROPOSED raymlops change patched into the benchmark's driver only: a deployment ``logging_config``
+     (WARNING, no access log; raymlops sets it on ``serve.start`` only, so replicas log every request at
+     INFO). After each Ray variant the replica log files are counted (per-request lines, "rejecting
+     request" lines). Each env switch
      in its own fresh Ray (Serve's processes read them when they import their constants):
-     ``RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0``, ``RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0``,
+     ``RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0`` and ``RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0`` (these
+     two with ``max_ongoing_requests: 64`` and compared with the max_ongoing_64 variant: with 16 the
+     proxy path's 32-client figure swings by +-40% run to run, which would hide them),
      ``RAY_SERVE_ENABLE_DIRECT_INGRESS=1`` (the load goes straight to the ingress replica's own HTTP port,
      found with the controller's ``get_target_groups``; the proxy stays up but is bypassed),
      ``RAY_SERVE_ENABLE_HA_PROXY=1`` with ``RAY_SERVE_HAPROXY_NBTHREAD=1`` (HAProxy on the Serve port in
      front of direct-ingress replicas; needs a ``haproxy`` binary on PATH, else the variant is reported as
      skipped), ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` (Ray's bundle: direct ingress, gRPC between proxy
      and replicas, user code and router on the main loop, GC frozen after start, buffered request logs),
-     and "best": that bundle + ``max_ongoing_requests: 64`` + the replica logging change. The access log
+     HAProxy + that bundle (the load again on the Serve port), and the bundle with batching off (the
+     batching gain without the proxy hop); these last two also get the open-loop rate search.
+     ``monitoring.enabled: false`` runs only when named in
+     ``--knobs`` (the monitor actor's CPU shows in the CPU table anyway). The access log
      is off in every run as far as raymlops controls it (``serving.access_log: false``).
 
 Noise
@@ -73,10 +81,11 @@ Noise
 
 How to run (from the repository root)::
 
-    .venv/bin/python benchmarks/serve_bench.py            # everything, ~11-12 minutes on 2 cores
-    .venv/bin/python benchmarks/serve_bench.py --quick    # shorter phases, fewer knob variants (~8 min)
+    .venv/bin/python benchmarks/serve_bench.py            # everything, ~11 minutes on 2 cores
+    .venv/bin/python benchmarks/serve_bench.py --quick    # shorter phases, fewer knob variants
 
-Options: ``--quick``, ``--closed-s S`` (default 8, quick 5), ``--step-s S`` (default 5, quick 4),
+Options: ``--quick``, ``--closed-s S`` (main targets: default 8, quick 5; knob variants: 5, quick 4;
+setting it sets both), ``--step-s S`` (default 5, quick 4),
 ``--no-knobs``, ``--knobs a,b,...`` (names as printed), ``--workdir DIR`` (reuse a trained temp dir from
 an earlier ``--keep``; skips training), ``--keep``, ``--max-wait S`` (default 20: wait at most this long
 for a quiet machine before each target). Results are printed and written to
@@ -93,7 +102,6 @@ import math
 import os
 import platform
 import queue
-import random
 import shutil
 import signal
 import socket
@@ -114,6 +122,8 @@ PY = sys.executable
 SLO_S = 0.050
 MAX_ERROR_SHARE = 0.01
 NOISY_SHARE = 0.05
+MIN_STEP_REQUESTS = 80
+SLO_SEARCH_VARIANTS = ("haproxy+throughput_optimized", "throughput_optimized+batching_off")  # also get a rate search
 RATE_STEPS = [5, 10, 20, 40, 60, 80, 120, 160, 240, 320, 480, 640, 960]
 PROTO = "@@BENCH "
 HDR = {"content-type": "application/json"}
@@ -262,7 +272,7 @@ async def _post(session, url: str, body: bytes) -> int | str:
 
 
 async def closed_loop(url: str, bodies: list[bytes], clients: int, seconds: float, root: int | None,
-                      warmup_s: float = 1.5) -> dict[str, Any]:
+                      warmup_s: float = 1.0) -> dict[str, Any]:
     """N clients, each sends its next request as soon as the last one answered."""
     import aiohttp
 
@@ -308,17 +318,12 @@ async def closed_loop(url: str, bodies: list[bytes], clients: int, seconds: floa
 
 
 async def open_loop(url: str, bodies: list[bytes], rate: float, seconds: float, root: int | None,
-                    max_inflight: int = 512, seed: int = 7) -> dict[str, Any]:
-    """Poisson arrivals at ``rate``; latency from the scheduled send time (queueing in the client counts)."""
+                    max_inflight: int = 512) -> dict[str, Any]:
+    """Constant-rate arrivals (one every 1/rate s, whatever the answers do); latency from the scheduled
+    send time, so queueing in the client and the server counts (no coordinated omission)."""
     import aiohttp
 
-    rng = random.Random(seed)
-    sched, t = [], 0.0
-    while True:
-        t += rng.expovariate(rate)
-        if t >= seconds:
-            break
-        sched.append(t)
+    sched = [i / rate for i in range(max(1, int(rate * seconds)))]
     lat: list[float] = []
     errors: Counter = Counter()
     ok = 0
@@ -364,11 +369,12 @@ def rate_search(url: str, bodies: list[bytes], hint_rps: float, step_s: float, r
     steps: list[dict[str, Any]] = []
 
     def step(rate: float) -> bool:
-        r = run_async(open_loop(url, bodies, rate, step_s, root))
+        seconds = max(step_s, MIN_STEP_REQUESTS / rate)  # p99 needs enough samples at low rates
+        r = run_async(open_loop(url, bodies, rate, seconds, root))
         if not r["passed"] and r["cpu"]["disturbed"]:  # a failure under foreign load: once more when quiet
             say(f"      open loop {rate:5.0f} req/s: failed while NOT quiet; waiting and repeating once")
             wait_for_quiet(MAX_WAIT_S, root)
-            r2 = run_async(open_loop(url, bodies, rate, step_s, root))
+            r2 = run_async(open_loop(url, bodies, rate, seconds, root))
             r2["repeated_after_disturbance"] = True
             r = r2 if r2["cpu"]["foreign_cpu_share_of_machine"] <= r["cpu"]["foreign_cpu_share_of_machine"] else r
         steps.append(r)
@@ -399,8 +405,9 @@ def rate_search(url: str, bodies: list[bytes], hint_rps: float, step_s: float, r
         if step(mid):
             best = mid
     at = next((s for s in steps if s["offered_rps"] == best), None)
-    return {"rps_at_p99_slo": best, "p99_ms_there": at and at["p99_ms"],
-            "throughput_there": at and at["throughput_rps"], "first_failing_rps": first_fail, "steps": steps}
+    return {"rps_at_p99_slo": best if best is not None else 0.0, "below_lowest_step": best is None,
+            "p99_ms_there": at and at["p99_ms"], "throughput_there": at and at["throughput_rps"],
+            "first_failing_rps": first_fail, "steps": steps}
 
 
 def closed_pair(url: str, bodies: list[bytes], seconds: float, root: int | None, counts=(1, 32)) -> dict[str, Any]:
@@ -534,12 +541,16 @@ def ray_server_main(config_path: str, port: int) -> None:
 
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
         tell(event="ray_up")
+        deployed_at = time.time()
         try:
             for line in sys.stdin:
                 cmd = json.loads(line)
                 if cmd["cmd"] == "stop":
                     break
                 try:
+                    if cmd["cmd"] == "logstats":
+                        tell(event="logstats", **_replica_log_stats(deployed_at))
+                        continue
                     if cmd["cmd"] == "undeploy":
                         serve.delete(cfg.serving.app_name or cfg.model_name)
                         tell(event="undeployed")
@@ -548,6 +559,7 @@ def ray_server_main(config_path: str, port: int) -> None:
                     if not cmd.get("monitoring", True):
                         c = cfg.model_copy(update={"monitoring": cfg.monitoring.model_copy(update={"enabled": False})})
                     _patch_replica_logging(cmd.get("replica_logging"))
+                    deployed_at = time.time()
                     t0 = time.perf_counter()
                     url = deploy(c, port=port, **cmd.get("overrides", {}))
                     target = url
@@ -558,6 +570,23 @@ def ray_server_main(config_path: str, port: int) -> None:
                     tell(event="error", error=f"{type(exc).__name__}: {exc}"[-3000:])
         finally:
             serve.shutdown()
+
+
+def _replica_log_stats(since: float) -> dict[str, int]:
+    """Lines in the replica log files written since ``since``: per-request access lines and rejections."""
+    import ray
+
+    logs = Path(ray._private.worker.global_worker.node.get_logs_dir_path()) / "serve"
+    stats = {"files": 0, "lines": 0, "access_lines": 0, "rejections": 0}
+    for f in logs.glob("replica_*.log"):
+        if f.stat().st_mtime < since:
+            continue
+        stats["files"] += 1
+        for line in f.read_text(errors="replace").splitlines():
+            stats["lines"] += 1
+            stats["access_lines"] += " /v1/predict " in line
+            stats["rejections"] += "rejecting request" in line
+    return stats
 
 
 def _patch_replica_logging(logging_config: dict[str, Any] | None) -> None:
@@ -669,8 +698,12 @@ def log_mlflow_model(cfg_path: Path, package: Path, schema: dict[str, Any]) -> s
     kinds = {"int": "long", "float": "double", "bool": "boolean"}
     sig = ModelSignature(inputs=Schema([ColSpec(kinds.get(s.get("type"), "string"), col,
                                                 required=not s.get("nullable", True)) for col, s in schema.items()]))
-    mlflow.set_tracking_uri(Registry.for_config(load_config(cfg_path)).tracking_uri)
-    mlflow.set_experiment("serve-bench-baseline")
+    cfg = load_config(cfg_path)
+    mlflow.set_tracking_uri(Registry.for_config(cfg).tracking_uri)
+    name = "serve-bench-baseline"
+    if mlflow.get_experiment_by_name(name) is None:  # artifacts in the bench workdir, not ./mlruns
+        mlflow.create_experiment(name, artifact_location=(cfg.workdir_path / "mlruns").resolve().as_uri())
+    mlflow.set_experiment(name)
     with mlflow.start_run(run_name="pyfunc-from-code"):
         info = mlflow.pyfunc.log_model(name="model", python_model=str(BASELINES / "mlflow_model.py"),
                                        artifacts={"package": str(package)}, signature=sig,
@@ -763,7 +796,7 @@ def main() -> None:
     global MAX_WAIT_S
     MAX_WAIT_S = args.max_wait
     closed_s = args.closed_s or (5.0 if args.quick else 8.0)
-    knob_s = args.closed_s or (4.0 if args.quick else 6.0)
+    knob_s = args.closed_s or (4.0 if args.quick else 5.0)
     step_s = args.step_s or (4.0 if args.quick else 5.0)
     t_all = time.perf_counter()
 
@@ -819,7 +852,9 @@ def main() -> None:
             res.update(closed_pair(url, bodies, seconds, root, counts))
             if search:
                 res["rate_search"] = rate_search(url, bodies, res["c32"]["throughput_rps"], step_s, root)
-                say(f"      -> {res['rate_search']['rps_at_p99_slo']} req/s at p99 <= 50 ms")
+                rs = res["rate_search"]
+                say(f"      -> {('< %g' % RATE_STEPS[0]) if rs['below_lowest_step'] else rs['rps_at_p99_slo']} "
+                    "req/s at p99 <= 50 ms")
             targets[name] = res
             return res
 
@@ -837,6 +872,8 @@ def main() -> None:
         url_a = ready["target"] + "/v1/predict"
         check_scores["raymlops"] = [post_json(url_a, {"record": r})["predictions"][0]["score"] for r in records[:8]]
         measure("raymlops", url_a, body_a, ray_proc.p.pid, True, closed_s)
+        targets["raymlops"]["replica_log"] = ray_proc.send({"cmd": "logstats"})
+        say(f"   replica log during (a): {targets['raymlops']['replica_log']}")
 
         variants: dict[str, dict[str, Any]] = {}
         same_ray = [("batching_off", {"min_replicas": 1, "max_replicas": 1,
@@ -846,23 +883,33 @@ def main() -> None:
                     ("monitoring_off", {"min_replicas": 1, "max_replicas": 1}, False, "monitoring.enabled: false"),
                     ("max_ongoing_64", {"min_replicas": 1, "max_replicas": 1, "max_ongoing_requests": 64}, True,
                      "serving.max_ongoing_requests: 64 (default 16 < 32 clients)"),
-                    ("replica_log_warning", {"min_replicas": 1, "max_replicas": 1}, True,
-                     "PROPOSED: deployment logging_config WARNING, no access log (patched in the bench)")]
-        if args.no_knobs:
-            same_ray = same_ray[:1]
-        if args.knobs:
+                    ("max_ongoing_64+replica_log_warning", {"min_replicas": 1, "max_replicas": 1,
+                                                            "max_ongoing_requests": 64}, True,
+                     "max_ongoing_requests 64 + PROPOSED deployment logging_config WARNING (patched in the bench)")]
+        if args.knobs:  # batching_off always runs: it is part of the main comparison
             same_ray = [v for v in same_ray if v[0] == "batching_off" or v[0] in args.knobs.split(",")]
+        elif args.no_knobs:
+            same_ray = same_ray[:1]
+        elif args.quick:
+            same_ray = [v for v in same_ray if v[0] in ("batching_off", "max_ongoing_64")]
+        else:  # monitoring_off only on request (--knobs): its cost shows in the CPU table (monitor actor)
+            same_ray = [v for v in same_ray if v[0] != "monitoring_off"]
         for name, overrides, monitoring, title in same_ray:
             say(f"\n(a') {title} ...")
             ray_proc.send({"cmd": "undeploy"})
             ready = ray_proc.send({"cmd": "deploy", "overrides": overrides, "monitoring": monitoring,
-                                   "replica_logging": REPLICA_LOGGING if name == "replica_log_warning" else None})
+                                   "replica_logging": REPLICA_LOGGING if name.endswith("replica_log_warning") else None})
             say(f"   deployed in {ready['deploy_s']} s")
             res = measure(f"raymlops:{name}", ready["target"] + "/v1/predict", body_a, ray_proc.p.pid, False,
                           closed_s if name == "batching_off" else knob_s)
-            variants[name] = {"title": title, "env": {}, "overrides": overrides, "monitoring": monitoring, **res}
+            res["replica_log"] = ray_proc.send({"cmd": "logstats"})
+            variants[name] = {"title": title, "env": {}, "overrides": overrides, "monitoring": monitoring,
+                              "compare_to": "max_ongoing_64" if name == "max_ongoing_64+replica_log_warning"
+                              else "raymlops", **res}
+        t0 = time.perf_counter()
         ray_proc.stop()
         servers.remove(ray_proc)
+        say(f"   Ray stopped in {time.perf_counter() - t0:.0f} s")
 
         # -------------------------------------------------------------- (b) plain FastAPI + uvicorn
         say("\n(b) plain FastAPI + uvicorn, 1 process ...")
@@ -909,32 +956,40 @@ def main() -> None:
 
         # -------------------------------------------------------------- Serve env knobs, one Ray each
         env_knobs = [
-            ("user_code_main_thread", {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}, {}, True),
-            ("router_same_loop", {"RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}, {}, True),
+            # the two loop/thread switches act on the proxy -> replica path, whose 32-client figure swings run to
+            # run while the router gets rejections (max_ongoing_requests 16 < 32 clients): measured with 64,
+            # against the same-Ray max_ongoing_64 variant
+            ("user_code_main_thread", {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}, {"max_ongoing_requests": 64},
+             True),
+            ("router_same_loop", {"RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}, {"max_ongoing_requests": 64}, True),
             ("direct_ingress", {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"}, {}, True),
             ("haproxy", {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_NBTHREAD": "1"}, {}, True),
             ("throughput_optimized", {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}, {}, True),
-            ("best: throughput_optimized+max_ongoing_64+replica_log_warning", {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
-             {"max_ongoing_requests": 64}, True),
+            ("haproxy+throughput_optimized", {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_NBTHREAD": "1",
+                                              "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}, {}, True),
+            ("throughput_optimized+batching_off", {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
+             {"batching": {"enabled": False, "max_batch_size": 16, "wait_timeout_s": 0.005}}, True),
         ]
-        if args.quick:
-            env_knobs = [k for k in env_knobs if k[0] in ("direct_ingress", "haproxy") or k[0].startswith("best")]
         if args.knobs:
-            env_knobs = [k for k in env_knobs if k[0].split(":")[0] in args.knobs.split(",")]
-        if args.no_knobs:
+            env_knobs = [k for k in env_knobs if k[0] in args.knobs.split(",")]
+        elif args.no_knobs:
             env_knobs = []
+        elif args.quick:
+            env_knobs = [k for k in env_knobs if k[0] in ("direct_ingress", "haproxy+throughput_optimized")]
         haproxy_bin = shutil.which("haproxy")
         result["haproxy_binary"] = haproxy_bin
         for name, env, overrides, monitoring in env_knobs:
             title = " ".join(f"{k}={v}" for k, v in env.items()) + (f" + {overrides}" if overrides else "") \
-                + ("" if monitoring else " + monitoring off") + (" + replica logging WARNING" if name.startswith("best") else "")
+                + ("" if monitoring else " + monitoring off")
             say(f"\n(a'') {name}: {title} ...")
-            if name == "haproxy" and not haproxy_bin:
+            if "HAPROXY" in " ".join(env) and not haproxy_bin:
                 say("   skipped: no haproxy binary (apt-get install haproxy)")
                 variants[name] = {"title": title, "env": env, "skipped": "no haproxy binary"}
                 continue
             t0 = time.perf_counter()
-            proc = Proc([PY, __file__, "--ray-server", str(cfg_path), str(free_port())], server_env(env),
+            # teardown only: a direct-ingress replica otherwise holds its port open 30 s when stopped
+            proc = Proc([PY, __file__, "--ray-server", str(cfg_path), str(free_port())],
+                        server_env({**env, "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}),
                         logs / f"ray-{name}.log", stdin=True)
             servers.append(proc)
             ROOT_LABELS[proc.p.pid] = "driver"
@@ -942,16 +997,22 @@ def main() -> None:
                 proc.expect(120)
                 ready = proc.send({"cmd": "deploy", "monitoring": monitoring,
                                    "overrides": {"min_replicas": 1, "max_replicas": 1, **overrides},
-                                   "replica_logging": REPLICA_LOGGING if name.startswith("best") else None})
+                                   "replica_logging": None})
                 say(f"   Ray up + deployed in {time.perf_counter() - t0:.0f} s; load goes to {ready['target']}")
-                res = measure(f"raymlops:{name}", ready["target"] + "/v1/predict", body_a, proc.p.pid, False, knob_s)
-                variants[name] = {"title": title, "env": env, "overrides": overrides, "monitoring": monitoring, **res}
+                res = measure(f"raymlops:{name}", ready["target"] + "/v1/predict", body_a, proc.p.pid,
+                              name in SLO_SEARCH_VARIANTS, knob_s)
+                res["replica_log"] = proc.send({"cmd": "logstats"})
+                variants[name] = {"title": title, "env": env, "overrides": overrides, "monitoring": monitoring,
+                                  "compare_to": "max_ongoing_64" if "max_ongoing_requests" in overrides else "raymlops",
+                                  **res}
             except Exception as exc:  # noqa: BLE001 - a knob that does not work is a finding, not a crash
                 say(f"   FAILED: {exc}")
                 variants[name] = {"title": title, "env": env, "failed": str(exc)[-2000:]}
             finally:
+                t0 = time.perf_counter()
                 proc.stop()
                 servers.remove(proc)
+                say(f"   stopped in {time.perf_counter() - t0:.0f} s")
 
         result["targets"] = targets
         result["variants"] = variants
@@ -997,8 +1058,9 @@ def report(result: dict[str, Any]) -> None:
         ac = _ratio(vals.get("raymlops"), vals.get("mlflow"))
         ratios[label] = {"a/b": ab, "a/c": ac}
         say(f"{label:34s}" + "".join(f"{(v if v is not None else float('nan')):13.2f}" for v in vals.values())
-            + f"{(ab or float('nan')):9.3f}{(ac or float('nan')):9.3f}")
-    say("(req/s: ratio > 1 means raymlops is better; latency and CPU: ratio < 1 means raymlops is better)")
+            + f"{(ab if ab is not None else float('nan')):9.3f}{(ac if ac is not None else float('nan')):9.3f}")
+    say("(req/s: ratio > 1 means raymlops is better; latency and CPU: ratio < 1 means raymlops is better; "
+        f"req/s at p99<=50ms = 0: not even the lowest step, {RATE_STEPS[0]} req/s, met it)")
     result["ratios"] = ratios
     errs = {n: {k: t[n][k]["errors"] for k in ("c1", "c32") if t[n][k]["errors"]} for n in names}
     if any(errs.values()):
@@ -1013,6 +1075,13 @@ def report(result: dict[str, Any]) -> None:
         say(f"\ndynamic batching (raymlops, 1 replica): 32 clients {on['c32']['throughput_rps']:.1f} req/s on vs "
             f"{off['c32']['throughput_rps']:.1f} off -> gain x{gain['c32']}; p99 {on['c32']['p99_ms']:.1f} vs "
             f"{off['c32']['p99_ms']:.1f} ms; 1 client: x{gain['c1']} (p50 {on['c1']['p50_ms']:.1f} vs {off['c1']['p50_ms']:.1f} ms)")
+    if "throughput_optimized" in v and "c32" in v.get("throughput_optimized+batching_off", {}) \
+            and "c32" in v["throughput_optimized"]:
+        on, off = v["throughput_optimized"], v["throughput_optimized+batching_off"]
+        g = _ratio(on["c32"]["throughput_rps"], off["c32"]["throughput_rps"])
+        result["batching_gain_throughput_optimized"] = {"throughput_on_over_off_32c": g}
+        say(f"dynamic batching with RAY_SERVE_THROUGHPUT_OPTIMIZED=1: 32 clients {on['c32']['throughput_rps']:.1f} "
+            f"req/s on vs {off['c32']['throughput_rps']:.1f} off -> gain x{g}")
 
     say("\nwhere the server CPU goes, ms per answered request at 32 clients (closed loop):")
     rows = [(n, t[n]) for n in names] + [(f"a:{k}", x) for k, x in v.items() if "c32" in x]
@@ -1028,20 +1097,31 @@ def report(result: dict[str, Any]) -> None:
 
     if v:
         base = t.get("raymlops")
-        say("\nServe / raymlops knobs vs (a) as shipped (1 replica unless said):")
-        say(f"{'variant':50s}{'1c p50':>9s}{'1c p99':>9s}{'32c req/s':>11s}{'32c p50':>9s}{'32c p99':>9s}{'x req/s':>9s}")
+        say("\nServe / raymlops knobs (1 replica unless said); 'x 32c' = 32-client req/s over the variant's "
+            "reference ('vs'): (a) as shipped, or max_ongoing_64 for variants run with max_ongoing_requests 64")
+        say(f"{'variant':42s}{'1c p50':>8s}{'1c p99':>8s}{'32c req/s':>10s}{'32c p50':>8s}{'32c p99':>8s}"
+            f"{'SLO r/s':>8s}{'x 32c':>7s}  vs")
+
+        def slo(x: dict[str, Any]) -> str:
+            rs = x.get("rate_search")
+            return "-" if not rs else (f"<{RATE_STEPS[0]}" if rs["below_lowest_step"] else f"{rs['rps_at_p99_slo']:g}")
+
         if base:
-            say(f"{'(a) as shipped':50s}{base['c1']['p50_ms']:9.2f}{base['c1']['p99_ms']:9.2f}"
-                f"{base['c32']['throughput_rps']:11.1f}{base['c32']['p50_ms']:9.2f}{base['c32']['p99_ms']:9.2f}{1:9.2f}")
+            say(f"{'(a) as shipped':42s}{base['c1']['p50_ms']:8.1f}{base['c1']['p99_ms']:8.1f}"
+                f"{base['c32']['throughput_rps']:10.1f}{base['c32']['p50_ms']:8.0f}{base['c32']['p99_ms']:8.0f}"
+                f"{slo(base):>8s}{1:7.2f}")
         for k, x in v.items():
             if "c32" not in x:
-                say(f"{k[:50]:50s}  {x.get('skipped') or 'failed: ' + x.get('failed', '')[:120]}")
+                say(f"{k[:42]:42s}  {x.get('skipped') or 'failed: ' + x.get('failed', '')[:120]}")
                 continue
-            gain = _ratio(x["c32"]["throughput_rps"], base["c32"]["throughput_rps"]) if base else None
-            x["gain_vs_shipped_32c"] = gain
+            ref_name = x.get("compare_to", "raymlops")
+            ref = base if ref_name == "raymlops" else v.get(ref_name)
+            gain = _ratio(x["c32"]["throughput_rps"], ref["c32"]["throughput_rps"]) if ref and "c32" in ref else None
+            x["gain_32c_vs_" + ref_name] = gain
             flag = " NOT quiet" if x["c32"]["cpu"]["disturbed"] or x["c1"]["cpu"]["disturbed"] else ""
-            say(f"{k[:50]:50s}{x['c1']['p50_ms']:9.2f}{x['c1']['p99_ms']:9.2f}{x['c32']['throughput_rps']:11.1f}"
-                f"{x['c32']['p50_ms']:9.2f}{x['c32']['p99_ms']:9.2f}{(gain or float('nan')):9.2f}{flag}")
+            say(f"{k[:42]:42s}{x['c1']['p50_ms']:8.1f}{x['c1']['p99_ms']:8.1f}{x['c32']['throughput_rps']:10.1f}"
+                f"{x['c32']['p50_ms']:8.0f}{x['c32']['p99_ms']:8.0f}{slo(x):>8s}"
+                f"{(gain if gain is not None else float('nan')):7.2f}  {'(a)' if ref_name == 'raymlops' else ref_name}{flag}")
     sc = result.get("score_check")
     if sc:
         say(f"\nscore check on 8 records: max |diff| vs raymlops {sc['max_abs_diff_vs_raymlops']} -> "
