@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(PY) examples/flights/prepare.py --out examples/flights/data
 	$(VENV)/bin/raymlops run configs/flights.yaml
+	$(PY) examples/flights/replay.py
 
 lint: setup
 	$(VENV)/bin/lint-imports

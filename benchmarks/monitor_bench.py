@@ -17,7 +17,8 @@ What it measures (pure: no Ray, one process, one core)
    feature, no correction, no PSI floor).
 
 Run: ``python benchmarks/monitor_bench.py``; writes ``benchmarks/out/monitor_bench.json``. Serving
-throughput with monitoring on vs off is measured by ``benchmarks/serve_bench.py --monitoring``.
+throughput with monitoring on vs off is measured by ``benchmarks/serve_bench.py --quick --knobs monitoring_off``
+(the same run, same Ray: the shipped deployment vs one with ``monitoring.enabled: false``).
 """
 
 from __future__ import annotations

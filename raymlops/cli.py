@@ -383,6 +383,77 @@ def predict_cmd(model: str = typer.Option(..., "--model", "-m", help="NAME (cham
               f"{time.perf_counter() - started:.1f} s -> {result['output']}")
 
 
+@app.command("loop")
+@_guarded
+def loop_cmd(config: Path = typer.Argument(..., help="Pipeline config (YAML)."),
+             address: str = typer.Option("auto", help="Ray address of the cluster that serves the model."),
+             once: bool = typer.Option(False, "--once", help="Take one step and exit."),
+             every: float | None = typer.Option(None, help="Seconds between steps (default: retraining.check_every_s).")
+             ) -> None:
+    """Run the closed loop for a model served elsewhere (`raymlops serve` runs it itself when enabled)."""
+    from raymlops.loop import run_loop
+
+    cfg = load_config(config)
+    decisions = run_loop(cfg, address=address, once=once, every_s=every,
+                         progress=lambda step, msg: err.print(f"[cyan]{step:>9}[/] {msg}", highlight=False))
+    for d in decisions:
+        out.print(f"{d.kind}: {d.action}  {'; '.join(d.reasons + d.blocked_by)}", highlight=False)
+
+
+@app.command("status")
+@_guarded
+def status_cmd(config: Path = typer.Argument(..., help="Pipeline config (YAML)."),
+               address: str | None = typer.Option("auto", help="Ray address for the live view; '' for none."),
+               as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables.")) -> None:
+    """The loop: versions, aliases, traffic split, drift, live quality and the last decisions."""
+    from raymlops.loop import loop_status
+
+    status = loop_status(load_config(config), address=address or None)
+    if as_json:
+        sys.stdout.write(json.dumps(status, indent=2, default=str) + "\n")
+        return
+    _print_status(status)
+
+
+def _print_status(status: dict[str, Any]) -> None:
+    ev = status["evidence"]
+    split = ", ".join(f"v{v} {share:.0%}" for v, share in status["traffic"].items() if v)
+    out.print(f"[bold]{status['model']}[/]  champion v{status['champion'] or '-'}  challenger "
+              f"v{status['challenger'] or '-'}  traffic: {split or '-'}  retrains: {status['retrains']}"
+              + (f"  on watch: v{status['watch']['version']} (was v{status['watch']['previous']})"
+                 if status["watch"] else ""))
+    versions = Table(title="versions")
+    for col in ("version", "aliases", "data"):
+        versions.add_column(col)
+    for v in status["versions"]:
+        versions.add_row(f"v{v['version']}", ", ".join(v["aliases"]), v["data"] or "-")
+    out.print(versions)
+    if "error" in ev:
+        out.print(f"live: {ev['error']}", highlight=False)
+    else:
+        drift = Table(title=f"drift of the latest window ({ev['rows']} rows; drifted: {', '.join(ev['drifted']) or 'none'})")
+        for col in ("feature", "psi", "adjusted p", "drifted"):
+            drift.add_column(col)
+        for name, f in ev["features"].items():
+            drift.add_row(name, f"{f['psi']:.3f}", f"{f['adjusted_p']:.2g}", "yes" if f["drifted"] else "")
+        out.print(drift)
+        quality = Table(title="live quality over labelled traffic")
+        for col in ("version", "labelled", "metrics"):
+            quality.add_column(col)
+        for version, q in ev["quality"].items():
+            metrics = ", ".join(f"{k} {v:.4f}" for k, v in (q["metrics"] or {}).items() if k in
+                                ("auc", "log_loss", "rmse", "mae"))
+            quality.add_row(f"v{version}", str(q["labelled"]), metrics or "-")
+        out.print(quality)
+    decisions = Table(title="last decisions")
+    for col in ("when", "kind", "action", "why"):
+        decisions.add_column(col, overflow="fold")
+    for d in status["decisions"]:
+        decisions.add_row(time.strftime("%m-%d %H:%M:%S", time.localtime(d["at"])), d["kind"], d["action"],
+                          "; ".join(d["reasons"] + d["blocked_by"])[:160])
+    out.print(decisions)
+
+
 def main() -> None:
     app()
 

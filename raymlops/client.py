@@ -1,8 +1,8 @@
 """A small HTTP client for a raymlops model service.
 
-``predict`` is idempotent, so it is retried on connection errors and on shed requests (503/429), waiting
-what ``Retry-After`` says (capped); ``feedback`` is retried only on connection errors that happened before
-the request was sent. Every error is a ``ServingError`` carrying the HTTP status and the server's message.
+Every call is retried on 503/429 (the service shed the request or could not record it: nothing was done),
+waiting what ``Retry-After`` says (capped); ``predict`` is idempotent, so it is also retried on connection
+errors. Every error is a ``ServingError`` carrying the HTTP status and the server's message.
 
 Example::
 
@@ -28,6 +28,7 @@ class Client:
     def __init__(self, url: str, api_key: str | None = None, *, timeout_s: float = 30.0, retries: int = 3,
                  max_retry_wait_s: float = 5.0) -> None:
         self.url = url.rstrip("/")
+        self.api_key = api_key
         self.timeout_s = timeout_s
         self.retries = retries
         self.max_retry_wait_s = max_retry_wait_s
@@ -37,6 +38,12 @@ class Client:
 
     def close(self) -> None:
         self.session.close()
+
+    def clone(self) -> Client:
+        """A client with the same settings and its own connection pool (one per thread: sessions are not
+        thread-safe)."""
+        return Client(self.url, self.api_key, timeout_s=self.timeout_s, retries=self.retries,
+                      max_retry_wait_s=self.max_retry_wait_s)
 
     def __enter__(self) -> Client:
         return self
@@ -58,7 +65,7 @@ class Client:
                 continue
             except requests.Timeout as exc:
                 raise ServingError(f"{method} {path}: no answer within {self.timeout_s} s", status=None) from exc
-            if resp.status_code in RETRY_STATUSES and idempotent and attempt < self.retries:
+            if resp.status_code in RETRY_STATUSES and attempt < self.retries:  # refused, so nothing was done
                 attempt += 1
                 time.sleep(self._retry_wait(resp, attempt))
                 continue

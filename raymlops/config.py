@@ -308,6 +308,8 @@ class MonitoringConfig(StrictModel):
     drift: DriftConfig = Field(default_factory=DriftConfig, description="Drift tests.")
     metrics_host: str = Field("127.0.0.1", description="Bind address of the monitor's Prometheus endpoint.")
     metrics_port: int = Field(9108, ge=1, le=65535, description="Port of the monitor's Prometheus endpoint.")
+    keep_predictions: int = Field(
+        20_000, ge=100, description="Sampled requests kept for joining late labels (the oldest fall out first).")
 
 
 class RetrainingConfig(StrictModel):
@@ -319,13 +321,30 @@ class RetrainingConfig(StrictModel):
     every_s: float | None = Field(None, gt=0, description="Also retrain on this schedule (seconds).")
     cooldown_s: float = Field(3600, ge=0, description="Least time between two retrains.")
     max_per_day: int = Field(4, ge=1, description="Most retrains in any 24 hours.")
-    canary_share: float = Field(0.2, gt=0, le=1, description="Traffic share of a new challenger.")
+    canary_share: float = Field(0.2, gt=0, le=1, description="Traffic share of a new challenger while the loop runs (serving.canary_share wins when set above 0).")
     canary_min_samples: int = Field(300, ge=10, description="Labelled challenger answers before it is judged.")
     promote_gate: str = Field(
         "auc >= champion - 0.0", description="Live quality a challenger needs against the champion to be promoted.")
     rollback_gate: str = Field(
         "auc >= champion - 0.01",
         description="Live quality a new champion must keep against the one it replaced, or it is rolled back.")
+    rollback_min_samples: int = Field(
+        300, ge=10, description="Labelled answers of a new champion before it can be rolled back.")
+    window_days: float | None = Field(
+        90, gt=0, description="A retrain learns from the latest this many days (of data.split's time column) of "
+        "the champion's training data and labelled traffic; None: all of it.")
+    validation_days: float = Field(7, gt=0, description="Days before the test days: early stopping.")
+    test_days: float = Field(
+        14, gt=0, description="The newest days of the window: the gates compare candidate and champion on them.")
+    include_history: bool = Field(True, description="Use the champion's training rows inside the window too.")
+    min_rows: int = Field(1000, ge=1, description="Fewest rows in the window for a retrain to start.")
+    num_workers: int | None = Field(None, ge=1, description="Ray Train workers of a retrain (default: training's).")
+    cpus_per_worker: float | None = Field(
+        None, gt=0, description="CPUs per retrain worker (default: training's); it shares the cluster with serving.")
+    epochs: int | None = Field(None, ge=1, description="Most epochs of a retrain (default: training's).")
+    tune: bool = Field(False, description="Search hyperparameters on each retrain (tuning section).")
+    check_every_s: float = Field(
+        60, gt=0, description="How often `raymlops serve` (or `raymlops loop`) runs one step of the loop.")
 
 
 class PipelineConfig(StrictModel):

@@ -49,11 +49,18 @@ class _Scorer:
         return batch
 
 
+SCORER_CPUS = 0.5
+
+
 def predict_dataset(ds: ray.data.Dataset, package_dir: str | Path, *, batch_size: int = 4096,
                     concurrency: int = 1, cast: bool = False) -> ray.data.Dataset:
-    """Add a ``prediction`` column to every row of ``ds`` (raw input columns in)."""
+    """Add a ``prediction`` column to every row of ``ds`` (raw input columns in).
+
+    Scorers reserve half a CPU: with a whole one, a scorer and the read tasks feeding it could not both
+    be scheduled beside serving replicas on a small machine, and the job waited forever.
+    """
     scorer = type("Scorer", (_Scorer,), {"package_dir": str(package_dir), "cast": cast})
-    return ds.map_batches(scorer, batch_format="pandas", batch_size=batch_size,
+    return ds.map_batches(scorer, batch_format="pandas", batch_size=batch_size, num_cpus=SCORER_CPUS,
                           compute=ray.data.ActorPoolStrategy(size=concurrency))
 
 

@@ -43,7 +43,11 @@ class PredictionLog:
             if pred is None or index >= len(pred["scores"]):
                 unknown.append(item["request_id"] if pred is None else f"{item['request_id']}[{index}]")
                 continue
-            labelled.append({"request_id": item["request_id"], "index": index, "label": float(item["label"]),
-                             "score": float(pred["scores"][index]), "version": pred["version"],
-                             "alias": pred["alias"], "predicted_at": pred["time"]})
+            row = {"request_id": item["request_id"], "index": index, "label": float(item["label"]),
+                   "score": float(pred["scores"][index]), "version": pred["version"],
+                   "alias": pred["alias"], "predicted_at": pred["time"]}
+            records = pred.get("records") or []
+            if index < len(records):  # the inputs too: labelled traffic is training data for the next model
+                row["record"] = records[index]
+            labelled.append(row)
         return labelled, unknown

@@ -7,7 +7,9 @@ while the monitor was down are counted (``raymlops_monitor_lost_samples``), not 
 replica checks its earlier hand-overs and reports how many samples failed to arrive.
 
 Feedback is joined here by request id and appended to ``<workdir>/monitoring/<model>/feedback.jsonl``;
-reference profiles are kept under ``references/`` beside it so a restarted monitor judges drift at once.
+reference profiles are kept under ``references/`` beside it so a restarted monitor judges drift at once,
+and sampled answers in ``predictions.jsonl`` (the latest ``keep_predictions``) so labels for answers given
+before a restart still join.
 Metrics are served by ``prometheus-client`` on ``monitoring.metrics_host:metrics_port`` (127.0.0.1:9108
 by default; the scrape target in ``cluster/prometheus/prometheus.yml``).
 """
@@ -15,6 +17,7 @@ by default; the scrape target in ``cluster/prometheus/prometheus.yml``).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -49,6 +52,8 @@ class _Metrics:
                              ["model", "feature"], registry=r)
         self.drifted_count = Gauge("raymlops_drifted_features", "Features drifted in the latest window", ["model"], registry=r)
         self.score_mean = Gauge("raymlops_prediction_mean", "Mean score of the latest window", ["model"], registry=r)
+        self.prediction_psi = Gauge("raymlops_prediction_psi", "PSI of the champion's scores against its training "
+                                    "scores", ["model"], registry=r)
         self.quality = Gauge("raymlops_live_quality", "Live quality over labelled traffic", ["model", "version", "metric"],
                              registry=r)
         self.feedback = Counter("raymlops_feedback", "Labels joined to predictions", ["model"], registry=r)
@@ -64,6 +69,35 @@ class _Metrics:
             self.endpoint = None
 
 
+class PredictionJournal:
+    """Sampled answers on disk (``predictions.jsonl``, rotated into ``predictions.1.jsonl`` every ``keep``
+    lines), so a restarted monitor can still join labels for answers it received before it died."""
+
+    def __init__(self, folder: Path, keep: int) -> None:
+        self.current, self.previous = folder / "predictions.jsonl", folder / "predictions.1.jsonl"
+        self.keep = keep
+        self.lines = sum(1 for _ in open(self.current, encoding="utf-8")) if self.current.is_file() else 0
+
+    def append(self, samples: list[dict[str, Any]]) -> None:
+        with open(self.current, "a", encoding="utf-8") as f:
+            f.writelines(json.dumps(s, default=str) + "\n" for s in samples)
+        self.lines += len(samples)
+        if self.lines >= self.keep:
+            self.current.replace(self.previous)
+            self.lines = 0
+
+    def load(self) -> list[dict[str, Any]]:
+        samples: list[dict[str, Any]] = []
+        for path in (self.previous, self.current):
+            if path.is_file():
+                for line in path.read_text(encoding="utf-8").splitlines():
+                    try:
+                        samples.append(json.loads(line))
+                    except ValueError:  # a line cut short by the crash that restarted us
+                        continue
+        return samples[-self.keep:]
+
+
 class Monitor:
     def __init__(self, model: str, workdir: str, monitoring: dict[str, Any], task: str) -> None:
         self.model = model
@@ -74,6 +108,8 @@ class Monitor:
         self.metrics = _Metrics(model, self.cfg.metrics_host, self.cfg.metrics_port)
         self.last_drift: dict[str, Any] | None = None
         self._load_references()
+        self.predictions = PredictionJournal(self.dir, self.cfg.keep_predictions)
+        self.state.log.add(self.predictions.load())  # labels for answers given before a restart still join
 
     def _load_references(self) -> None:
         """A restarted monitor judges drift at once: references survive in the workdir, not only in memory."""
@@ -91,6 +127,7 @@ class Monitor:
 
     async def record(self, samples: list[dict[str, Any]], replica: str | None = None, lost: int = 0) -> None:
         self.state.add(samples, replica, lost)
+        self.predictions.append(samples)
         m = self.metrics
         for s in samples:
             m.requests.labels(self.model, s["version"], s["alias"]).inc()
@@ -119,6 +156,23 @@ class Monitor:
 
     async def drift(self) -> dict[str, Any] | None:
         return self.check()
+
+    async def evidence(self) -> dict[str, Any]:
+        """What the loop decides on: the latest window's drift and live quality of every version."""
+        report = self.check()
+        pred = self.state.prediction_drift()
+        if pred is not None:
+            self.metrics.prediction_psi.labels(self.model).set(pred.psi)
+        quality = {}
+        for version in list(self.state.labelled):
+            metrics, n = self.state.live_quality(version)
+            quality[version] = {"metrics": metrics, "labelled": n}
+        return {"champion": self.state.champion_version(), "rows": len(self.state.rows),
+                "drifted": list(report["drifted"]) if report else [],
+                "features": {k: {"psi": v["psi"], "adjusted_p": v["adjusted_p"], "drifted": v["drifted"]}
+                             for k, v in (report or {}).get("features", {}).items()},
+                "prediction_drift": bool(pred and pred.drifted), "prediction_psi": pred.psi if pred else None,
+                "quality": quality, "gap": self.state.gap}
 
     async def feedback(self, items: list[dict[str, Any]], grace_s: float = 1.0) -> dict[str, Any]:
         """Join labels to predictions. Replicas hand samples over every 0.25 s, so ids not seen yet get
@@ -154,12 +208,23 @@ class Monitor:
         return {**self.state.summary(), "metrics_endpoint": self.metrics.endpoint, "last_drift": self.last_drift}
 
 
-def monitor_name(model: str) -> str:
-    return f"monitor:{model}"
+def monitor_name(model: str, workdir: str | Path) -> str:
+    """One monitor per model and working folder: two deployments of a model with separate state never share one."""
+    digest = hashlib.sha1(str(Path(workdir).resolve()).encode()).hexdigest()[:8]
+    return f"monitor:{model}:{digest}"
 
 
 def get_monitor(model: str, workdir: str, monitoring: dict[str, Any], task: str) -> Any:
     """The model's monitor actor, created on first use (tiny: no CPU reserved, restarted if it dies)."""
-    actor = ray.remote(Monitor).options(name=monitor_name(model), namespace=NAMESPACE, lifetime="detached",
+    actor = ray.remote(Monitor).options(name=monitor_name(model, workdir), namespace=NAMESPACE, lifetime="detached",
                                         get_if_exists=True, num_cpus=0, max_restarts=-1, max_task_retries=0)
     return actor.remote(model, workdir, monitoring, task)
+
+
+def stop_monitor(model: str, workdir: str | Path) -> bool:
+    """Kill the model's monitor (it is detached: it outlives the deployment otherwise); True if one ran."""
+    try:
+        ray.kill(ray.get_actor(monitor_name(model, workdir), namespace=NAMESPACE), no_restart=True)
+    except ValueError:
+        return False
+    return True

@@ -102,8 +102,13 @@ def rollback_decision(cfg: RetrainingConfig, new_live: dict[str, float] | None,
                       previous_live: dict[str, float] | None, samples: int, min_samples: int, now: float) -> Decision:
     """Roll a new champion back when its live quality breaks ``rollback_gate`` against the one it replaced."""
     ev = {"champion": new_live, "previous": previous_live, "samples": samples}
-    if samples < min_samples or not new_live or not previous_live:
-        return Decision("rollback", "wait", [], [f"{samples} labelled answers < {min_samples}"], ev, at=now)
+    blocked = []
+    if samples < min_samples or not new_live:
+        blocked.append(f"{samples} labelled answers < {min_samples}")
+    if not previous_live:
+        blocked.append("no live quality of the champion it replaced")
+    if blocked:
+        return Decision("rollback", "wait", [], blocked, ev, at=now)
     (gate,) = evaluate_gates([cfg.rollback_gate], new_live, previous_live)
     action = "keep" if gate.passed else "rollback"
     return Decision("rollback", action, [f"{cfg.rollback_gate!r}: {gate.detail}"], [], ev, at=now)

@@ -28,10 +28,11 @@ from raymlops.training.evaluation import compute_metrics
 
 
 class MonitorState:
-    def __init__(self, cfg: MonitoringConfig, task: str, capacity: int = 200_000) -> None:
+    def __init__(self, cfg: MonitoringConfig, task: str, capacity: int | None = None) -> None:
         self.cfg = cfg
         self.task = task
-        self.log = PredictionLog(capacity)
+        self.log = PredictionLog(capacity or cfg.keep_predictions)
+        self.champion: str | None = None  # the version that answered the latest champion request
         self.rows: deque[dict[str, Any]] = deque(maxlen=cfg.window_rows)
         self.scores: deque[float] = deque(maxlen=cfg.window_rows)
         self.latencies: deque[float] = deque(maxlen=cfg.window_rows)
@@ -44,7 +45,7 @@ class MonitorState:
 
     # ------------------------------------------------------------------------------- intake
     def set_reference(self, version: str, profile: dict[str, Any], scores: dict[str, Any] | None = None) -> None:
-        self.references[str(version)] = (profile, scores)
+        self.references[str(version)] = (profile, scores if scores is not None else profile.get("scores"))
 
     def add(self, samples: list[dict[str, Any]], replica: str | None = None, lost: int = 0) -> None:
         """Take a batch. ``lost`` is the replica's running count of samples whose hand-over failed
@@ -59,6 +60,9 @@ class MonitorState:
                 self.latencies.append(float(s["latency_s"]))
             if s.get("alias") != "champion":
                 continue  # drift is about the champion's traffic
+            if s["version"] != self.champion:
+                self.champion = s["version"]
+                self.scores.clear()  # prediction drift is about one model's scores; inputs stay comparable
             self.scores.extend(float(x) for x in s["scores"])
             for record in s.get("records") or []:
                 self.rows.append(record)
@@ -74,8 +78,7 @@ class MonitorState:
 
     # ------------------------------------------------------------------------------ answers
     def champion_version(self) -> str | None:
-        champions = [v for (v, a) in self.requests if a == "champion"]
-        return champions[-1] if champions else None
+        return self.champion
 
     def drift(self, version: str | None = None) -> DriftReport | None:
         """Input drift of the latest window against the reference of ``version`` (the champion's)."""

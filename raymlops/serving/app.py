@@ -307,10 +307,17 @@ def build_app(settings: dict[str, Any]) -> Any:
         async def feedback(self, body: FeedbackRequest) -> FeedbackResponse:
             if self.monitor is None:
                 raise HTTPException(503, "monitoring is disabled for this model (monitoring.enabled: false)")
+            from ray.exceptions import ActorUnavailableError, RayActorError
+
             pending = self._flush()
-            if pending is not None:
-                await pending
-            result = await self.monitor.feedback.remote([item.model_dump() for item in body.items])
+            try:
+                if pending is not None:
+                    await pending  # this replica's latest samples first, so their labels can join
+                result = await self.monitor.feedback.remote([item.model_dump() for item in body.items])
+            except (RayActorError, ActorUnavailableError) as exc:
+                # Nothing was recorded: saying so (503 + Retry-After) lets clients retry safely.
+                raise HTTPException(503, f"the monitor is restarting, nothing was recorded; retry ({type(exc).__name__})",
+                                    headers={"Retry-After": "1"}) from None
             return FeedbackResponse(**result)
 
         @api.post("/v1/admin/refresh", dependencies=[admin_key], summary="Re-read the registry aliases now")

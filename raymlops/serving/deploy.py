@@ -36,6 +36,8 @@ def settings_for(cfg: PipelineConfig, **serving_overrides: Any) -> dict[str, Any
                             "train one with `raymlops run CONFIG` or promote one with `raymlops promote`")
     with tempfile.TemporaryDirectory(prefix="raymlops-manifest-") as tmp:
         manifest = verify_package(registry.download_package(name, version, tmp))
+    if cfg.retraining.enabled and cfg.serving.canary_share == 0 and "canary_share" not in serving_overrides:
+        serving_overrides = {**serving_overrides, "canary_share": cfg.retraining.canary_share}  # the loop's canary
     serving = cfg.serving.model_copy(update=serving_overrides).model_dump()
     return {"model": name, "tracking_uri": registry.tracking_uri, "workdir": str(cfg.workdir_path.resolve()),
             "input_schema": manifest["input_schema"], "task": manifest["spec"]["task"],
@@ -111,9 +113,11 @@ def undeploy(app_name: str) -> None:
     serve.delete(app_name)
 
 
-def serve_forever(url: str, say: Any = print) -> None:
-    """Block until Ctrl-C, printing the served versions when they change."""
+def serve_forever(url: str, say: Any = print, tick: Any = None, tick_every_s: float = 60.0) -> None:
+    """Block until Ctrl-C, printing the served versions when they change, and running ``tick`` (one
+    step of the closed loop) every ``tick_every_s``: a failing step is reported, never fatal."""
     last = None
+    next_tick = time.monotonic() + tick_every_s
     try:
         while True:
             try:
@@ -125,6 +129,12 @@ def serve_forever(url: str, say: Any = print) -> None:
                     last = now
             except (urllib.error.URLError, OSError, KeyError, ValueError) as exc:
                 say(f"status check failed: {exc}")
+            if tick is not None and time.monotonic() >= next_tick:
+                try:
+                    tick()
+                except Exception as exc:  # the service outlives a failed loop step
+                    say(f"loop step failed: {type(exc).__name__}: {exc}")
+                next_tick = time.monotonic() + tick_every_s
             time.sleep(2)
     except KeyboardInterrupt:
         say("stopping")
@@ -132,15 +142,24 @@ def serve_forever(url: str, say: Any = print) -> None:
 
 def run_service(cfg: PipelineConfig, *, address: str | None = None, num_cpus: int | None = None,
                 port: int | None = None, say: Any = print, **serving_overrides: Any) -> None:
-    """``raymlops serve``: connect to (or start) Ray, deploy, and keep serving until Ctrl-C."""
+    """``raymlops serve``: connect to (or start) Ray, deploy, and keep serving until Ctrl-C; with
+    ``retraining.enabled`` the closed loop runs here too, one step every ``retraining.check_every_s``."""
     from raymlops.runtime import ray_runtime
 
     with ray_runtime(address=address, num_cpus=num_cpus) as rt:
         say(f"Ray at {rt.address} with {rt.num_cpus:g} CPUs")
         url = deploy(cfg, port=port, **serving_overrides)
         say(f"serving {cfg.model_name} at {url}/v1/predict  (docs: {url}/docs; Ctrl-C stops)")
+        tick = None
+        if cfg.retraining.enabled:
+            from raymlops.loop import LoopController
+
+            controller = LoopController(cfg, progress=lambda step, msg: say(f"loop {step}: {msg}"))
+            tick = controller.tick
+            say(f"closed loop on: a step every {cfg.retraining.check_every_s:g} s, decisions in "
+                f"{controller.decisions_path}")
         try:
-            serve_forever(url, say)
+            serve_forever(url, say, tick=tick, tick_every_s=cfg.retraining.check_every_s)
         finally:
             if rt.started_here:
                 from ray import serve

@@ -26,8 +26,9 @@ from raymlops.data.features import add_derived
 from raymlops.data.stage import DataStageResult
 from raymlops.errors import GateFailed, TrainingError
 from raymlops.inference import PREDICTION, predict_dataset
+from raymlops.monitoring.drift import score_profile
 from raymlops.monitoring.profiles import build_reference_profile
-from raymlops.packaging import input_schema, write_package
+from raymlops.packaging import input_schema, load_package, write_package
 from raymlops.registry import CHALLENGER, CHAMPION, Registry, git_commit
 from raymlops.training import evaluation
 from raymlops.training.trainer import TrainingResult, run_training
@@ -121,17 +122,22 @@ def run_training_stage(cfg: PipelineConfig, data: DataStageResult, run_name: str
 
         say("evaluate", "scoring the held-out test split")
         t0 = time.perf_counter()
-        sample = data.raw["train"].limit(PROFILE_SAMPLE_ROWS).to_pandas()
-        sample = add_derived(sample, [DerivedFeature(**d) for d in data.features.derived])
+        raw_sample = data.raw["train"].limit(PROFILE_SAMPLE_ROWS).to_pandas()
+        sample = add_derived(raw_sample.copy(), [DerivedFeature(**d) for d in data.features.derived])
         profile = build_reference_profile(
             sample, [s.column for s in data.features.numeric], [s.column for s in data.features.categorical])
         package_dir = ws.root / "packages" / run_name / "model"
-        if package_dir.exists():
-            shutil.rmtree(package_dir)
-        write_package(package_dir, weights=load_file(str(trained.best_weights)), fitted=data.features,
-                      spec=trained.spec, model_config=cfg.model.model_copy(update={
-                          k: v for k, v in (tuned.best_overrides if tuned else {}).items() if k in ModelConfig.model_fields}),
-                      schema=input_schema(data.features, cfg.validation), profile=profile, lineage=lineage)
+        package = dict(weights=load_file(str(trained.best_weights)), fitted=data.features, spec=trained.spec,
+                       model_config=cfg.model.model_copy(update={
+                           k: v for k, v in (tuned.best_overrides if tuned else {}).items()
+                           if k in ModelConfig.model_fields}),
+                       schema=input_schema(data.features, cfg.validation), lineage=lineage)
+        for _ in range(2):  # the second time with the model's own scores on the sample (prediction drift)
+            if package_dir.exists():
+                shutil.rmtree(package_dir)
+            write_package(package_dir, profile=profile, **package)
+            if "scores" not in profile:
+                profile = {**profile, "scores": score_profile(load_package(package_dir).predict_frame(raw_sample))}
         y, pred, groups = _score(cfg, data, package_dir)
         metrics = evaluation.compute_metrics(cfg.model.task, y, pred)
         slices = {s: evaluation.slice_metrics(cfg.model.task, y, pred, g) for s, g in groups.items()}

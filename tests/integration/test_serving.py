@@ -22,6 +22,7 @@ from raymlops.config import load_config
 from raymlops.data.stage import run_data_stage
 from raymlops.errors import ServingError
 from raymlops.inference import predict_dataset
+from raymlops.monitoring.monitor import stop_monitor
 from raymlops.registry import CHALLENGER, CHAMPION, Registry
 from raymlops.serving.schema import probe_record
 from raymlops.training.stage import run_training_stage
@@ -72,6 +73,7 @@ def service(ray_session, tmp_path_factory):
     yield {"cfg": cfg, "url": url, "offline": offline, "trained": trained, "tmp": tmp,
            "registry": Registry.for_config(cfg), "name": cfg.model_name}
     serve.shutdown()
+    assert stop_monitor(cfg.model_name, cfg.workdir_path)
 
 
 def _wait_for(predicate, timeout_s: float = 20.0, what: str = "condition"):
@@ -361,7 +363,10 @@ def test_killing_the_monitor_fails_no_request_and_it_comes_back(service):
     from raymlops.monitoring.monitor import NAMESPACE, monitor_name
 
     schema = Client(service["url"]).model_info()["input_schema"]
-    monitor = ray.get_actor(monitor_name(service["name"]), namespace=NAMESPACE)
+    monitor = ray.get_actor(monitor_name(service["name"], service["cfg"].workdir_path), namespace=NAMESPACE)
+    with Client(service["url"]) as client:
+        before = client.predict(probe_record(schema))
+    time.sleep(1)  # handed over (every 0.25 s) before the kill
     with SteadyLoad(service["url"], probe_record(schema), rate=40) as load:
         time.sleep(2)
         ray.kill(monitor, no_restart=False)
@@ -369,8 +374,8 @@ def test_killing_the_monitor_fails_no_request_and_it_comes_back(service):
 
         def fed_again():
             try:
-                stats = ray.get(ray.get_actor(monitor_name(service["name"]), namespace=NAMESPACE).stats.remote(),
-                                timeout=10)
+                actor = ray.get_actor(monitor_name(service["name"], service["cfg"].workdir_path), namespace=NAMESPACE)
+                stats = ray.get(actor.stats.remote(), timeout=10)
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ValueError):
                 return None  # still restarting
             return stats if sum(stats["requests"].values()) > 0 else None
@@ -385,6 +390,9 @@ def test_killing_the_monitor_fails_no_request_and_it_comes_back(service):
     # The new monitor exports again and judges drift against the same reference as before.
     assert stats["metrics_endpoint"] == f"http://127.0.0.1:{service['cfg'].monitoring.metrics_port}/metrics"
     assert "1" in stats["references"]
+    # Answers given before the restart are in the journal: their labels still join.
+    with Client(service["url"], api_key=KEY) as client:
+        assert client.feedback([(before["request_id"], 0, 1.0)]) == {"accepted": 1, "unknown": []}
 
 
 def test_a_real_prometheus_scrapes_drift_from_the_monitor(service, tmp_path):

@@ -65,6 +65,13 @@ def test_a_new_champion_that_loses_quality_is_rolled_back():
     assert d.action == "rollback" and "fails" in d.reasons[0]
 
 
+def test_a_rollback_without_a_baseline_waits_and_says_which_is_missing():
+    d = rollback_decision(CFG, {"auc": 0.60}, None, 500, 100, NOW)
+    assert d.action == "wait" and d.blocked_by == ["no live quality of the champion it replaced"]
+    few = rollback_decision(CFG, None, None, 5, 100, NOW)
+    assert few.blocked_by == ["5 labelled answers < 100", "no live quality of the champion it replaced"]
+
+
 def test_unreadable_policy_gates_are_config_errors(tmp_path):
     from raymlops.config import load_config
 

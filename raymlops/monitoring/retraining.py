@@ -1,0 +1,109 @@
+"""What a retrain learns from, and the pipeline config that runs it (pure: pandas and pydantic, no Ray).
+
+A retrain sees the world as it is now: the most recent ``retraining.window_days`` of data, made of the
+rows the champion was trained on (its snapshot, within the window) and the live traffic labelled since
+through ``/v1/feedback`` (the monitor keeps each labelled request's inputs in ``feedback.jsonl``). The
+newest ``test_days`` of the window are the test split, so the gates judge the candidate against the
+champion on the most recent labelled data; the ``validation_days`` before them drive early stopping.
+
+The window is written once as Parquet and read by the ordinary data stage through a derived config:
+validation, snapshot (with its fingerprint: the new version's lineage names this exact window),
+features, training, gates and registration are the same code as every other run.
+
+Example::
+
+    traffic = labelled_traffic(feedback_lines, schema, target="delayed", task="classification")
+    table, end = retraining_window(history, traffic, "time_hour", days=90)
+    derived = retraining_config(cfg, "/work/loop/window-2013-07-31.parquet", end)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from raymlops.config import FileSourceConfig, PipelineConfig, TimeSplitConfig
+from raymlops.errors import ConfigError
+from raymlops.serving.schema import coerce_to_schema
+
+PREDICTED_AT = "predicted_at"
+
+
+def labelled_traffic(lines: Iterable[str], schema: dict[str, dict[str, Any]], target: str, task: str,
+                     time_column: str | None = None) -> pd.DataFrame:
+    """Labelled requests (inputs + label) from the monitor's ``feedback.jsonl`` lines, typed by the schema.
+
+    A request labelled twice keeps its latest label. When the time column is not a model input, the
+    time the prediction was made stands in for it.
+    """
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
+    for line in lines:
+        if not line.strip():
+            continue
+        item = json.loads(line)
+        if "record" not in item:
+            continue  # labelled before inputs were kept, or a request row beyond the sampled ones
+        rows[(item["request_id"], int(item.get("index", 0)))] = {
+            **item["record"], target: item["label"], PREDICTED_AT: item.get("predicted_at")}
+    columns = [*schema, target]
+    if not rows:
+        return pd.DataFrame(columns=columns)
+    frame = pd.DataFrame(list(rows.values()))
+    typed = coerce_to_schema(frame[list(schema)], schema)[0]
+    typed[target] = frame[target].round().astype("int64") if task == "classification" else frame[target].astype(float)
+    if time_column and time_column not in schema:
+        typed[time_column] = pd.to_datetime(frame[PREDICTED_AT], unit="s", utc=True)
+    return typed
+
+
+def retraining_window(history: pd.DataFrame | None, traffic: pd.DataFrame, time_column: str | None,
+                      days: float | None) -> tuple[pd.DataFrame, pd.Timestamp | None]:
+    """History and traffic together, cut to the latest ``days`` before the newest row; (table, end)."""
+    parts = [f for f in (history, traffic) if f is not None and len(f)]
+    if not parts:
+        return traffic.iloc[0:0], None
+    cols = list(parts[-1].columns)
+    # Traffic repeats rows the champion already knew (its test month, replays): count each row once.
+    table = pd.concat([p[[c for c in cols if c in p.columns]] for p in parts], ignore_index=True).drop_duplicates(
+        ignore_index=True)
+    if not time_column:
+        return table, None
+    times = pd.to_datetime(table[time_column], utc=True)
+    end = times.max()
+    if days is None:
+        return table, end
+    keep = times > end - pd.Timedelta(days=days)
+    return table[keep.to_numpy()].reset_index(drop=True), end
+
+
+def retraining_config(cfg: PipelineConfig, table_path: str | Path, end: pd.Timestamp | None) -> PipelineConfig:
+    """The pipeline config of a retrain: the window as its only source, a split relative to ``end``,
+    expectations kept for the columns the window has, and the retraining resource overrides."""
+    r = cfg.retraining
+    data = cfg.data.model_copy(update={
+        "sources": [FileSourceConfig(type="parquet", name="window", path=str(Path(table_path).resolve()))],
+        "base": None, "joins": [], "cleaning": cfg.data.cleaning.model_copy(update={"drop_columns": []}),
+    })
+    if isinstance(cfg.data.split, TimeSplitConfig):
+        if end is None:
+            raise ConfigError(f"retraining with a time split needs rows with {cfg.data.split.column!r}")
+        test_start = end - pd.Timedelta(days=r.test_days)
+        validation_start = test_start - pd.Timedelta(days=r.validation_days)
+        data = data.model_copy(update={"split": cfg.data.split.model_copy(update={
+            "validation_start": validation_start.isoformat(), "test_start": test_start.isoformat()})})
+    validation = cfg.validation.model_copy(update={
+        "require_declared_columns": False,
+        "row_count": cfg.validation.row_count.model_copy(update={"min": r.min_rows, "max": None}),
+    })
+    training = cfg.training.model_copy(update={k: v for k, v in {
+        "num_workers": r.num_workers, "cpus_per_worker": r.cpus_per_worker, "epochs": r.epochs}.items()
+        if v is not None})
+    return cfg.model_copy(update={"data": data, "validation": validation, "training": training,
+                                  "tuning": cfg.tuning.model_copy(update={"enabled": r.tune})})
+
+
+__all__ = ["labelled_traffic", "retraining_config", "retraining_window"]

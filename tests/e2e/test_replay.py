@@ -1,0 +1,44 @@
+"""The flagship replay as `make demo` runs it, on a sample of three months: real data through HTTP,
+the loop deciding on its own, the monitor killed mid-month, and the report written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.e2e.test_cli import ENV
+from tests.helpers import REPO
+
+pytestmark = pytest.mark.e2e
+
+
+def test_replay_streams_months_through_the_loop_and_writes_the_report(tmp_path):
+    prep = subprocess.run([sys.executable, "examples/flights/prepare.py", "--out", "examples/flights/data"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert prep.returncode == 0, prep.stderr
+    done = subprocess.run([sys.executable, "examples/flights/replay.py", "--sample", "0.05", "--months", "4-6",
+                           "--kill-monitor-month", "6", "--out", str(tmp_path)],
+                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+    print(done.stdout[-2500:])
+    report = json.loads((tmp_path / "report.json").read_text())
+    months = report["months"]
+    assert [m["month"] for m in months] == [4, 5, 6]
+    for m in months:
+        assert sum(m["versions"].values()) == m["rows"] > 1000  # every flight answered
+        assert 0.55 < m["static_auc"] < 0.9 and 0.55 < m["served_auc"] < 0.9
+    # April's weather is not January's: the champion's own inputs drift, and the loop retrains on it.
+    april = months[0]
+    assert len(april["drifted"]) >= 3 and april["decisions"][0]["kind"] == "retrain"
+    assert april["decisions"][0]["outcome"]["result"] in ("challenger", "rejected by the gates")
+    if april["decisions"][0]["outcome"]["result"] == "challenger":  # then May is a canary, judged at its end
+        assert len(months[1]["versions"]) == 2 and months[1]["decisions"][0]["kind"] == "canary"
+    killed = months[2]["monitor_killed"]
+    assert killed["killed"] and killed["failed_requests"] == 0
+    assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "closed loop" in (tmp_path / "report.md").read_text()
+    decisions = [json.loads(line) for line in open(report["decisions_log"])]
+    assert len(decisions) == sum(len(m["decisions"]) for m in months)

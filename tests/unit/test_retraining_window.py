@@ -1,0 +1,79 @@
+"""What a retrain learns from: labelled traffic, the champion's rows in the window, and the derived config."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from raymlops.config import TimeSplitConfig, load_config
+from raymlops.monitoring.retraining import labelled_traffic, retraining_config, retraining_window
+from tests.helpers import smoke_config
+
+SCHEMA = {"distance": {"type": "float"}, "carrier": {"type": "string"}, "time_hour": {"type": "timestamp"}}
+
+
+def _line(rid: str, index: int, label: float, record: dict | None, at: float = 1.37e9) -> str:
+    item = {"request_id": rid, "index": index, "label": label, "score": 0.4, "version": "1", "alias": "champion",
+            "predicted_at": at}
+    if record is not None:
+        item["record"] = record
+    return json.dumps(item)
+
+
+def test_labelled_traffic_is_typed_keeps_the_latest_label_and_skips_rows_without_inputs():
+    rec = {"distance": 500.0, "carrier": "UA", "time_hour": "2013-05-01T10:00:00+00:00"}
+    lines = [_line("a", 0, 0, rec), _line("a", 0, 1, rec), _line("b", 0, 1, None), "",
+             _line("c", 1, 0, {**rec, "distance": 900})]
+    frame = labelled_traffic(lines, SCHEMA, "delayed", "classification")
+    assert list(frame.columns) == ["distance", "carrier", "time_hour", "delayed"]
+    assert frame["delayed"].tolist() == [1, 0] and frame["delayed"].dtype == "int64"
+    assert str(frame["time_hour"].dtype).endswith(", UTC]") and frame["distance"].tolist() == [500.0, 900.0]
+
+
+def test_time_column_that_is_not_an_input_comes_from_the_prediction_time():
+    lines = [_line("a", 0, 1.5, {"distance": 1.0, "carrier": "UA"}, at=1_367_366_400)]
+    frame = labelled_traffic(lines, {"distance": {"type": "float"}, "carrier": {"type": "string"}}, "y",
+                             "regression", time_column="ts")
+    assert frame["ts"].iloc[0] == pd.Timestamp("2013-05-01", tz="UTC") and frame["y"].iloc[0] == 1.5
+
+
+def test_window_keeps_the_latest_days_of_history_and_traffic_together():
+    t = pd.to_datetime(["2013-01-05", "2013-03-10", "2013-04-20"], utc=True)
+    history = pd.DataFrame({"distance": [1.0, 2.0, 3.0], "time_hour": t, "delayed": [0, 1, 0], "extra": [9, 9, 9]})
+    traffic = pd.DataFrame({"distance": [4.0], "time_hour": pd.to_datetime(["2013-05-31"], utc=True),
+                            "delayed": [1]})
+    table, end = retraining_window(history, traffic, "time_hour", days=90)
+    assert end == pd.Timestamp("2013-05-31", tz="UTC")
+    assert table["distance"].tolist() == [2.0, 3.0, 4.0] and "extra" not in table.columns
+    everything, end_all = retraining_window(history, traffic, "time_hour", days=None)
+    assert len(everything) == 4 and end_all == end
+    untimed, no_end = retraining_window(history, traffic, None, days=90)
+    assert len(untimed) == 4 and no_end is None
+
+
+def test_derived_config_reads_the_window_splits_relative_to_its_end_and_uses_retrain_resources(tmp_path):
+    cfg = load_config(smoke_config(tmp_path, retraining={"enabled": True, "test_days": 10, "validation_days": 5,
+                                                         "min_rows": 200, "num_workers": 1, "epochs": 2}))
+    end = pd.Timestamp("2013-07-31T23:00:00", tz="UTC")
+    derived = retraining_config(cfg, tmp_path / "w.parquet", end)
+    (source,) = derived.data.sources
+    assert source.type == "parquet" and source.path == str((tmp_path / "w.parquet").resolve())
+    assert derived.data.joins == [] and derived.data.cleaning.drop_columns == []
+    split = derived.data.split
+    assert isinstance(split, TimeSplitConfig) and split.column == "time_hour"
+    assert pd.Timestamp(split.test_start) == end - pd.Timedelta(days=10)
+    assert pd.Timestamp(split.validation_start) == end - pd.Timedelta(days=15)
+    assert derived.validation.row_count.min == 200 and not derived.validation.require_declared_columns
+    assert derived.validation.columns == cfg.validation.columns  # the same expectations as always
+    assert derived.training.epochs == 2 and derived.training.num_workers == 1
+    assert derived.evaluation == cfg.evaluation and derived.model_name == cfg.model_name
+
+
+def test_time_split_without_rows_is_a_clear_error(tmp_path):
+    from raymlops.errors import ConfigError
+
+    cfg = load_config(smoke_config(tmp_path))
+    with pytest.raises(ConfigError, match="time_hour"):
+        retraining_config(cfg, tmp_path / "w.parquet", None)
