@@ -142,23 +142,25 @@ class LoopController:
 
         if challenger is not None and challenger != champion:
             return [self._judge_canary(champion, challenger, live, now)]
+        kept: list[Decision] = []
         if self.state.watch and self.state.watch["version"] == champion:
             decision = self._judge_watch(champion, live, now)
             if decision.action != "keep":
                 return [decision]
+            kept = [decision]  # probation over: the loop may retrain again in the same step
         elif self.state.watch:
             self.state.watch = None  # someone else moved the champion: nothing of ours to watch
             self._save()
         if not self.cfg.retraining.enabled:
-            return []
+            return kept
         metrics, labelled = live(champion)
         evidence_ = Evidence(now=now, rows=int(ev.get("rows", 0)), drifted=list(ev.get("drifted", [])),
                              prediction_drift=bool(ev.get("prediction_drift")), live=metrics, labelled=labelled)
         decision = retrain_decision(self.cfg.retraining, self.cfg.monitoring, self.state.retrains_at, evidence_,
                                     self.state.last_scheduled_at)
         if decision.action != "retrain":
-            return [self._record(decision)]
-        return [self._retrain(decision, champion, now)]
+            return [*kept, self._record(decision)]
+        return [*kept, self._retrain(decision, champion, now)]
 
     def _judge_canary(self, champion: str | None, challenger: str, live, now: float) -> Decision:
         (champ_q, _), (chall_q, n) = live(champion), live(challenger)

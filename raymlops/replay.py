@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -67,4 +68,21 @@ def replay_labelled(client: Client, frame: pd.DataFrame, schema: dict[str, Any],
     return out
 
 
-__all__ = ["records_of", "replay_labelled"]
+def wait_for_aliases(client: Client, champion: str | None, challenger: str | None, *, timeout_s: float = 60.0,
+                     probes: int = 8) -> dict[str, Any]:
+    """Wait until the service answers with the versions the registry aliases name (replicas poll the
+    registry every ``serving.watch_interval_s``); ``probes`` reads of ``/v1/model`` in a row must agree,
+    so every replica has switched. Raises ``TimeoutError`` naming what was served instead."""
+    wanted = {"champion": champion, "challenger": challenger if challenger != champion else None}
+    deadline = time.monotonic() + timeout_s
+    seen: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        infos = [client.model_info() for _ in range(probes)]
+        seen = {a: sorted({(i.get(a) or {}).get("version") or "-" for i in infos}) for a in wanted}
+        if all(seen[a] == [v or "-"] for a, v in wanted.items()):
+            return infos[-1]
+        time.sleep(0.5)
+    raise TimeoutError(f"the service still serves {seen} instead of {wanted} after {timeout_s:g} s")
+
+
+__all__ = ["records_of", "replay_labelled", "wait_for_aliases"]

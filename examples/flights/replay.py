@@ -42,8 +42,8 @@ sys.path.insert(0, str(REPO))
 from raymlops.client import Client  # noqa: E402
 from raymlops.config import load_config  # noqa: E402
 from raymlops.loop import LoopController  # noqa: E402
-from raymlops.registry import CHAMPION, Registry  # noqa: E402
-from raymlops.replay import replay_labelled  # noqa: E402
+from raymlops.registry import CHALLENGER, CHAMPION, Registry  # noqa: E402
+from raymlops.replay import replay_labelled, wait_for_aliases  # noqa: E402
 
 KEY = "replay-local-key"
 
@@ -140,17 +140,23 @@ def main() -> int:
         months, kill_note = [], {}
         for month in parse_months(args.months):
             rows = month_rows(data, month, weather, args.sample, args.seed)
-            if month == args.kill_monitor_month:
-                kill_monitor_soon(cfg, 0.5, kill_note)  # while the month's first requests are in flight
+            killer = None
+            if month == args.kill_monitor_month:  # about a third into the month's requests (~60 requests/s)
+                killer = kill_monitor_soon(cfg, len(rows) / 64 / 60 / 3, kill_note)
             t0 = time.perf_counter()
             with Client(url, api_key=KEY, retries=10) as client:
                 answers = replay_labelled(client, rows, schema, cfg.features.target)
             seconds = time.perf_counter() - t0
+            if killer is not None:
+                killer.join()
             labels = rows[cfg.features.target].to_numpy(float)
             static_scores = static.predict_frame(rows)
             clock = pd.Timestamp(f"2013-{month:02d}-01", tz="UTC") + pd.offsets.MonthEnd(1)
             evidence = controller.evidence()
             decisions = controller.tick(now=clock.timestamp(), evidence=evidence)
+            with Client(url) as client:  # next month starts once every replica serves what the aliases say
+                wait_for_aliases(client, registry.version_for_alias(cfg.model_name, CHAMPION),
+                                 registry.version_for_alias(cfg.model_name, CHALLENGER))
             logged = controller.decisions(last=len(decisions)) if decisions else []
             entry = {
                 "month": month, "rows": len(rows), "requests_per_s": round(len(answers) / 64 / seconds, 1),
