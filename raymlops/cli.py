@@ -383,6 +383,29 @@ def predict_cmd(model: str = typer.Option(..., "--model", "-m", help="NAME (cham
               f"{time.perf_counter() - started:.1f} s -> {result['output']}")
 
 
+k8s_app = typer.Typer(no_args_is_help=True, help="Kubernetes (KubeRay) manifests for a pipeline.")
+app.add_typer(k8s_app, name="k8s")
+
+
+@k8s_app.command("render")
+@_guarded
+def k8s_render_cmd(config: Path = typer.Argument(..., help="Pipeline config (YAML)."),
+                   image: str = typer.Option(..., help="Container image with raymlops installed (cluster/Dockerfile)."),
+                   output: Path = typer.Option(Path("k8s"), "--output", "-o", help="Folder for the manifests."),
+                   namespace: str | None = typer.Option(None, help="Namespace written into every manifest."),
+                   gpu: bool = typer.Option(False, "--gpu", help="Add an autoscaling GPU worker group."),
+                   max_workers: int = typer.Option(4, min=1, help="Most CPU workers the autoscaler starts."),
+                   project_root: Path = typer.Option(Path("."), help="The project folder the image holds at /app.")
+                   ) -> None:
+    """Write RayCluster, RayJob, RayService, MLflow, PostgreSQL, storage and Prometheus manifests."""
+    from raymlops.k8s import render, write_manifests
+
+    docs = render(load_config(config), image=image, project_root=project_root,
+                  namespace=namespace, gpu=gpu, max_workers=max_workers)
+    for path in write_manifests(docs, output):
+        out.print(f"wrote {path}")
+
+
 @app.command("loop")
 @_guarded
 def loop_cmd(config: Path = typer.Argument(..., help="Pipeline config (YAML)."),
