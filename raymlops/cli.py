@@ -383,6 +383,38 @@ def predict_cmd(model: str = typer.Option(..., "--model", "-m", help="NAME (cham
               f"{time.perf_counter() - started:.1f} s -> {result['output']}")
 
 
+ci_app = typer.Typer(no_args_is_help=True, help="CI/CD for models (examples/ci/ has ready workflows).")
+app.add_typer(ci_app, name="ci")
+
+
+@ci_app.command("check")
+@_guarded
+def ci_check_cmd(config: Path = typer.Argument(..., help="Pipeline config (YAML)."),
+                 summary: Path = typer.Option(Path("ci-summary.md"), help="Markdown summary for the pull request."),
+                 run_name: str | None = typer.Option(None, help="Training run name (default: ci-<time>)."),
+                 promote: bool = typer.Option(False, "--promote", help="Make a candidate that passes the champion."),
+                 address: str | None = typer.Option(None, help="Ray address; default: start local Ray here."),
+                 num_cpus: int | None = typer.Option(None, help="CPUs for local Ray.")) -> None:
+    """Validate, train and gate the candidate against the champion; exit 1 when a gate fails."""
+    import os
+
+    from raymlops.ci import ci_check
+    from raymlops.workspace import write_text_atomic
+
+    cfg = load_config(config)
+    result = ci_check(cfg, run_name=run_name or f"ci-{time.strftime('%Y%m%d-%H%M%S')}", address=address,
+                      num_cpus=num_cpus, promote=promote,
+                      progress=lambda stage, msg: err.print(f"[cyan]{stage:>9}[/] {msg}", highlight=False))
+    write_text_atomic(summary, result.summary)
+    if os.environ.get("GITHUB_STEP_SUMMARY"):  # shown on the workflow run's page
+        with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as f:
+            f.write(result.summary)
+    sys.stdout.write(result.summary)  # raw markdown: no wrapping
+    err.print(f"summary written to {summary}")
+    if not result.passed:
+        raise typer.Exit(1)
+
+
 k8s_app = typer.Typer(no_args_is_help=True, help="Kubernetes (KubeRay) manifests for a pipeline.")
 app.add_typer(k8s_app, name="k8s")
 
