@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,3 +38,21 @@ def smoke_config(tmp_path: Path, **section_overrides: Any) -> Path:
     data = smoke_dict()
     data.update(section_overrides)
     return write_config(tmp_path, data)
+
+
+def wait_for(predicate, timeout_s: float = 20.0, what: str = "condition", every_s: float = 0.2):
+    """Poll ``predicate`` until it returns something truthy (returned), or fail naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every_s)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from raymlops.client import Client
 from raymlops.errors import ServingError
 from raymlops.registry import Registry
 from tests.e2e.test_cli import ENV, RAYMLOPS, cli
-from tests.helpers import REPO, smoke_config
+from tests.helpers import REPO, smoke_config, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -45,17 +44,11 @@ def flights_trained(tmp_path_factory):
     for src in data["data"]["sources"]:
         src["path"] = str((REPO / "configs" / src["path"]).resolve())
     data["workdir"] = str(tmp_path / "work")
-    data["serving"] = {**data.get("serving", {}), "port": _free_port(), "min_replicas": 1, "max_replicas": 1}
+    data["serving"] = {**data.get("serving", {}), "port": free_port(), "min_replicas": 1, "max_replicas": 1}
     config = tmp_path / "flights.yaml"
     config.write_text(yaml.safe_dump(data, sort_keys=False))
     done = cli("run", str(config), "--num-cpus", "2", "--run-name", "q1", timeout=900)
     return tmp_path, config, done
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_flights_config_trains_on_first_quarter_and_registers_with_lineage(flights_trained):

@@ -5,8 +5,6 @@ loses quality against the champion it replaced. The audit logs say why at every 
 from __future__ import annotations
 
 import json
-import socket
-import time
 
 import numpy as np
 import pandas as pd
@@ -23,25 +21,9 @@ from raymlops.monitoring.monitor import stop_monitor
 from raymlops.registry import CHALLENGER, CHAMPION, Registry
 from raymlops.replay import replay_labelled
 from raymlops.training.stage import run_training_stage
-from tests.helpers import SMOKE_FLIGHTS, smoke_dict, write_config
+from tests.helpers import SMOKE_FLIGHTS, smoke_dict, write_config, wait_for, free_port
 
 KEY = "loop-test-key"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for(predicate, timeout_s: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +37,10 @@ def loop(ray_session, tmp_path_factory):
     data = smoke_dict()
     data["training"].update(epochs=8, learning_rate=0.01, early_stopping_patience=3)  # live AUC ~0.75, not ~0.53
     data["evaluation"]["gates"] = ["auc >= champion - 0.1"]  # the retrain's test split is small here
-    data["serving"] = {"port": _free_port(), "api_key_file": str(tmp / "api.key"), "min_replicas": 1,
+    data["serving"] = {"port": free_port(), "api_key_file": str(tmp / "api.key"), "min_replicas": 1,
                        "max_replicas": 1, "cpus_per_replica": 0.25, "watch_interval_s": 0.5}
     data["monitoring"] = {"window_rows": 400, "min_window_rows": 200, "quality_window": 2000,
-                          "metrics_port": _free_port()}
+                          "metrics_port": free_port()}
     data["retraining"] = {"enabled": True, "min_drifted_features": 1, "cooldown_s": 0, "canary_share": 0.5,
                           "canary_min_samples": 150, "rollback_min_samples": 150, "window_days": None,
                           "min_rows": 500, "epochs": 3, "test_days": 10, "validation_days": 10}
@@ -98,7 +80,7 @@ def test_a_challenger_trained_on_shuffled_labels_is_discarded_and_the_audit_log_
         "evaluation": cfg.evaluation.model_copy(update={"gates": []})})  # forced through: no gate stops it
     bad = run_training_stage(bad_cfg, run_data_stage(bad_cfg), run_name="shuffled-labels")
     assert bad.version == "2" and reg.version_for_alias(name, CHALLENGER) == "2"
-    _wait_for(lambda: (_served(loop["url"]).get(CHALLENGER) or {}).get("version") == "2", what="the canary")
+    wait_for(lambda: (_served(loop["url"]).get(CHALLENGER) or {}).get("version") == "2", timeout_s=30, what="the canary")
 
     with Client(loop["url"], api_key=KEY) as client:
         answers = replay_labelled(client, _labelled(loop, loop["rows"]), loop["schema"], "delayed",
@@ -117,7 +99,7 @@ def test_a_challenger_trained_on_shuffled_labels_is_discarded_and_the_audit_log_
     assert move.action == "discard" and move.alias == CHALLENGER and "failed 'auc >= champion - 0.0'" in move.reason
     logged = controller.decisions()[-1]
     assert logged["action"] == "discard" and logged["challenger"] == "2" and "auc" in logged["reasons"][0]
-    _wait_for(lambda: _served(loop["url"]).get(CHALLENGER) is None, what="the canary to be removed")
+    wait_for(lambda: _served(loop["url"]).get(CHALLENGER) is None, timeout_s=30, what="the canary to be removed")
     with Client(loop["url"]) as client:
         assert {client.predict(r)["version"] for r in
                 json.loads(_labelled(loop, loop["rows"].head(20))[list(loop["schema"])].to_json(
@@ -146,7 +128,7 @@ def test_drift_retrains_canaries_promotes_and_a_losing_champion_is_rolled_back(l
     tags = reg.version_info(name, version).tags
     assert tags["raymlops.data_fingerprint"] != reg.version_info(name, "1").tags["raymlops.data_fingerprint"]
     # Nothing retrains while a canary is out, whatever the drift says.
-    _wait_for(lambda: (_served(loop["url"]).get(CHALLENGER) or {}).get("version") == version, what="the canary")
+    wait_for(lambda: (_served(loop["url"]).get(CHALLENGER) or {}).get("version") == version, timeout_s=30, what="the canary")
 
     with Client(loop["url"], api_key=KEY) as client:
         replay_labelled(client, far, loop["schema"], "delayed", rows_per_request=8)
@@ -155,7 +137,7 @@ def test_drift_retrains_canaries_promotes_and_a_losing_champion_is_rolled_back(l
     assert canary.kind == "canary" and canary.action == "promote"
     assert reg.version_for_alias(name, CHAMPION) == version and reg.version_for_alias(name, CHALLENGER) is None
     assert controller.state.watch["version"] == version and controller.state.watch["previous"] == "1"
-    _wait_for(lambda: _served(loop["url"])[CHAMPION]["version"] == version, what="the promotion")
+    wait_for(lambda: _served(loop["url"])[CHAMPION]["version"] == version, timeout_s=30, what="the promotion")
 
     # A rollback gate no model can pass stands in for a champion that got worse than the one it replaced.
     strict = cfg.model_copy(update={"retraining": cfg.retraining.model_copy(
@@ -167,7 +149,7 @@ def test_drift_retrains_canaries_promotes_and_a_losing_champion_is_rolled_back(l
     assert watch.kind == "rollback" and watch.action == "rollback"
     assert reg.version_for_alias(name, CHAMPION) == "1"
     assert reg.audit_log(name)[-1].action == "rollback" and "lost live quality" in reg.audit_log(name)[-1].reason
-    _wait_for(lambda: _served(loop["url"])[CHAMPION]["version"] == "1", what="the rollback to reach the replicas")
+    wait_for(lambda: _served(loop["url"])[CHAMPION]["version"] == "1", timeout_s=30, what="the rollback to reach the replicas")
     kinds = [(d["kind"], d["action"]) for d in controller.decisions()]
     status = loop_status(cfg)
     assert status["champion"] == "1" and status["challenger"] is None and status["traffic"] == {"1": 1.0}

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import threading
 import time
 from pathlib import Path
@@ -26,16 +25,10 @@ from raymlops.monitoring.monitor import stop_monitor
 from raymlops.registry import CHALLENGER, CHAMPION, Registry
 from raymlops.serving.schema import probe_record
 from raymlops.training.stage import run_training_stage
-from tests.helpers import smoke_dict, write_config
+from tests.helpers import smoke_dict, write_config, wait_for, free_port
 
 pytestmark = pytest.mark.integration
 KEY = "test-key-5f1c9a"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def register_copy(reg: Registry, name: str, package_dir: Path, tmp: Path, mutate=None) -> str:
@@ -60,9 +53,9 @@ def service(ray_session, tmp_path_factory):
     (tmp / "api.key").write_text(KEY + "\n")
     data = smoke_dict()
     data["training"]["epochs"] = 2
-    data["serving"] = {"port": _free_port(), "api_key_file": str(tmp / "api.key"), "min_replicas": 2,
+    data["serving"] = {"port": free_port(), "api_key_file": str(tmp / "api.key"), "min_replicas": 2,
                        "max_replicas": 2, "cpus_per_replica": 0.25, "watch_interval_s": 0.5}
-    data["monitoring"] = {"window_rows": 200, "min_window_rows": 100, "metrics_port": _free_port()}
+    data["monitoring"] = {"window_rows": 200, "min_window_rows": 100, "metrics_port": free_port()}
     cfg = load_config(write_config(tmp, data))
     stage = run_data_stage(cfg)
     trained = run_training_stage(cfg, stage, run_name="serve-v1")
@@ -74,16 +67,6 @@ def service(ray_session, tmp_path_factory):
            "registry": Registry.for_config(cfg), "name": cfg.model_name}
     serve.shutdown()
     assert stop_monitor(cfg.model_name, cfg.workdir_path)
-
-
-def _wait_for(predicate, timeout_s: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _records(frame: pd.DataFrame, schema: dict) -> list[dict]:
@@ -229,10 +212,10 @@ def test_promotion_and_rollback_under_load_fail_no_request(service):
     with SteadyLoad(url, probe_record(schema), rate=50) as load:
         time.sleep(2)
         reg.promote(name, v2, reason="test promotion")
-        _wait_for(lambda: _served_versions(url) == {v2}, what=f"every replica serving v{v2}")
+        wait_for(lambda: _served_versions(url) == {v2}, what=f"every replica serving v{v2}")
         time.sleep(3)
         reg.rollback(name, reason="test rollback")
-        _wait_for(lambda: _served_versions(url) == {"1"}, what="every replica back on v1")
+        wait_for(lambda: _served_versions(url) == {"1"}, what="every replica back on v1")
         time.sleep(2)
     print(f"\nsteady load: {len(load.versions)} answers in {load.seconds:.1f} s ({load.rate:.0f}/s), "
           f"{len(load.failures)} failures, versions seen {sorted(set(load.versions))}")
@@ -253,7 +236,7 @@ def test_tampered_version_is_refused_and_the_current_one_keeps_serving(service):
     bad = register_copy(reg, name, service["trained"].package_dir, service["tmp"], mutate=tamper)
     reg.promote(name, bad, reason="test: tampered")
     try:
-        info = _wait_for(lambda: (lambda i: i if CHAMPION in i["errors"] else None)(
+        info = wait_for(lambda: (lambda i: i if CHAMPION in i["errors"] else None)(
             requests.get(f"{url}/v1/model", timeout=10).json()), what="the refusal to show in /v1/model")
         assert "checksum" in info["errors"][CHAMPION] and info[CHAMPION]["version"] == "1"
         assert _served_versions(url) == {"1"}
@@ -275,7 +258,7 @@ def test_canary_sends_its_share_to_the_challenger_and_says_which_answered(servic
     settings = settings_for(cfg, canary_share=0.3)
     serve.run(build_app(settings), name=cfg.model_name, route_prefix="/", blocking=False)  # user_config only
     try:
-        _wait_for(lambda: requests.get(f"{url}/v1/model", timeout=10).json()["canary_share"] == 0.3
+        wait_for(lambda: requests.get(f"{url}/v1/model", timeout=10).json()["canary_share"] == 0.3
                   and requests.get(f"{url}/v1/model", timeout=10).json()[CHALLENGER], what="canary settings")
         record = probe_record(settings["input_schema"])
         answers = [requests.post(f"{url}/v1/predict", json={"record": record}, timeout=10).json()
@@ -288,7 +271,7 @@ def test_canary_sends_its_share_to_the_challenger_and_says_which_answered(servic
     finally:
         reg.move_alias(name, CHALLENGER, None, action="canary-end", reason="test canary over")
         serve.run(build_app(settings_for(cfg)), name=cfg.model_name, route_prefix="/", blocking=False)
-    _wait_for(lambda: requests.get(f"{url}/v1/model", timeout=10).json()[CHALLENGER] is None,
+    wait_for(lambda: requests.get(f"{url}/v1/model", timeout=10).json()[CHALLENGER] is None,
               what="the challenger to leave")
 
 
@@ -344,14 +327,14 @@ def test_monitor_exports_drift_of_live_traffic_to_prometheus(service):
     with Client(service["url"]) as client:
         for i in range(0, 240, 60):
             client.predict(real[i:i + 60])
-        _wait_for(lambda: _metric(port, "raymlops_feature_psi", feature="distance", model=name) is not None,
+        wait_for(lambda: _metric(port, "raymlops_feature_psi", feature="distance", model=name) is not None,
                   what="drift metrics after a window of real traffic")
         time.sleep(0.5)
         assert _metric(port, "raymlops_feature_drifted", feature="distance", model=name) == 0.0
         far = [{**r, "distance": min(4999.0, r["distance"] * 3 + 1500)} for r in real]
         for i in range(0, 240, 60):
             client.predict(far[i:i + 60])
-    _wait_for(lambda: _metric(port, "raymlops_feature_drifted", feature="distance", model=name) == 1.0,
+    wait_for(lambda: _metric(port, "raymlops_feature_drifted", feature="distance", model=name) == 1.0,
               what="distance to be flagged as drifted")
     assert _metric(port, "raymlops_feature_drifted", feature="carrier", model=name) == 0.0
     assert _metric(port, "raymlops_requests_total", model=name, version="1", alias=CHAMPION) > 0
@@ -380,7 +363,7 @@ def test_killing_the_monitor_fails_no_request_and_it_comes_back(service):
                 return None  # still restarting
             return stats if sum(stats["requests"].values()) > 0 else None
 
-        stats = _wait_for(fed_again, timeout_s=60, what="the restarted monitor to receive samples")
+        stats = wait_for(fed_again, timeout_s=60, what="the restarted monitor to receive samples")
         back_after = time.monotonic() - killed_at
         time.sleep(1)
     print(f"\nmonitor killed under load: {len(load.versions)} answers, {len(load.failures)} failures; "
@@ -403,12 +386,12 @@ def test_a_real_prometheus_scrapes_drift_from_the_monitor(service, tmp_path):
     with Client(service["url"]) as client:
         for chunk in range(4):
             client.predict(_records(service["offline"], schema)[chunk * 60:(chunk + 1) * 60])
-    _wait_for(lambda: _metric(port, "raymlops_feature_psi", feature="distance", model=name) is not None,
+    wait_for(lambda: _metric(port, "raymlops_feature_psi", feature="distance", model=name) is not None,
               what="the monitor to publish drift")
     with prometheus_scraping([f"127.0.0.1:{port}"], tmp_path / "prometheus") as prom:
         def query():
             body = requests.get(f"{prom}/api/v1/query", timeout=5,
                                 params={"query": f'raymlops_feature_psi{{model="{name}",feature="distance"}}'}).json()
             return body["data"]["result"] if body["status"] == "success" else None
-        (series,) = _wait_for(query, timeout_s=30, what="Prometheus to have scraped the drift metric")
+        (series,) = wait_for(query, timeout_s=30, what="Prometheus to have scraped the drift metric")
     assert series["metric"]["job"] == "raymlops" and float(series["value"][1]) >= 0.0
