@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -16,7 +17,6 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from raymlops.client import Client
-from raymlops.errors import ServingError
 from raymlops.registry import Registry
 from tests.e2e.test_cli import ENV, RAYMLOPS, cli
 from tests.helpers import REPO, smoke_config, free_port
@@ -98,17 +98,19 @@ def test_served_flights_champion_answers_like_batch_prediction_on_1000_test_rows
     port = yaml.safe_load(config.read_text())["serving"]["port"]
     server = subprocess.Popen([*RAYMLOPS, "serve", str(config), "--num-cpus", "2"], cwd=REPO, env=ENV,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(server.stdout.readline, "")), daemon=True)
+    reader.start()
     try:
         url = f"http://127.0.0.1:{port}"
         client = Client(url)
         deadline = time.monotonic() + 180
-        while True:
-            try:
-                client.ready()
-                break
-            except ServingError:
-                assert server.poll() is None and time.monotonic() < deadline, "raymlops serve did not become ready"
-                time.sleep(1)
+        # Ready when the command says so (it prints the URL once its own readiness wait is over), not
+        # merely when /readyz first answers: interrupting it in between would be a different test.
+        while not any("serving flights-delay at" in line for line in lines):
+            assert server.poll() is None and time.monotonic() < deadline, "raymlops serve did not become ready"
+            time.sleep(0.5)
+        client.ready()
         schema = client.model_info()["input_schema"]
         records = json.loads(offline[list(schema)].to_json(orient="records", date_format="iso"))
         served = []
@@ -123,5 +125,6 @@ def test_served_flights_champion_answers_like_batch_prediction_on_1000_test_rows
             server.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
-    log = server.stdout.read()
+    reader.join(timeout=30)
+    log = "".join(lines)
     assert "serving flights-delay at" in log and "champion v1" in log, log[-2000:]
