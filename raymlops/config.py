@@ -193,6 +193,9 @@ class TrainingConfig(StrictModel):
     num_workers: int = Field(1, ge=1, description="Ray Train workers.")
     use_gpu: bool = Field(False, description="Train on GPUs.")
     cpus_per_worker: float = Field(1, gt=0, description="CPUs reserved per worker.")
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="How workers are placed over nodes: PACK fills few nodes (fast collectives), SPREAD "
+        "puts them on different nodes where possible (one lost node costs fewer workers).")
     epochs: int = Field(10, ge=1, description="Most epochs.")
     batch_size: int = Field(512, ge=1, description="Rows per step per worker.")
     learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate.")

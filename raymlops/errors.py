@@ -11,7 +11,8 @@
     ├── RegistryError             the model registry refused or lost an operation
     ├── ModelPackageError         a model package is missing, tampered with or unreadable
     ├── ServingError              the model service cannot deploy, is not ready, or refused a request (status)
-    └── RuntimeConnectionError    Ray cannot be started or reached
+    ├── RuntimeConnectionError    Ray cannot be started or reached
+    └── ClusterError              a local cluster or a Ray job cannot be started, reached or followed
 
 Every class is picklable (Ray moves exceptions between processes): each stores its constructor
 arguments and rebuilds itself from them in ``__reduce__``.
@@ -111,3 +112,7 @@ __all__ = [
     "SnapshotError",
     "TrainingError",
 ]
+
+
+class ClusterError(RaymlopsError):
+    """A local cluster cannot be started, reached or stopped, or a job cannot be submitted or followed."""

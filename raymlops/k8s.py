@@ -188,7 +188,7 @@ def mlflow_server(image: str, meta: dict[str, Any]) -> list[dict[str, Any]]:
     """MLflow's tracking server on PostgreSQL with basic auth on (it is reachable beyond loopback here)."""
     labels = _labels("mlflow")
     command = ("exec mlflow server --app-name basic-auth --host 0.0.0.0 --port 5000 "
-               "--backend-store-uri postgresql://mlflow:${DB_PASSWORD}@postgres:5432/mlflow "
+               "--backend-store-uri postgresql+psycopg2://mlflow:${DB_PASSWORD}@postgres:5432/mlflow "
                f"--artifacts-destination {DATA_MOUNT}/mlartifacts --serve-artifacts")
     return [
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "mlflow", "labels": labels, **meta},

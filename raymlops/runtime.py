@@ -70,6 +70,9 @@ def ray_runtime(address: str | None = None, num_cpus: int | None = None) -> Iter
         yield RuntimeInfo(address=ray.get_runtime_context().gcs_address,
                           num_cpus=ray.cluster_resources().get("CPU", 0), started_here=False)
         return
+    # Inside a Ray job (or a shell that exported it) RAY_ADDRESS names the cluster to join.
+    env_address = os.environ.get("RAY_ADDRESS", "")
+    address = address or (env_address if env_address and not env_address.startswith("http") else None)
     kwargs = dict(logging_level=logging.WARNING, include_dashboard=False, configure_logging=True,
                   log_to_driver=os.environ.get("RAYMLOPS_WORKER_LOGS", "0") == "1")
     try:

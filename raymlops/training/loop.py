@@ -137,8 +137,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         total, count, val_total, val_count = _all_sum([total, count, val_total, val_count])
         train_loss = total / max(1, count)
         val_loss = val_total / max(1, val_count)
+        # started_at_epoch > 0 marks epochs run after resuming from a checkpoint (worker, node or driver lost).
         metrics: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                                   "train_rows": int(count)}
+                                   "train_rows": int(count), "started_at_epoch": start_epoch}
         if classification:
             y_all = _gather(np.concatenate(labels) if labels else np.zeros(0, np.float32))
             s_all = _gather(np.concatenate(scores) if scores else np.zeros(0, np.float32))

@@ -59,7 +59,7 @@ def build_trainer(cfg: PipelineConfig, data: DataStageResult, run_name: str, sto
         train_loop_per_worker,
         train_loop_config=loop_config(cfg, spec, overrides),
         scaling_config=ray.train.ScalingConfig(
-            num_workers=t.num_workers, use_gpu=t.use_gpu,
+            num_workers=t.num_workers, use_gpu=t.use_gpu, placement_strategy=t.placement_strategy,
             resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}),
         run_config=ray.train.RunConfig(
             name=run_name, storage_path=str(storage),

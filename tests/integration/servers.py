@@ -272,3 +272,62 @@ def s3_server() -> Iterator[S3Server]:
         yield S3Server(host="127.0.0.1", port=port)
     finally:
         server.stop()
+
+
+# ------------------------------------------------------------------------- MLflow tracking server
+@dataclass(frozen=True)
+class MlflowServer:
+    url: str
+    backend_uri: str
+    artifacts: Path
+    log: Path
+
+
+def start_mlflow_server(postgres: PostgresServer, root: Path, database: str = "mlflow") -> tuple[subprocess.Popen,
+                                                                                                 MlflowServer]:
+    """`mlflow server` on 127.0.0.1 with a PostgreSQL backend store, as README's cluster set-up runs it."""
+    import sys
+
+    conn = postgres.connect()
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {database}")
+        cur.execute(f"CREATE DATABASE {database}")
+    conn.close()
+    # SQLAlchemy 2.1 reads plain postgresql:// as psycopg 3; the driver installed here is psycopg2.
+    backend = f"postgresql+psycopg2://{postgres.user}:{postgres.password}@{postgres.host}:{postgres.port}/{database}"
+    port = free_port()
+    root.mkdir(parents=True, exist_ok=True)
+    log = root / "mlflow-server.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", backend, "--artifacts-destination", (root / "artifacts").as_uri()],
+        stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    server = MlflowServer(url=f"http://127.0.0.1:{port}", backend_uri=backend, artifacts=root / "artifacts", log=log)
+    deadline = time.monotonic() + 120
+    import urllib.request
+
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mlflow server exited: {log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{server.url}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return proc, server
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(f"mlflow server not healthy after 120 s: {log.read_text()[-3000:]}")
+
+
+def stop_process_group(proc: subprocess.Popen) -> None:
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
