@@ -379,10 +379,12 @@ def predict_cmd(model: str = typer.Option(..., "--model", "-m", help="NAME (cham
     from raymlops.runtime import ray_runtime
 
     registry = _registry(config, workdir)
+    trusted = (load_config(config).model.builder,) if config else ()  # a package cannot choose code to run
     started = time.perf_counter()
     with ray_runtime(address=address, num_cpus=num_cpus):
         result = predict_files(registry, model, input, output, fmt=fmt or _guess_format(input),
-                               batch_size=batch_size, concurrency=concurrency, overwrite=overwrite)
+                               batch_size=batch_size, concurrency=concurrency, overwrite=overwrite,
+                               trusted_builders=trusted)
     out.print(f"scored {result['rows']:,} rows with {result['model']} v{result['version']} in "
               f"{time.perf_counter() - started:.1f} s -> {result['output']}")
 

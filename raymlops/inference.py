@@ -25,9 +25,10 @@ PREDICTION = "prediction"
 class _Scorer:
     package_dir = ""  # set on a per-package subclass: no constructor arguments to keep in the object store
     cast = False
+    trusted_builders: tuple[str, ...] = ()
 
     def __init__(self) -> None:
-        self.model = load_package(self.package_dir)
+        self.model = load_package(self.package_dir, self.trusted_builders)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         frame = batch
@@ -53,13 +54,15 @@ SCORER_CPUS = 0.5
 
 
 def predict_dataset(ds: ray.data.Dataset, package_dir: str | Path, *, batch_size: int = 4096,
-                    concurrency: int = 1, cast: bool = False) -> ray.data.Dataset:
+                    concurrency: int = 1, cast: bool = False,
+                    trusted_builders: tuple[str, ...] = ()) -> ray.data.Dataset:
     """Add a ``prediction`` column to every row of ``ds`` (raw input columns in).
 
     Scorers reserve half a CPU: with a whole one, a scorer and the read tasks feeding it could not both
     be scheduled beside serving replicas on a small machine, and the job waited forever.
     """
-    scorer = type("Scorer", (_Scorer,), {"package_dir": str(package_dir), "cast": cast})
+    scorer = type("Scorer", (_Scorer,), {"package_dir": str(package_dir), "cast": cast,
+                                         "trusted_builders": tuple(trusted_builders)})
     return ds.map_batches(scorer, batch_format="pandas", batch_size=batch_size, num_cpus=SCORER_CPUS,
                           compute=ray.data.ActorPoolStrategy(size=concurrency))
 
@@ -73,7 +76,8 @@ def read_input(path: str, fmt: str) -> ray.data.Dataset:
 
 
 def predict_files(registry: Any, model_ref: str, input_path: str, output: str | Path, *, fmt: str,
-                  batch_size: int = 4096, concurrency: int = 1, overwrite: bool = False) -> dict[str, Any]:
+                  batch_size: int = 4096, concurrency: int = 1, overwrite: bool = False,
+                  trusted_builders: tuple[str, ...] = ()) -> dict[str, Any]:
     """Score ``input_path`` with a registered version; write ``output`` (a Parquet folder) atomically."""
     output = Path(output)
     if output.exists() and not overwrite:
@@ -84,7 +88,7 @@ def predict_files(registry: Any, model_ref: str, input_path: str, output: str | 
         package = registry.download_package(name, version, tmp)
         verify_package(package)
         ds = predict_dataset(read_input(input_path, fmt), package, batch_size=batch_size,
-                             concurrency=concurrency, cast=True)
+                             concurrency=concurrency, cast=True, trusted_builders=trusted_builders)
         staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
         try:
             try:

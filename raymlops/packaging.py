@@ -24,6 +24,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,7 @@ from safetensors.torch import load_file, save_file
 from raymlops.config import ModelConfig, ValidationConfig
 from raymlops.data.features import FittedFeatures
 from raymlops.errors import ModelPackageError
-from raymlops.training.models import ModelSpec, build_model
+from raymlops.training.models import BUILDERS, ModelSpec, build_model
 
 PACKAGE_FORMAT = 1
 MANIFEST = "manifest.json"
@@ -138,15 +139,36 @@ def verify_package(path: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def load_package(path: str | Path) -> LoadedModel:
-    """Verify checksums, then build the model from safetensors weights and JSON state."""
+def check_builder(path: Path, manifest: dict[str, Any], trusted_builders: Collection[str] = ()) -> None:
+    """A package is data: it may name a built-in builder, or code the loading side's config already trusts.
+
+    ``model_config.builder`` is an import path that would be called; taking it from a package (which a
+    registry or a remote store supplies) would let that store run code here, as unpickling would.
+    """
+    builder = (manifest.get("model_config") or {}).get("builder", "mlp")
+    if builder in BUILDERS or builder in trusted_builders:
+        return
+    raise ModelPackageError(
+        f"{path}: the package asks for model builder {builder!r}, code this process was not configured to run; "
+        f"a model package cannot choose code. If you trust it, set `model.builder: {builder}` in the config "
+        "that trains and serves this model")
+
+
+def load_package(path: str | Path, trusted_builders: Collection[str] = ()) -> LoadedModel:
+    """Verify checksums and the builder, then build the model from safetensors weights and JSON state."""
     path = Path(path)
     manifest = verify_package(path)
+    check_builder(path, manifest, trusted_builders)
     spec = ModelSpec(**manifest["spec"])
     module = build_model(spec, ModelConfig(**manifest["model_config"]))
     try:
-        module.load_state_dict(load_file(str(path / WEIGHTS)))
-    except (SafetensorError, RuntimeError) as exc:
+        weights = load_file(str(path / WEIGHTS))
+    except SafetensorError as exc:  # e.g. a pickle (torch.save) put in its place: never unpickled
+        raise ModelPackageError(f"{path}: {WEIGHTS} is not a safetensors file ({exc}); raymlops loads weights "
+                                "only as safetensors and never unpickles a model") from exc
+    try:
+        module.load_state_dict(weights)
+    except RuntimeError as exc:
         raise ModelPackageError(f"{path}: weights do not fit the model: {exc}") from exc
     module.eval()
     return LoadedModel(path=path, manifest=manifest, features=FittedFeatures.load(path / FEATURES),

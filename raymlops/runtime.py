@@ -80,7 +80,9 @@ def ray_runtime(address: str | None = None, num_cpus: int | None = None) -> Iter
             ray.init(address=address, **kwargs)
         else:
             _bind_loopback()
-            ray.init(num_cpus=num_cpus or default_num_cpus(), **kwargs)
+            # "local": always a new cluster. With no address Ray would join whatever `ray start` cluster
+            # /tmp/ray/ray_current_cluster names, even a dead one, and then refuse num_cpus.
+            ray.init(address="local", num_cpus=num_cpus or default_num_cpus(), **kwargs)
     except Exception as exc:  # Ray raises several unrelated types here
         where = address or "a local cluster"
         raise RuntimeConnectionError(f"cannot start or reach Ray at {where}: {exc}") from exc

@@ -163,7 +163,8 @@ def build_app(settings: dict[str, Any]) -> Any:
             if api.state.api_key is None:
                 log.warning("no API key configured: /v1/feedback and /v1/admin/* refuse every request")
             self.registry = Registry.for_workdir(settings["workdir"], settings["tracking_uri"])
-            self.slots = ModelSlots(self.registry, model_name, schema)
+            self.slots = ModelSlots(self.registry, model_name, schema,
+                                    trusted_builders=settings.get("trusted_builders", ()))
             self.slots.refresh()  # raises (and the replica fails to start) when no champion can be served
             self.probe = frame_from_rows(
                                          [Record.model_validate(probe_record(schema)).model_dump()], schema)

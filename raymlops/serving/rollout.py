@@ -27,6 +27,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Collection
 from typing import Any
 
 from raymlops.errors import ModelPackageError, RaymlopsError
@@ -55,8 +56,9 @@ class ModelSlots:
     """The champion (always) and the challenger (during a canary) of one registered model."""
 
     def __init__(self, registry: Registry, model: str, api_schema: dict[str, Any] | None = None,
-                 cache_root: str | Path | None = None) -> None:
+                 cache_root: str | Path | None = None, trusted_builders: Collection[str] = ()) -> None:
         self.registry = registry
+        self.trusted_builders = tuple(trusted_builders)
         self.model = model
         self.api_schema = api_schema
         self.cache_root = Path(cache_root or tempfile.gettempdir())
@@ -77,7 +79,7 @@ class ModelSlots:
         dest = Path(tempfile.mkdtemp(prefix=f"raymlops-{self.model}-v{version}-", dir=self.cache_root))
         try:
             path = self.registry.download_package(self.model, version, dest)
-            model = load_package(path)
+            model = load_package(path, self.trusted_builders)
         except BaseException:
             shutil.rmtree(dest, ignore_errors=True)
             raise

@@ -69,7 +69,8 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
 def _score(cfg: PipelineConfig, data: DataStageResult, package_dir: Path) -> tuple[np.ndarray, np.ndarray, dict]:
     """Predictions of a package on the raw test split, with labels and slice columns."""
     keep = [cfg.features.target, PREDICTION, *cfg.evaluation.slices]
-    scored = predict_dataset(data.raw["test"], package_dir).select_columns(keep).to_pandas()
+    scored = predict_dataset(data.raw["test"], package_dir, trusted_builders=(cfg.model.builder,)
+                             ).select_columns(keep).to_pandas()
     return (scored[cfg.features.target].to_numpy(dtype=float), scored[PREDICTION].to_numpy(dtype=float),
             {s: scored[s].astype(str).to_numpy() for s in cfg.evaluation.slices})
 
@@ -137,7 +138,7 @@ def run_training_stage(cfg: PipelineConfig, data: DataStageResult, run_name: str
                 shutil.rmtree(package_dir)
             write_package(package_dir, profile=profile, **package)
             if "scores" not in profile:
-                profile = {**profile, "scores": score_profile(load_package(package_dir).predict_frame(raw_sample))}
+                profile = {**profile, "scores": score_profile(load_package(package_dir, (cfg.model.builder,)).predict_frame(raw_sample))}
         y, pred, groups = _score(cfg, data, package_dir)
         metrics = evaluation.compute_metrics(cfg.model.task, y, pred)
         slices = {s: evaluation.slice_metrics(cfg.model.task, y, pred, g) for s, g in groups.items()}
