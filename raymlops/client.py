@@ -2,7 +2,8 @@
 
 Every call is retried on 503/429 (the service shed the request or could not record it: nothing was done),
 waiting what ``Retry-After`` says (capped); ``predict`` is idempotent, so it is also retried on connection
-errors. Every error is a ``ServingError`` carrying the HTTP status and the server's message.
+errors and on 500/502 (a replica that died mid-request). Every error is a ``ServingError`` carrying the HTTP
+status and the server's message.
 
 Example::
 
@@ -22,6 +23,7 @@ import requests
 from raymlops.errors import ServingError
 
 RETRY_STATUSES = (429, 503)
+FAILED_STATUSES = (500, 502)
 
 
 class Client:
@@ -65,6 +67,12 @@ class Client:
                 continue
             except requests.Timeout as exc:
                 raise ServingError(f"{method} {path}: no answer within {self.timeout_s} s", status=None) from exc
+            if idempotent and resp.status_code in FAILED_STATUSES and attempt < self.retries:
+                # The replica died mid-request (Serve answers 500/502): a prediction is safe to repeat; a timeout
+                # (408/504) is not retried, or a hung model would cost several timeouts.
+                attempt += 1
+                time.sleep(min(0.1 * 2 ** attempt, self.max_retry_wait_s))
+                continue
             if resp.status_code in RETRY_STATUSES and attempt < self.retries:  # refused, so nothing was done
                 attempt += 1
                 time.sleep(self._retry_wait(resp, attempt))

@@ -114,7 +114,10 @@ def _alive(pid: int) -> bool:
 
 
 def _node_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
+    # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 is how raymlops.runtime keeps an embedded single-node Ray on
+    # loopback; a process that started one (a test session) must not hand it to nodes that form a cluster.
+    dropped = ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env["RAY_AUTH_MODE"] = "token"
     # Jobs' entrypoints (`python -m raymlops ...`) must find this Python, with raymlops installed.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])

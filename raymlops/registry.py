@@ -24,7 +24,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,14 @@ def _retry(fn, what: str):
     raise AssertionError("unreachable")
 
 
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether an MLflow call failed because the tracking server could not be reached (not a refusal)."""
+    text = str(exc)
+    return any(s in text for s in ("Max retries exceeded", "Connection refused", "ConnectionError",
+                                   "Failed to establish a new connection", "Read timed out",
+                                   "RemoteDisconnected", "Connection aborted"))
+
+
 def parse_model_ref(ref: str) -> tuple[str, str | None, str | None]:
     """``NAME`` (the champion), ``NAME@ALIAS`` or ``NAME/VERSION`` -> (name, alias, version)."""
     if "@" in ref:
@@ -95,6 +103,9 @@ class AliasMove:
     action: str
     reason: str
     actor: str
+    # "intent" is written before the alias moves and "done" after it, so a crash in between is visible;
+    # lines from before this field existed are complete moves.
+    state: str = "done"
 
 
 class Registry:
@@ -109,7 +120,15 @@ class Registry:
         self.audit_path = self.workdir / "registry" / "audit.jsonl"
         self.lock_path = self.workdir / "registry" / "registry.lock"
         self.audit_path.parent.mkdir(parents=True, exist_ok=True)
-        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        if not tracking_uri.startswith("sqlite"):
+            self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+            return
+        # MLflow creates and migrates a new SQLite store when a client is made (and the registry store on
+        # first use); several processes doing it at once (pipelines started together on a fresh workdir)
+        # crash on each other's half-made tables. One at a time, under the workdir's registry lock.
+        with self._locked():
+            self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+            self.client.search_registered_models(max_results=1)
 
     @classmethod
     def for_config(cls, cfg: PipelineConfig) -> Registry:
@@ -251,33 +270,61 @@ class Registry:
             f.flush()
             os.fsync(f.fileno())
 
-    def audit_log(self, name: str | None = None) -> list[AliasMove]:
+    def _audit_records(self) -> list[AliasMove]:
         if not self.audit_path.is_file():
             return []
-        moves = []
-        for line in self.audit_path.read_text().splitlines():
-            if line.strip():
-                move = AliasMove(**json.loads(line))
-                if name is None or move.model == name:
-                    moves.append(move)
-        return moves
+        return [AliasMove(**json.loads(line)) for line in self.audit_path.read_text().splitlines() if line.strip()]
+
+    def audit_log(self, name: str | None = None) -> list[AliasMove]:
+        """Completed alias moves in order (a move whose process died half-way counts once settled)."""
+        return [m for m in self._audit_records() if m.state == "done" and (name is None or m.model == name)]
+
+    def pending_moves(self, name: str | None = None) -> list[AliasMove]:
+        """Intents with no outcome yet: a process died between announcing a move and recording it."""
+        settled = {(m.time, m.model, m.alias) for m in self._audit_records() if m.state != "intent"}
+        return [m for m in self._audit_records() if m.state == "intent"
+                and (m.time, m.model, m.alias) not in settled and (name is None or m.model == name)]
+
+    def _settle_pending(self) -> None:
+        """Record how each interrupted move ended, judged by where its alias points now (under the lock)."""
+        for intent in self.pending_moves():
+            now = self.version_for_alias(intent.model, intent.alias)
+            happened = now == intent.to_version and now != intent.from_version
+            self._append_audit(replace(intent, state="done" if happened else "abandoned",
+                                       reason=f"{intent.reason} (settled after an interrupted move: "
+                                              f"{'the alias had moved' if happened else 'the alias had not moved'})"))
 
     def move_alias(self, name: str, alias: str, version: str | int | None, *, action: str, reason: str) -> AliasMove:
         """Point ``alias`` at ``version`` (or remove it when None), with retries and an audit entry."""
         with self._locked():
-            current = self.version_for_alias(name, alias)
+            return self._move_locked(name, alias, version, action=action, reason=reason)
+
+    def _move_locked(self, name: str, alias: str, version: str | int | None, *, action: str,
+                     reason: str) -> AliasMove:
+        """The move itself; the caller holds the lock."""
+        self._settle_pending()
+        current = self.version_for_alias(name, alias)
+        if version is not None:
+            self.version_info(name, version)  # must exist
+        move = AliasMove(time=time.time(), model=name, alias=alias, from_version=current,
+                         to_version=None if version is None else str(version), action=action,
+                         reason=reason, actor=f"{getpass.getuser()}@{os.uname().nodename}:{os.getpid()}",
+                         state="intent")
+        self._append_audit(move)
+        try:
             if version is not None:
-                self.version_info(name, version)  # must exist
                 _retry(lambda: self.client.set_registered_model_alias(name, alias, str(version)),
                        f"setting alias {alias!r} of {name!r} to version {version}")
             elif current is not None:
                 _retry(lambda: self.client.delete_registered_model_alias(name, alias),
                        f"removing alias {alias!r} of {name!r}")
-            move = AliasMove(time=time.time(), model=name, alias=alias, from_version=current,
-                             to_version=None if version is None else str(version), action=action,
-                             reason=reason, actor=f"{getpass.getuser()}@{os.uname().nodename}:{os.getpid()}")
-            self._append_audit(move)
-            return move
+        except Exception as exc:
+            if self.version_for_alias(name, alias) == current:  # it did not move: say so now
+                self._append_audit(replace(move, state="abandoned", reason=f"{reason} (failed: {exc})"))
+            raise
+        done = replace(move, state="done")
+        self._append_audit(done)
+        return done
 
     def promote(self, name: str, version: str | int, reason: str = "manual promotion") -> AliasMove:
         """Make ``version`` the champion."""
@@ -298,9 +345,10 @@ class Registry:
 
     def rollback(self, name: str, reason: str = "manual rollback") -> AliasMove:
         """Point the champion back at the previous champion (the one before the latest promotion)."""
-        with self._locked():
+        with self._locked():  # history read and alias moved under one lock: no promotion slips in between
+            self._settle_pending()  # an interrupted promotion must count (or not) before history is read
             history = self.champion_history(name)
-        if len(history) < 2:
-            raise RegistryError(f"model {name!r} has no previous champion to roll back to "
-                                f"(champions so far: {history or 'none'})")
-        return self.move_alias(name, CHAMPION, history[-2], action="rollback", reason=reason)
+            if len(history) < 2:
+                raise RegistryError(f"model {name!r} has no previous champion to roll back to "
+                                    f"(champions so far: {history or 'none'})")
+            return self._move_locked(name, CHAMPION, history[-2], action="rollback", reason=reason)

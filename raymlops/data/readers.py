@@ -161,6 +161,9 @@ def _read_tables(fs, path, fmt, columns, text_columns, delimiter, null_values, b
             header = pacsv.open_csv(stream, parse_options=pacsv.ParseOptions(delimiter=delimiter),
                                     read_options=pacsv.ReadOptions(block_size=1 << 20))
             names = header.schema.names
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise DataSourceError(f"{path}: the header names column(s) {twice} more than once; rename them")
         with fs.open_input_stream(path) as stream:
             reader = pacsv.open_csv(
                 stream,

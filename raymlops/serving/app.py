@@ -126,6 +126,33 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return JSONResponse({"detail": detail}, status_code=422)
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def keep_replica_grpc_on_loopback() -> None:
+    """Bind this replica's inter-deployment gRPC server to 127.0.0.1 instead of every interface.
+
+    Ray Serve 2.60 starts it on ``[::]:0`` in every replica, whatever the HTTP host. When the service is
+    configured for loopback (the default) on a node that is itself loopback (raymlops' embedded Ray), no
+    other machine may reach it. Called in the replica before Serve starts that server; on a real cluster
+    (node address not loopback) it does nothing, since proxies on other nodes must reach the replica.
+    """
+    import ray
+    import ray.serve._private.replica as replica_module
+
+    if ray.util.get_node_ip_address() not in LOOPBACK_HOSTS:
+        return
+    original = replica_module.add_port_to_grpc_server
+    if getattr(original, "_raymlops_loopback", False):
+        return
+
+    def add_port(server, address):
+        return original(server, "127.0.0.1:0" if address == "[::]:0" else address)
+
+    add_port._raymlops_loopback = True
+    replica_module.add_port_to_grpc_server = add_port
+
+
 def build_app(settings: dict[str, Any]) -> Any:
     """The Serve application for one model. ``settings`` is JSON (see ``deploy.settings_for``)."""
     serving, schema, model_name = settings["serving"], settings["input_schema"], settings["model"]
@@ -159,6 +186,8 @@ def build_app(settings: dict[str, Any]) -> Any:
     @serve.ingress(api)
     class ModelServer:
         def __init__(self) -> None:
+            if serving["host"] in LOOPBACK_HOSTS:
+                keep_replica_grpc_on_loopback()
             api.state.api_key = load_api_key(serving)
             if api.state.api_key is None:
                 log.warning("no API key configured: /v1/feedback and /v1/admin/* refuse every request")

@@ -24,12 +24,12 @@ from safetensors.torch import load_file
 from raymlops.config import DerivedFeature, ModelConfig, PipelineConfig
 from raymlops.data.features import add_derived
 from raymlops.data.stage import DataStageResult
-from raymlops.errors import GateFailed, TrainingError
+from raymlops.errors import GateFailed, RegistryError, TrainingError
 from raymlops.inference import PREDICTION, predict_dataset
 from raymlops.monitoring.drift import score_profile
 from raymlops.monitoring.profiles import build_reference_profile
 from raymlops.packaging import input_schema, load_package, write_package
-from raymlops.registry import CHALLENGER, CHAMPION, Registry, git_commit
+from raymlops.registry import CHALLENGER, CHAMPION, Registry, git_commit, is_unreachable
 from raymlops.training import evaluation
 from raymlops.training.trainer import TrainingResult, run_training
 from raymlops.training.tuning import TuningResult, run_tuning
@@ -92,7 +92,13 @@ def run_training_stage(cfg: PipelineConfig, data: DataStageResult, run_name: str
         "raymlops.code_version": git_commit(cfg.base_dir),
         "raymlops.snapshot_path": str(data.snapshot.path),
     }
-    run_id = reg.start_run(cfg.name, run_name, tags={**lineage, "raymlops.run_name": run_name})
+    try:
+        run_id = reg.start_run(cfg.name, run_name, tags={**lineage, "raymlops.run_name": run_name})
+    except Exception as exc:
+        if is_unreachable(exc):
+            raise RegistryError(f"the MLflow tracking server at {reg.tracking_uri} cannot be reached, so no run "
+                                f"was started: {_first_line(exc)}") from exc
+        raise
     lineage["raymlops.run_id"] = run_id
     try:
         reg.log_params(run_id, {**_flatten("model", cfg.model.model_dump(), {}),
@@ -182,13 +188,28 @@ def run_training_stage(cfg: PipelineConfig, data: DataStageResult, run_name: str
         reg.end_run(run_id, "FINISHED")
     except GateFailed:
         raise
-    except BaseException:
-        reg.end_run(run_id, "FAILED")
+    except BaseException as exc:
+        try:
+            reg.end_run(run_id, "FAILED")
+        except Exception:  # the server may be the reason we are here; keep the first error
+            pass
+        if isinstance(exc, Exception) and is_unreachable(exc):
+            where = ws.checkpoints / run_name
+            raise RegistryError(
+                f"the MLflow tracking server at {reg.tracking_uri} stopped answering during run {run_name!r} "
+                f"({_first_line(exc)}). Nothing was registered; the training checkpoint is kept under {where}. "
+                f"When the server is back, rerun with --run-name {run_name}: training resumes from the "
+                "checkpoint and the gates and registration run again") from exc
         raise
     return TrainingStageResult(
         run_id=run_id, run_name=run_name, training=trained, tuning=tuned, metrics=metrics,
         champion_metrics=champion_metrics, slices=slices, gates=gates, package_dir=package_dir,
         model_name=name, version=version, aliases=aliases, tracking_uri=reg.tracking_uri, seconds=seconds)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
 
 
 def summary_rows(result: TrainingStageResult) -> list[tuple[str, str]]:

@@ -283,26 +283,29 @@ class MlflowServer:
     log: Path
 
 
-def start_mlflow_server(postgres: PostgresServer, root: Path, database: str = "mlflow") -> tuple[subprocess.Popen,
-                                                                                                 MlflowServer]:
-    """`mlflow server` on 127.0.0.1 with a PostgreSQL backend store, as README's cluster set-up runs it."""
+def start_mlflow_server(postgres: PostgresServer, root: Path, database: str = "mlflow", port: int | None = None,
+                        fresh: bool = True) -> tuple[subprocess.Popen, MlflowServer]:
+    """`mlflow server` on 127.0.0.1 with a PostgreSQL backend store, as README's cluster set-up runs it.
+
+    ``fresh=False`` with the same ``port`` and ``root`` restarts a stopped server on its existing store."""
     import sys
 
-    conn = postgres.connect()
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS {database}")
-        cur.execute(f"CREATE DATABASE {database}")
-    conn.close()
+    if fresh:
+        conn = postgres.connect()
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {database}")
+            cur.execute(f"CREATE DATABASE {database}")
+        conn.close()
     # SQLAlchemy 2.1 reads plain postgresql:// as psycopg 3; the driver installed here is psycopg2.
     backend = f"postgresql+psycopg2://{postgres.user}:{postgres.password}@{postgres.host}:{postgres.port}/{database}"
-    port = free_port()
+    port = port or free_port()
     root.mkdir(parents=True, exist_ok=True)
     log = root / "mlflow-server.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", backend, "--artifacts-destination", (root / "artifacts").as_uri()],
-        stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
     server = MlflowServer(url=f"http://127.0.0.1:{port}", backend_uri=backend, artifacts=root / "artifacts", log=log)
     deadline = time.monotonic() + 120
     import urllib.request
@@ -331,3 +334,13 @@ def stop_process_group(proc: subprocess.Popen) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(postgres_server, tmp_path_factory):
+    """`mlflow server` on PostgreSQL for one test module (a fresh database each time)."""
+    proc, server = start_mlflow_server(postgres_server, tmp_path_factory.mktemp("mlflow"))
+    try:
+        yield server
+    finally:
+        stop_process_group(proc)

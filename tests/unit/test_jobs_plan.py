@@ -9,7 +9,7 @@ import yaml
 
 from raymlops.config import load_config
 from raymlops.errors import ClusterError
-from raymlops.jobs import plan_submission, resolve_address
+from raymlops.jobs import ENV_PASSED, plan_submission, resolve_address
 from raymlops.ray_auth import auth_headers, load_token
 from tests.helpers import smoke_dict
 
@@ -28,7 +28,8 @@ def _project(tmp_path, workdir=".raymlops", data_path="data/flights.csv"):
 
 
 def test_plan_runs_the_config_from_the_uploaded_project_with_a_shared_workdir(tmp_path, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for name in ENV_PASSED:
+        monkeypatch.delenv(name, raising=False)
     project, path = _project(tmp_path)
     plan = plan_submission(load_config(path), path, project_root=project, workdir="/mnt/shared/rm",
                            run_name="r 1", pip=["polars==1.0"], env={"A": "b"})
