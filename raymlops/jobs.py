@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,8 +169,7 @@ def follow(job_id: str, address: str, write: Callable[[str], None]) -> str:
 
 
 def wait(job_id: str, address: str, timeout_s: float | None = None, every_s: float = 1.0) -> str:
-    import time
-
+    """Poll until the job ends; returns its final status name."""
     client = job_client(address)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:

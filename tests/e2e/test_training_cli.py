@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -19,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from raymlops.client import Client
 from raymlops.registry import Registry
 from tests.e2e.test_cli import ENV, RAYMLOPS, cli
-from tests.helpers import REPO, smoke_config, free_port
+from tests.helpers import REPO, free_port, interrupt, smoke_config
 
 pytestmark = pytest.mark.e2e
 
@@ -120,11 +119,7 @@ def test_served_flights_champion_answers_like_batch_prediction_on_1000_test_rows
             served += [p["score"] for p in answer["predictions"]]
         np.testing.assert_allclose(served, offline["prediction"].to_numpy(), rtol=0, atol=1e-6)
     finally:
-        os.killpg(server.pid, signal.SIGINT)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+        interrupt(server)
     reader.join(timeout=30)
     log = "".join(lines)
     assert "serving flights-delay at" in log and "champion v1" in log, log[-2000:]

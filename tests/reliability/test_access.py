@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import threading
@@ -22,7 +21,7 @@ import pytest
 import requests
 import yaml
 
-from tests.helpers import REPO, free_port, smoke_config
+from tests.helpers import REPO, free_port, interrupt, smoke_config
 
 pytestmark = pytest.mark.reliability
 RAYMLOPS = [sys.executable, "-m", "raymlops"]
@@ -103,11 +102,7 @@ def test_keys_are_required_nothing_listens_beyond_loopback_and_no_secret_is_writ
         print(f"\nraymlops serve listens on {len(listeners)} sockets; beyond loopback: {beyond or 'none'}")
         assert beyond == []
     finally:
-        os.killpg(server.pid, signal.SIGINT)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+        interrupt(server)
 
     sessions = sorted(set(ray_temp.glob("session_*")) - before)
     assert sessions, "no Ray session folder of the run or serve was found"
