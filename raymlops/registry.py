@@ -281,8 +281,9 @@ class Registry:
 
     def pending_moves(self, name: str | None = None) -> list[AliasMove]:
         """Intents with no outcome yet: a process died between announcing a move and recording it."""
-        settled = {(m.time, m.model, m.alias) for m in self._audit_records() if m.state != "intent"}
-        return [m for m in self._audit_records() if m.state == "intent"
+        records = self._audit_records()
+        settled = {(m.time, m.model, m.alias) for m in records if m.state != "intent"}
+        return [m for m in records if m.state == "intent"
                 and (m.time, m.model, m.alias) not in settled and (name is None or m.model == name)]
 
     def _settle_pending(self) -> None:
