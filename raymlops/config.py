@@ -279,7 +279,8 @@ class ServingConfig(StrictModel):
         64, ge=1, description="Most requests waiting per proxy; beyond it requests are shed at once (finite queue).")
     shed_status: Literal[503, 429] = Field(503, description="HTTP status of a shed request.")
     retry_after_s: float = Field(1.0, ge=0, description="Retry-After header sent with a shed request.")
-    request_timeout_s: float = Field(10.0, gt=0, description="A request not answered within this gets 408.")
+    request_timeout_s: float = Field(
+        10.0, gt=0, description="A request not answered within this gets 408 (504 when the model call is what hung).")
     cpus_per_replica: float = Field(0.5, gt=0, description="CPUs reserved per replica.")
     batching: BatchingConfig = Field(default_factory=BatchingConfig, description="Dynamic batching.")
     max_records_per_request: int = Field(1000, ge=1, le=100_000, description="Most records in one predict call.")
@@ -309,6 +310,9 @@ class MonitoringConfig(StrictModel):
     min_window_rows: int = Field(500, ge=10, description="Fewest rows before a window is judged.")
     quality_window: int = Field(1000, ge=10, description="Labelled predictions per live-quality window.")
     drift: DriftConfig = Field(default_factory=DriftConfig, description="Drift tests.")
+    latency_slo_ms: float = Field(
+        50.0, gt=0, description="p99 in-replica latency the service is sized to meet; exported as "
+        "raymlops_latency_slo_seconds, which the RaymlopsLatencyHigh alert compares the live p99 with.")
     metrics_host: str = Field("127.0.0.1", description="Bind address of the monitor's Prometheus endpoint.")
     metrics_port: int = Field(9108, ge=1, le=65535, description="Port of the monitor's Prometheus endpoint.")
     keep_predictions: int = Field(

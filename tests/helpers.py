@@ -61,6 +61,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def serve_port() -> int:
+    """The port of the Serve instance this test session's Ray runs, or a free one when none runs yet.
+
+    Serve has one HTTP port per cluster; applications deployed later in a session must use it.
+    """
+    from raymlops.serving.deploy import running_http
+
+    running = running_http()
+    return running[1] if running else free_port()
+
+
 def interrupt(proc: subprocess.Popen, timeout_s: float = 60) -> None:
     """Ctrl-C a command started in its own session (as a user would), then kill it if it hangs."""
     os.killpg(proc.pid, signal.SIGINT)

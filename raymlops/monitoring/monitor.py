@@ -59,6 +59,8 @@ class _Metrics:
         self.feedback = Counter("raymlops_feedback", "Labels joined to predictions", ["model"], registry=r)
         self.lost = Gauge("raymlops_monitor_lost_samples", "Samples sent by replicas that never arrived", ["model"], registry=r)
         self.events = Counter("raymlops_events", "Loop decisions taken", ["model", "kind", "action"], registry=r)
+        self.latency_slo = Gauge("raymlops_latency_slo_seconds", "p99 latency the service is sized to meet "
+                                 "(monitoring.latency_slo_ms)", ["model"], registry=r)
         self.version = Gauge("raymlops_model_version", "Version serving per alias (value is the version)",
                              ["model", "alias"], registry=r)
         try:
@@ -106,6 +108,7 @@ class Monitor:
         self.dir = Path(workdir) / "monitoring" / model
         self.dir.mkdir(parents=True, exist_ok=True)
         self.metrics = _Metrics(model, self.cfg.metrics_host, self.cfg.metrics_port)
+        self.metrics.latency_slo.labels(model).set(self.cfg.latency_slo_ms / 1000)
         self.last_drift: dict[str, Any] | None = None
         self._load_references()
         self.predictions = PredictionJournal(self.dir, self.cfg.keep_predictions)

@@ -12,7 +12,10 @@ Routes (under ``serving.route_prefix``):
 What keeps it safe under load: requests are batched (``@serve.batch``); each replica takes at most
 ``max_ongoing_requests``; each proxy queues at most ``max_queued_requests`` and sheds the rest at once
 with 503/429 and ``Retry-After``; the proxy answers 408 after ``request_timeout_s``; bodies over
-``max_body_bytes`` get 413 before they are parsed. Nothing a request carries is ever unpickled.
+``max_body_bytes`` get 413 before they are parsed. Model calls run off the event loop with the same
+deadline (``model_calls``): a hung call gets 504 even when a client's ``x-request-timeout-seconds``
+header switched the proxy's timeout off, and the replica keeps answering. Nothing a request carries is
+ever unpickled.
 
 ``build_app(settings)`` makes the application; ``app_builder({"config": PATH})`` is the import path that
 ``serve deploy`` and KubeRay's ``serveConfigV2`` use (see ``raymlops serve-config``).
@@ -38,10 +41,12 @@ import pandas as pd
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from ray import serve
 
 from raymlops.errors import ModelPackageError
 from raymlops.registry import CHAMPION, Registry
+from raymlops.serving.model_calls import ModelCallTimeout, ModelCalls
 from raymlops.serving.rollout import ModelSlots
 from raymlops.serving.schema import (
     FeedbackRequest,
@@ -53,10 +58,32 @@ from raymlops.serving.schema import (
     probe_record,
     record_model,
 )
-from raymlops.serving.serve_config import DEPLOYMENT, deployment_options
+from raymlops.serving.serve_config import DEPLOYMENT, HEALTH_CHECK_TIMEOUT_S, deployment_options
 
 log = logging.getLogger("raymlops.serving")
 MAX_SAMPLED_ROWS = 64  # rows of one request handed to the monitor
+MODEL_CALL_THREADS = 4  # per replica; more hung calls than this queue (and time out) behind them
+
+
+class ErrorDetail(BaseModel):
+    detail: str = Field(description="What was wrong, in words.")
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the errors a route can answer (422 is documented by FastAPI itself)."""
+    return {code: {"model": ErrorDetail, "description": ERROR_MEANINGS[code]} for code in codes}
+
+
+ERROR_MEANINGS = {
+    400: "The body is not JSON.",
+    401: "No API key was sent, or the service has none configured.",
+    403: "The API key was not accepted.",
+    408: "Not answered within serving.request_timeout_s (Serve's proxy).",
+    409: "The registry points at a version this replica cannot load; it keeps serving the current one.",
+    413: "The body is larger than serving.max_body_bytes.",
+    503: "Shed under overload (see Retry-After), not ready yet, or the monitor is restarting.",
+    504: "The model did not answer within serving.request_timeout_s.",
+}
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
@@ -183,6 +210,14 @@ def build_app(settings: dict[str, Any]) -> Any:
     predict_key = key_check(serving["require_key_for_predict"])
     admin_key = key_check(True)
 
+    async def score_rows(calls: ModelCalls, model: Any, rows: list[dict[str, Any]]) -> np.ndarray:
+        """Rows to features on the event loop (our own pandas code, bounded); the model itself in a
+        model-call thread, under the deadline. Only the forward pass moves: it releases the GIL, while
+        pandas work in a second thread fought the event loop for it (half the requests/s at 32 clients,
+        benchmarks/serve_bench.py)."""
+        features = model.features.transform_frame(frame_from_rows(rows, schema))
+        return await calls.run(model.predict_features, features)
+
     @serve.ingress(api)
     class ModelServer:
         def __init__(self) -> None:
@@ -195,6 +230,9 @@ def build_app(settings: dict[str, Any]) -> Any:
             self.slots = ModelSlots(self.registry, model_name, schema,
                                     trusted_builders=settings.get("trusted_builders", ()))
             self.slots.refresh()  # raises (and the replica fails to start) when no champion can be served
+            self.calls = ModelCalls(MODEL_CALL_THREADS, serving["request_timeout_s"])
+            # The probe must fail before Serve's own health-check timeout does, with a message that says why.
+            self.probe_timeout_s = min(serving["request_timeout_s"], HEALTH_CHECK_TIMEOUT_S / 2)
             self.probe = frame_from_rows(
                                          [Record.model_validate(probe_record(schema)).model_dump()], schema)
             self.rng = random.Random()
@@ -279,13 +317,20 @@ def build_app(settings: dict[str, Any]) -> Any:
                     self.monitor.set_reference.remote(served.version, profile)
                     self.announced.add(served.version)
 
-        def check_health(self) -> None:
-            """Serve's health check: the champion must predict a finite score for a valid record."""
-            self._probe()
+        async def check_health(self) -> None:
+            """Serve's health check: the champion must predict a finite score for a valid record, in time.
 
-        def _probe(self) -> float:
+            A model that hangs fails it, and Serve replaces the replica (its stuck threads go with it).
+            """
+            await self._probe()
+
+        async def _probe(self) -> float:
             served = self.slots.current(CHAMPION)
-            score = float(served.model.predict_frame(self.probe)[0])
+            try:
+                scores = await self.calls.run(served.model.predict_frame, self.probe, timeout_s=self.probe_timeout_s)
+            except ModelCallTimeout as exc:
+                raise ModelPackageError(f"champion v{served.version} did not score the probe record: {exc}") from None
+            score = float(scores[0])
             if not math.isfinite(score):
                 raise ModelPackageError(f"champion v{served.version} predicts {score} for a valid record")
             return score
@@ -299,7 +344,7 @@ def build_app(settings: dict[str, Any]) -> Any:
             for alias in {a for a, _ in items}:
                 idx = [i for i, (a, _) in enumerate(items) if a == alias]
                 served = self.slots.current(alias)
-                scores = served.model.predict_frame(frame_from_rows([r for i in idx for r in items[i][1]], schema))
+                scores = await score_rows(self.calls, served.model, [r for i in idx for r in items[i][1]])
                 start = 0
                 for i in idx:
                     n = len(items[i][1])
@@ -311,16 +356,19 @@ def build_app(settings: dict[str, Any]) -> Any:
             if self.batching:
                 return await self._score_batch((alias, rows))
             served = self.slots.current(alias)
-            return served.alias, served.version, served.model.predict_frame(frame_from_rows(rows, schema))
+            return served.alias, served.version, await score_rows(self.calls, served.model, rows)
 
         # ------------------------------------------------------------------------------ routes
         @api.post("/v1/predict", response_model=PredictResponse, dependencies=[predict_key],
-                  summary="Score one record or a list of records")
+                  summary="Score one record or a list of records", responses=_errors(400, 401, 403, 408, 413, 503, 504))
         async def predict(self, body: PredictRequest, response: Response) -> PredictResponse:  # type: ignore[valid-type]
             started = time.perf_counter()
             rows = body.rows()
             alias = self.slots.pick(self.canary_share, self.rng.random()).alias
-            alias, version, scores = await self._score(alias, rows)
+            try:
+                alias, version, scores = await self._score(alias, rows)
+            except ModelCallTimeout as exc:
+                raise HTTPException(504, f"{exc} (serving.request_timeout_s)") from None
             request_id = uuid.uuid4().hex
             values = [float(s) for s in scores]
             if self.sample_rate and self.rng.random() < self.sample_rate:
@@ -333,7 +381,7 @@ def build_app(settings: dict[str, Any]) -> Any:
                                    predictions=predictions_for(settings["task"], values))
 
         @api.post("/v1/feedback", response_model=FeedbackResponse, dependencies=[admin_key],
-                  summary="Report true outcomes of earlier predictions")
+                  summary="Report true outcomes of earlier predictions", responses=_errors(400, 401, 403, 408, 413, 503))
         async def feedback(self, body: FeedbackRequest) -> FeedbackResponse:
             if self.monitor is None:
                 raise HTTPException(503, "monitoring is disabled for this model (monitoring.enabled: false)")
@@ -350,7 +398,8 @@ def build_app(settings: dict[str, Any]) -> Any:
                                     headers={"Retry-After": "1"}) from None
             return FeedbackResponse(**result)
 
-        @api.post("/v1/admin/refresh", dependencies=[admin_key], summary="Re-read the registry aliases now")
+        @api.post("/v1/admin/refresh", dependencies=[admin_key], summary="Re-read the registry aliases now",
+                  responses=_errors(401, 403, 408, 409, 503))
         async def refresh(self) -> dict[str, Any]:
             try:
                 events = await asyncio.to_thread(self.slots.refresh)
@@ -358,21 +407,24 @@ def build_app(settings: dict[str, Any]) -> Any:
                 raise HTTPException(409, str(exc)) from exc
             return {"replica": self.replica, "events": events, **self.slots.describe()}
 
-        @api.get("/v1/model", summary="What this replica serves")
+        @api.get("/v1/model", summary="What this replica serves", responses=_errors(408, 503))
         async def model_info(self) -> dict[str, Any]:
             return {"model": model_name, "replica": self.replica, "canary_share": self.canary_share,
-                    "input_schema": schema, "task": settings["task"], **self.slots.describe()}
+                    "input_schema": schema, "task": settings["task"], **self.slots.describe(),
+                    # Model calls running, abandoned past their deadline (still running) and timed out in all;
+                    # tasks on this replica's event loop: both return to their resting level after a hang ends.
+                    "model_calls": self.calls.stats(), "event_loop_tasks": len(asyncio.all_tasks())}
 
-        @api.get("/healthz", summary="Liveness")
+        @api.get("/healthz", summary="Liveness", responses=_errors(408, 503))
         async def healthz(self) -> dict[str, str]:
             return {"status": "ok"}
 
-        @api.get("/readyz", summary="Readiness: the champion predicts")
+        @api.get("/readyz", summary="Readiness: the champion predicts", responses=_errors(408, 503))
         async def readyz(self) -> Any:
             try:
-                self._probe()
+                await self._probe()
             except Exception as exc:
-                return JSONResponse({"status": "not ready", "reason": str(exc)}, status_code=503)
+                return JSONResponse({"status": "not ready", "detail": str(exc)}, status_code=503)
             return {"status": "ready", "version": self.slots.current(CHAMPION).version}
 
     return serve.deployment(ModelServer, name=DEPLOYMENT, **deployment_options(serving)).bind()

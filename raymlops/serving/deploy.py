@@ -49,11 +49,31 @@ def base_url(serving: dict[str, Any]) -> str:
     return f"http://{host}:{serving['port']}{serving['route_prefix'].rstrip('/')}"
 
 
+def running_http() -> tuple[str, int] | None:
+    """Host and port of the Serve instance already running on the connected cluster, if any."""
+    from ray.serve.context import _get_global_client
+
+    client = _get_global_client(raise_if_no_controller_running=False)
+    if client is None:
+        return None
+    return client.http_config.host, client.http_config.port
+
+
 def start_serve(host: str, port: int, request_timeout_s: float, access_log: bool) -> None:
+    """Start Serve's proxies, or check that the running ones listen where this model's config says.
+
+    Serve keeps one set of HTTP options per cluster; a second ``serve.start`` with another port only
+    logs a warning, and the model would then answer somewhere its config does not say.
+    """
     from ray import serve
     from ray.serve.config import HTTPOptions
     from ray.serve.schema import LoggingConfig
 
+    running = running_http()
+    if running is not None and running != (host, port):
+        raise ServingError(f"Ray Serve on this cluster already listens on {running[0]}:{running[1]}, not on "
+                           f"{host}:{port} as serving.host/serving.port say; set them to match, or stop the "
+                           "other applications (`serve shutdown`)")
     serve.start(http_options=HTTPOptions(host=host, port=port, request_timeout_s=request_timeout_s),
                 logging_config=LoggingConfig(enable_access_log=access_log, log_level="WARNING"))
 

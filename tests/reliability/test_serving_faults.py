@@ -23,7 +23,7 @@ from raymlops.data.stage import run_data_stage
 from raymlops.errors import ServingError
 from raymlops.serving.schema import probe_record
 from raymlops.training.stage import run_training_stage
-from tests.helpers import free_port, smoke_dict, wait_for, write_config
+from tests.helpers import serve_port, smoke_dict, wait_for, write_config
 
 pytestmark = pytest.mark.reliability
 RATE_PER_THREAD, THREADS, SECONDS = 5.0, 8, 20.0
@@ -39,7 +39,7 @@ def two_replicas(ray_session, tmp_path_factory):
     data = smoke_dict()
     data["training"]["epochs"] = 2
     data["evaluation"]["gates"] = []
-    data["serving"] = {"port": free_port(), "min_replicas": 2, "max_replicas": 2, "cpus_per_replica": 0.25}
+    data["serving"] = {"port": serve_port(), "min_replicas": 2, "max_replicas": 2, "cpus_per_replica": 0.25}
     data["monitoring"] = {"enabled": False}
     cfg = load_config(write_config(tmp, data))
     run_training_stage(cfg, run_data_stage(cfg), run_name="faults-v1")
