@@ -96,7 +96,9 @@ def record_model(schema: dict[str, dict[str, Any]], name: str = "Record") -> typ
 
 
 class _PredictRequestBase(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # "Exactly one of record/records" in the OpenAPI document too, so generated clients and fuzzers know it.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "oneOf": [{"required": ["record"]}, {"required": ["records"]}]})
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Any:
@@ -113,9 +115,10 @@ def predict_request_model(record: type[BaseModel], max_records: int) -> type[Bas
     """``{"record": {...}}`` or ``{"records": [{...}, ...]}`` (1..max_records)."""
     return create_model(
         "PredictRequest", __base__=_PredictRequestBase,
-        record=(record | None, Field(None, description="One record to score.")),
-        records=(list[record] | None, Field(None, min_length=1, max_length=max_records,
-                                            description=f"Up to {max_records} records to score.")))
+        # Optional but never null (null is refused, as the document says): give one key, not both.
+        record=(record, Field(None, description="One record to score.")),
+        records=(list[record], Field(None, min_length=1, max_length=max_records,
+                                     description=f"Up to {max_records} records to score.")))
 
 
 class Prediction(BaseModel):
@@ -139,7 +142,8 @@ def predictions_for(task: str, scores: list[float]) -> list[Prediction]:
 
 
 class FeedbackItem(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: JSON types as documented (true is not the index 1; "1" is not the label 1).
+    model_config = ConfigDict(extra="forbid", strict=True)
     request_id: str = Field(pattern=REQUEST_ID_PATTERN, description="The request_id of a prediction.")
     index: int = Field(0, ge=0, description="Which record of that request (0 for a single record).")
     label: float = Field(allow_inf_nan=False, description="The true outcome (class 0/1, or the value).")
