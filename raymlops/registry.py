@@ -159,6 +159,24 @@ class Registry:
         run = self.client.create_run(self.experiment_id(experiment), run_name=run_name, tags=tags)
         return run.info.run_id
 
+    def end_interrupted_runs(self, experiment: str, run_name: str, resumed_by: str) -> list[str]:
+        """Mark earlier attempts of ``run_name`` still shown as RUNNING (their process died) as KILLED.
+
+        A driver that is killed never ends its MLflow run (nor its trials' runs), which would stay
+        "running" forever. A rerun with the same name resumes their work, so it closes them and says so.
+        """
+        exp = self.experiment_id(experiment)
+        quoted = run_name.replace("\\", "\\\\").replace("'", "\\'")
+        stale = [r.info.run_id for r in self.client.search_runs(
+            [exp], f"tags.`raymlops.run_name` = '{quoted}' and attributes.status = 'RUNNING'")
+            if r.info.run_id != resumed_by]
+        children = [r.info.run_id for parent in stale for r in self.client.search_runs(
+            [exp], f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status = 'RUNNING'")]
+        for run_id in children + stale:
+            self.set_tags(run_id, {"raymlops.resumed_by": resumed_by})
+            self.end_run(run_id, "KILLED")
+        return stale
+
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 

@@ -87,6 +87,13 @@ def ray_runtime(address: str | None = None, num_cpus: int | None = None) -> Iter
         where = address or "a local cluster"
         raise RuntimeConnectionError(f"cannot start or reach Ray at {where}: {exc}") from exc
     _quiet_data_context()
+    if not address:
+        from raymlops import reaper
+
+        node = getattr(ray._private.worker, "_global_node", None)  # no public API names the session folder
+        if node is not None:  # the node ends with this process, even on SIGKILL
+            raylets = node.all_processes.get("raylet") or []
+            reaper.start(node.get_session_dir_path(), raylets[0].process.pid if raylets else None)
     try:
         yield RuntimeInfo(address=ray.get_runtime_context().gcs_address,
                           num_cpus=ray.cluster_resources().get("CPU", 0), started_here=not address)

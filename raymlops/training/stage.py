@@ -101,6 +101,9 @@ def run_training_stage(cfg: PipelineConfig, data: DataStageResult, run_name: str
         raise
     lineage["raymlops.run_id"] = run_id
     try:
+        for stale in reg.end_interrupted_runs(cfg.name, run_name, resumed_by=run_id):
+            say("resume", f"an earlier attempt of run {run_name!r} (MLflow run {stale[:12]}) died without "
+                          "ending; marked KILLED, training resumes from its checkpoints")
         reg.log_params(run_id, {**_flatten("model", cfg.model.model_dump(), {}),
                                 **_flatten("training", cfg.training.model_dump(), {}),
                                 "data.rows": data.snapshot.manifest.rows,

@@ -1,0 +1,128 @@
+"""Guarantee 5, the driver: ``raymlops run`` SIGKILLed mid-training, then started again with the same name.
+
+The killed process takes its embedded Ray with it (nothing of its session may be left running). The
+same command with the same ``--run-name`` resumes from the last checkpoint instead of starting over,
+closes the dead attempt's MLflow run (KILLED, pointing at the run that resumed it) and registers exactly
+one version, with test metrics within tolerance of an undisturbed run of the same config.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import psutil
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.helpers import REPO, SMOKE_FLIGHTS, smoke_dict, wait_for, write_config
+
+pytestmark = pytest.mark.reliability
+NAME = "flights-smoke"  # the smoke config's pipeline, experiment and model name
+
+
+def _config(tmp_path, name: str):
+    """The config of one pipeline, with its working folder in ``tmp_path/name/work``."""
+    flights = pd.read_csv(SMOKE_FLIGHTS)
+    big = tmp_path / "flights.csv"
+    if not big.exists():
+        pd.concat([flights.assign(flight=flights["flight"] + 10_000 * i) for i in range(6)],
+                  ignore_index=True).to_csv(big, index=False)
+    data = smoke_dict()
+    data["data"]["sources"][0]["path"] = str(big)
+    data["training"] = {"num_workers": 1, "epochs": 5, "batch_size": 32, "early_stopping_patience": 10}
+    data["evaluation"]["gates"] = ["auc >= 0.5"]
+    folder = tmp_path / name
+    folder.mkdir(exist_ok=True)
+    return write_config(folder, data)
+
+
+def _run(config, run_name: str) -> subprocess.Popen:
+    env = {**os.environ, "RAYMLOPS_PROGRESS": "0"}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.Popen([sys.executable, "-m", "raymlops", "run", str(config), "--num-cpus", "2",
+                             "--run-name", run_name], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _session_processes(sid: int) -> list[str]:
+    """Running processes of the killed command's session (zombies excepted: they run nothing)."""
+    found = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if os.getsid(p.pid) == sid and p.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(" ".join(p.info["cmdline"] or []).strip()[:60] or str(p.pid))
+        except (ProcessLookupError, PermissionError):
+            pass
+    return found
+
+
+def _client(workdir) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+
+
+def _runs(client: MlflowClient, run_name: str) -> list:
+    """Top-level MLflow runs of ``run_name``, oldest first."""
+    exp = client.get_experiment_by_name(NAME)
+    return client.search_runs([exp.experiment_id], f"tags.`raymlops.run_name` = '{run_name}'",
+                              order_by=["attributes.start_time ASC"])
+
+
+def test_a_killed_driver_is_resumed_by_a_rerun_with_the_same_name(tmp_path):
+    config = _config(tmp_path, "crash")
+    run_dir = tmp_path / "crash" / "work" / "checkpoints" / "crash"
+
+    def checkpoints():
+        return sorted(p for p in run_dir.iterdir() if p.is_dir() and p.name.startswith("checkpoint_")) \
+            if run_dir.is_dir() else []
+
+    first = _run(config, "crash")
+    try:
+        wait_for(lambda: len(checkpoints()) >= 2 or first.poll() is not None, timeout_s=300,
+                 what="two checkpoints", every_s=0.1)
+        assert first.poll() is None, first.stderr.read()[-3000:]
+        os.kill(first.pid, signal.SIGKILL)  # the driver only: its Ray must follow it down
+        first.wait(timeout=30)
+        killed_after = len(checkpoints())
+        # raymlops.reaper stops what Ray leaves of the node (its agents hang once GCS and raylet are gone).
+        deadline = time.monotonic() + 30
+        while _session_processes(first.pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        left = _session_processes(first.pid)
+    finally:
+        if _session_processes(first.pid):
+            os.killpg(first.pid, signal.SIGKILL)
+    assert not left, f"the killed driver's Ray processes were still running 30 s later: {left}"
+
+    started = time.monotonic()
+    rerun = _run(config, "crash")
+    out, err = rerun.communicate(timeout=600)
+    resumed_in = time.monotonic() - started
+    assert rerun.returncode == 0, err[-3000:]
+    assert "died without ending; marked KILLED" in " ".join(err.split()), err[-2000:]  # rich wraps lines
+
+    calm = _run(_config(tmp_path, "calm"), "calm")
+    calm_out, calm_err = calm.communicate(timeout=600)
+    assert calm.returncode == 0, calm_err[-3000:]
+
+    client = _client(tmp_path / "crash" / "work")
+    dead, resumed = _runs(client, "crash")
+    assert dead.info.status == "KILLED" and dead.data.tags["raymlops.resumed_by"] == resumed.info.run_id
+    assert resumed.info.status == "FINISHED"
+    starts = [m.value for m in client.get_metric_history(resumed.info.run_id, "started_at_epoch")]
+    # Epochs up to the last complete checkpoint kept started_at_epoch 0; the rest ran after resuming.
+    resumed_at = int(starts[-1])
+    assert resumed_at >= 1 and starts[:resumed_at] == [0.0] * resumed_at, starts
+    versions = client.search_model_versions(f"name='{NAME}'")
+    assert [str(v.version) for v in versions] == ["1"] and versions[0].run_id == resumed.info.run_id
+
+    (calm_run,) = _runs(_client(tmp_path / "calm" / "work"), "calm")
+    auc, calm_auc = resumed.data.metrics["test_auc"], calm_run.data.metrics["test_auc"]
+    print(f"\ndriver SIGKILLed after {killed_after} checkpoints; its Ray exited with it; the rerun resumed at "
+          f"epoch {resumed_at} and finished in {resumed_in:.0f} s: test AUC {auc:.4f} vs undisturbed "
+          f"{calm_auc:.4f}")
+    assert abs(auc - calm_auc) <= 0.03

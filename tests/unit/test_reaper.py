@@ -1,0 +1,62 @@
+"""raymlops.reaper finds a node's processes by session folder and Ray's environment marker (no Ray)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from raymlops import reaper
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+HOLD = "import sys, time; f = open(sys.argv[1], 'a'); time.sleep(120)"
+
+
+def _holding(path, ray_child: bool, raylet: str = "12345") -> subprocess.Popen:
+    """A process holding ``path`` open: Ray's (its program lies under a ray/ folder, as Ray's own
+    scripts do, with RAY_RAYLET_PID set), or a user's."""
+    env = {**os.environ, "RAY_RAYLET_PID": raylet} if ray_child else \
+        {k: v for k, v in os.environ.items() if k != "RAY_RAYLET_PID"}
+    program = path.parent.parent / ("ray" if ray_child else "user") / "hold.py"
+    program.parent.mkdir(parents=True, exist_ok=True)
+    program.write_text(HOLD)
+    proc = subprocess.Popen([sys.executable, str(program), str(path)], env=env)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if any(os.readlink(f"/proc/{proc.pid}/fd/{fd}") == str(path) for fd in os.listdir(f"/proc/{proc.pid}/fd")):
+            return proc
+        time.sleep(0.05)
+    raise AssertionError("the helper process never opened its file")
+
+
+def test_only_ray_started_processes_of_that_session_are_reaped(tmp_path):
+    session, other = tmp_path / "session_a", tmp_path / "session_b"
+    (session / "logs").mkdir(parents=True)
+    other.mkdir()
+    worker = _holding(session / "logs" / "worker.out", ray_child=True)
+    user_tail = _holding(session / "logs" / "worker.err", ray_child=False)  # e.g. a user's tail -f
+    other_node = _holding(other / "raylet.out", ray_child=True)
+    try:
+        assert reaper.node_processes(str(session)) == [worker.pid]
+        assert reaper.reap(str(session)) == [worker.pid]
+        assert worker.wait(timeout=10) != 0
+        assert user_tail.poll() is None and other_node.poll() is None
+        assert reaper.node_processes(str(session)) == []
+    finally:
+        for p in (worker, user_tail, other_node):
+            p.kill()
+            p.wait()
+
+
+def test_a_child_of_this_raylet_is_found_even_without_a_file_in_the_session(tmp_path):
+    (tmp_path / "session_a").mkdir()
+    child = _holding(tmp_path / "elsewhere.out", ray_child=True, raylet="424242")
+    try:
+        assert reaper.node_processes(str(tmp_path / "session_a")) == []
+        assert reaper.node_processes(str(tmp_path / "session_a"), raylet_pid=424242) == [child.pid]
+    finally:
+        child.kill()
+        child.wait()
