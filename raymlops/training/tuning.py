@@ -13,7 +13,10 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,6 +116,22 @@ def _trial(params: dict[str, Any], *, cfg: PipelineConfig, data: DataStageResult
     trainer.fit()
 
 
+@contextmanager
+def _tracking_env_kept() -> Iterator[None]:
+    """Undo what Ray's MLflowLoggerCallback does to this process: it calls ``mlflow.set_tracking_uri``,
+    which exports MLFLOW_TRACKING_URI, so every later pipeline in the process (and every subprocess)
+    would track into this run's store instead of its own workdir's."""
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)  # None: back to "not set", and the variable is removed
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
 def run_tuning(cfg: PipelineConfig, data: DataStageResult, run_name: str, *, tracking_uri: str,
                experiment: str, parent_run_id: str | None) -> TuningResult:
     ws = Workspace(cfg.workdir_path).ensure()
@@ -146,7 +165,8 @@ def run_tuning(cfg: PipelineConfig, data: DataStageResult, run_name: str, *, tra
                                             experiment_name=experiment, save_artifact=False,
                                             tags={"mlflow.parentRunId": parent_run_id} if parent_run_id else None)]),
     )
-    grid = tuner.fit()
+    with _tracking_env_kept():
+        grid = tuner.fit()
     trials = []
     for r in grid:
         df = r.metrics_dataframe
