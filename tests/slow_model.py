@@ -20,7 +20,8 @@ from torch import nn
 
 from raymlops.training.models import build_mlp
 
-RULE = Path(tempfile.gettempdir()) / f"raymlops-slow-model-{hashlib.sha1(__file__.encode()).hexdigest()[:8]}.json"
+_HERE = str(Path(__file__).resolve())  # the same in the test process and in every replica
+RULE = Path(tempfile.gettempdir()) / f"raymlops-slow-model-{hashlib.sha1(_HERE.encode()).hexdigest()[:8]}.json"
 
 
 def set_rule(delay_s: float, min_rows: int = 1) -> None:

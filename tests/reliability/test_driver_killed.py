@@ -34,7 +34,8 @@ def _config(tmp_path, name: str):
                   ignore_index=True).to_csv(big, index=False)
     data = smoke_dict()
     data["data"]["sources"][0]["path"] = str(big)
-    data["training"] = {"num_workers": 1, "epochs": 5, "batch_size": 32, "early_stopping_patience": 10}
+    # 8 epochs: the kill after checkpoint 2 lands mid-training even when checkpoints reach disk late.
+    data["training"] = {"num_workers": 1, "epochs": 8, "batch_size": 32, "early_stopping_patience": 10}
     data["evaluation"]["gates"] = ["auc >= 0.5"]
     folder = tmp_path / name
     folder.mkdir(exist_ok=True)
@@ -43,7 +44,8 @@ def _config(tmp_path, name: str):
 
 def _run(config, run_name: str) -> subprocess.Popen:
     env = {**os.environ, "RAYMLOPS_PROGRESS": "0"}
-    env.pop("RAY_ADDRESS", None)
+    for name in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI"):  # each run tracks into its own workdir
+        env.pop(name, None)
     return subprocess.Popen([sys.executable, "-m", "raymlops", "run", str(config), "--num-cpus", "2",
                              "--run-name", run_name], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -98,6 +100,8 @@ def test_a_killed_driver_is_resumed_by_a_rerun_with_the_same_name(tmp_path):
             os.killpg(first.pid, signal.SIGKILL)
     assert not left, f"the killed driver's Ray processes were still running 30 s later: {left}"
 
+    client = _client(tmp_path / "crash" / "work")
+    assert not client.search_model_versions(f"name='{NAME}'"), "the kill came after registration, not mid-run"
     started = time.monotonic()
     rerun = _run(config, "crash")
     out, err = rerun.communicate(timeout=600)
@@ -109,7 +113,6 @@ def test_a_killed_driver_is_resumed_by_a_rerun_with_the_same_name(tmp_path):
     calm_out, calm_err = calm.communicate(timeout=600)
     assert calm.returncode == 0, calm_err[-3000:]
 
-    client = _client(tmp_path / "crash" / "work")
     dead, resumed = _runs(client, "crash")
     assert dead.info.status == "KILLED" and dead.data.tags["raymlops.resumed_by"] == resumed.info.run_id
     assert resumed.info.status == "FINISHED"
