@@ -64,7 +64,8 @@ def _session_processes(sid: int) -> list[str]:
 
 
 def _client(workdir) -> MlflowClient:
-    return MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    uri = f"sqlite:///{workdir}/mlflow.db"
+    return MlflowClient(uri, registry_uri=uri)  # not a registry URI left in this process by an earlier test
 
 
 def _runs(client: MlflowClient, run_name: str) -> list:
