@@ -81,6 +81,3 @@ class ModelCalls:
         with self._lock:
             return {"running": len(self._running), "abandoned": len(self._abandoned),
                     "timed_out": self.timed_out, "workers": self.workers}
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
