@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import fcntl
+import functools
 import getpass
 import json
 import os
@@ -112,23 +113,28 @@ class Registry:
     """The MLflow tracking store and model registry of one working folder."""
 
     def __init__(self, tracking_uri: str, workdir: Path) -> None:
-        from mlflow.tracking import MlflowClient
-
         self.tracking_uri = tracking_uri
         self.workdir = Path(workdir)
         self.artifact_root = (self.workdir / "mlartifacts").resolve()
         self.audit_path = self.workdir / "registry" / "audit.jsonl"
         self.lock_path = self.workdir / "registry" / "registry.lock"
         self.audit_path.parent.mkdir(parents=True, exist_ok=True)
-        if not tracking_uri.startswith("sqlite"):
-            self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-            return
+
+    @functools.cached_property
+    def client(self) -> Any:
+        """The MLflow client, made on first use: importing MLflow and opening its store costs ~1.5 s of
+        CPU, which a serving replica starting from its node's package cache does not spend before serving."""
+        from mlflow.tracking import MlflowClient
+
+        if not self.tracking_uri.startswith("sqlite"):
+            return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         # MLflow creates and migrates a new SQLite store when a client is made (and the registry store on
         # first use); several processes doing it at once (pipelines started together on a fresh workdir)
         # crash on each other's half-made tables. One at a time, under the workdir's registry lock.
         with self._locked():
-            self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-            self.client.search_registered_models(max_results=1)
+            client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+            client.search_registered_models(max_results=1)
+        return client
 
     @classmethod
     def for_config(cls, cfg: PipelineConfig) -> Registry:

@@ -26,7 +26,6 @@ ever unpickled.
 
 import asyncio
 import hmac
-import json
 import logging
 import math
 import os
@@ -37,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -63,6 +61,14 @@ from raymlops.serving.serve_config import DEPLOYMENT, HEALTH_CHECK_TIMEOUT_S, de
 log = logging.getLogger("raymlops.serving")
 MAX_SAMPLED_ROWS = 64  # rows of one request handed to the monitor
 MODEL_CALL_THREADS = 4  # per replica; more hung calls than this queue (and time out) behind them
+STARTUP_CACHE_CHECKS = 5  # a node's confirmed champion is trusted at start for this many watch intervals
+
+
+def _process_age_s() -> float:
+    """Seconds since this replica's process started: its start cost beyond our ``__init__``."""
+    import psutil
+
+    return round(time.time() - psutil.Process().create_time(), 3)
 
 
 class ErrorDetail(BaseModel):
@@ -226,10 +232,17 @@ def build_app(settings: dict[str, Any]) -> Any:
             api.state.api_key = load_api_key(serving)
             if api.state.api_key is None:
                 log.warning("no API key configured: /v1/feedback and /v1/admin/* refuse every request")
+            started = time.monotonic()
             self.registry = Registry.for_workdir(settings["workdir"], settings["tracking_uri"])
             self.slots = ModelSlots(self.registry, model_name, schema,
                                     trusted_builders=settings.get("trusted_builders", ()))
-            self.slots.refresh()  # raises (and the replica fails to start) when no champion can be served
+            # A replacement replica starts from the champion its node confirmed with the registry within
+            # the last few checks (no MLflow on the way to serving), and checks the registry right after.
+            self.checked = not self.slots.start_from_cache(max_age_s=STARTUP_CACHE_CHECKS * serving["watch_interval_s"])
+            if self.checked:
+                self.slots.refresh()  # raises (and the replica fails to start) when no champion can be served
+            self.startup = {"from": "registry" if self.checked else "node cache",
+                            "init_s": 0.0, "process_s": _process_age_s()}
             self.calls = ModelCalls(MODEL_CALL_THREADS, serving["request_timeout_s"])
             # The probe must fail before Serve's own health-check timeout does, with a message that says why.
             self.probe_timeout_s = min(serving["request_timeout_s"], HEALTH_CHECK_TIMEOUT_S / 2)
@@ -251,6 +264,7 @@ def build_app(settings: dict[str, Any]) -> Any:
             self._announce()
             self.tasks: list[asyncio.Task] = []
             self.replica = uuid.uuid4().hex[:8]
+            self.startup["init_s"] = round(time.monotonic() - started, 3)
 
         # ----------------------------------------------------------------------- configuration
         async def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -267,7 +281,9 @@ def build_app(settings: dict[str, Any]) -> Any:
 
         async def _watch(self) -> None:
             while True:
-                await asyncio.sleep(self.watch_interval_s)
+                if self.checked:  # a replica that started from its node's copy checks the registry at once
+                    await asyncio.sleep(self.watch_interval_s)
+                self.checked = True
                 try:
                     for event in await asyncio.to_thread(self.slots.refresh):
                         log.warning("replica %s: %s", self.replica, event)
@@ -313,8 +329,7 @@ def build_app(settings: dict[str, Any]) -> Any:
                 return
             for served in (self.slots.champion, self.slots.challenger):
                 if served is not None and served.version not in self.announced:
-                    profile = json.loads((served.model.path / "reference_profile.json").read_text())
-                    self.monitor.set_reference.remote(served.version, profile)
+                    self.monitor.set_reference.remote(served.version, served.reference_profile)
                     self.announced.add(served.version)
 
         async def check_health(self) -> None:
@@ -413,7 +428,9 @@ def build_app(settings: dict[str, Any]) -> Any:
                     "input_schema": schema, "task": settings["task"], **self.slots.describe(),
                     # Model calls running, abandoned past their deadline (still running) and timed out in all;
                     # tasks on this replica's event loop: both return to their resting level after a hang ends.
-                    "model_calls": self.calls.stats(), "event_loop_tasks": len(asyncio.all_tasks())}
+                    "model_calls": self.calls.stats(), "event_loop_tasks": len(asyncio.all_tasks()),
+                    # Where this replica's first model came from, and how long its start took.
+                    "startup": self.startup}
 
         @api.get("/healthz", summary="Liveness", responses=_errors(408, 503))
         async def healthz(self) -> dict[str, str]:

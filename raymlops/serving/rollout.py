@@ -11,6 +11,10 @@ A version that cannot be loaded (missing, truncated, tampered, or expecting othe
 deployed API accepts) is refused: the replica keeps serving what it has and reports the error in
 ``/v1/model``. Losing the challenger alias ends the canary; losing the champion keeps the last one.
 
+Packages are kept in the node's ``PackageCache``: downloaded once per node, and a replica that replaces a
+dead one may start from the champion its node confirmed with the registry moments ago
+(``start_from_cache``), then ``refresh()`` as usual.
+
 Example::
 
     slots = ModelSlots(Registry.for_workdir(".raymlops"), "flights-delay", api_schema)
@@ -20,9 +24,9 @@ Example::
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
-import shutil
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,8 +35,9 @@ from collections.abc import Collection
 from typing import Any
 
 from raymlops.errors import ModelPackageError, RaymlopsError
-from raymlops.packaging import LoadedModel, load_package
+from raymlops.packaging import PROFILE, LoadedModel, load_package
 from raymlops.registry import CHALLENGER, CHAMPION, Registry
+from raymlops.serving.package_cache import PackageCache
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +56,22 @@ class Served:
         return {"alias": self.alias, "version": self.version, "loaded_at": self.loaded_at,
                 "lineage": self.model.manifest.get("lineage", {}), "task": self.model.task}
 
+    @functools.cached_property
+    def reference_profile(self) -> dict[str, Any]:
+        """Read once, the first time the monitor needs it (the node's copy may be pruned later)."""
+        return json.loads((self.path / PROFILE).read_text())
+
 
 class ModelSlots:
     """The champion (always) and the challenger (during a canary) of one registered model."""
 
     def __init__(self, registry: Registry, model: str, api_schema: dict[str, Any] | None = None,
-                 cache_root: str | Path | None = None, trusted_builders: Collection[str] = ()) -> None:
+                 cache: PackageCache | None = None, trusted_builders: Collection[str] = ()) -> None:
         self.registry = registry
         self.trusted_builders = tuple(trusted_builders)
         self.model = model
         self.api_schema = api_schema
-        self.cache_root = Path(cache_root or tempfile.gettempdir())
+        self.cache = cache or PackageCache.for_model(registry.tracking_uri, model)
         self.slots: dict[str, Served | None] = {CHAMPION: None, CHALLENGER: None}
         self.errors: dict[str, str] = {}
         self.refused: dict[str, str] = {}  # alias -> version refused, so a bad version is not retried forever
@@ -75,37 +85,62 @@ class ModelSlots:
     def challenger(self) -> Served | None:
         return self.slots[CHALLENGER]
 
+    def _download(self, version: str) -> Path:
+        return self.cache.fetch(version, lambda dest: self.registry.download_package(self.model, version, dest))
+
     def _load(self, alias: str, version: str) -> Served:
-        dest = Path(tempfile.mkdtemp(prefix=f"raymlops-{self.model}-v{version}-", dir=self.cache_root))
+        """Verify and build ``version`` from the node's copy; a copy that fails is fetched once more from
+        the registry before the version is refused (it may have been damaged or pruned on this node)."""
+        if self.cache.has(version):
+            try:
+                return self._build(alias, version, self.cache.path(version))
+            except (ModelPackageError, OSError) as exc:
+                log.warning("the node's copy of %s v%s failed (%s); downloading it again", self.model, version, exc)
+                self.cache.discard(version)
         try:
-            path = self.registry.download_package(self.model, version, dest)
-            model = load_package(path, self.trusted_builders)
+            return self._build(alias, version, self._download(version))
         except BaseException:
-            shutil.rmtree(dest, ignore_errors=True)
+            self.cache.discard(version)
             raise
+
+    def _build(self, alias: str, version: str, path: Path) -> Served:
+        model = load_package(path, self.trusted_builders)
         schema = model.manifest.get("input_schema")
         if self.api_schema is not None and schema != self.api_schema:
-            shutil.rmtree(dest, ignore_errors=True)
             raise ModelPackageError(
                 f"version {version} of {self.model!r} expects other input columns or types than the deployed API "
                 f"accepts ({sorted(schema or {})} vs {sorted(self.api_schema)}); redeploy with `raymlops serve`")
-        return Served(alias=alias, version=str(version), model=model, path=dest)
+        return Served(alias=alias, version=str(version), model=model, path=path)
 
-    def _retire(self, served: Served | None) -> None:
-        if served is not None:
-            shutil.rmtree(served.path, ignore_errors=True)
+    def start_from_cache(self, max_age_s: float) -> bool:
+        """Serve the champion this node confirmed with the registry within ``max_age_s``, from its local
+        copy, without asking the registry (the caller refreshes right after). False when there is none."""
+        version = self.cache.confirmed_champion(max_age_s)
+        if version is None or not self.cache.has(version):
+            return False
+        try:
+            served = self._build(CHAMPION, version, self.cache.path(version))
+        except (RaymlopsError, OSError) as exc:
+            log.warning("not starting from the node's copy of %s v%s: %s", self.model, version, exc)
+            return False
+        with self._lock:
+            if self.slots[CHAMPION] is None:
+                self.slots[CHAMPION] = served
+        return True
 
     def refresh(self) -> list[str]:
         """Bring both slots in line with the registry aliases; return what changed, in words."""
         events: list[str] = []
+        confirmed: str | None = None
         with self._lock:
             for alias in (CHAMPION, CHALLENGER):
                 wanted = self.registry.version_for_alias(self.model, alias)
+                if alias == CHAMPION:
+                    confirmed = wanted
                 current = self.slots[alias]
                 if wanted is None:
                     if alias == CHALLENGER and current is not None:
                         self.slots[alias] = None
-                        self._retire(current)
                         events.append(f"challenger v{current.version} removed")
                     continue
                 if current is not None and current.version == wanted:
@@ -115,7 +150,6 @@ class ModelSlots:
                     continue
                 if self.champion is not None and alias == CHALLENGER and self.champion.version == wanted:
                     self.slots[alias] = None  # challenger == champion: nothing to compare
-                    self._retire(current)
                     continue
                 try:
                     new = self._load(alias, wanted)
@@ -129,8 +163,13 @@ class ModelSlots:
                 self.slots[alias] = new  # the swap: one assignment
                 self.errors.pop(alias, None)
                 self.refused.pop(alias, None)
-                self._retire(current)
+                self._prune()
                 events.append(f"{alias} v{current.version if current else '-'} -> v{new.version}")
+            if confirmed is not None and self.champion is not None and self.champion.version == confirmed:
+                try:
+                    self.cache.note_champion(confirmed)  # a replica starting on this node may begin with it
+                except OSError as exc:
+                    log.warning("could not note the confirmed champion in %s: %s", self.cache.root, exc)
         if self.champion is None:
             raise ModelPackageError(
                 f"model {self.model!r} has no servable champion: "
@@ -156,6 +195,11 @@ class ModelSlots:
     def describe(self) -> dict[str, Any]:
         return {alias: (s.describe() if s else None) for alias, s in self.slots.items()} | {"errors": dict(self.errors)}
 
+    def _prune(self) -> None:
+        try:
+            self.cache.prune(keep={s.version for s in self.slots.values() if s is not None})
+        except OSError as exc:  # tidying must never stop a swap
+            log.warning("could not prune the node's model copies in %s: %s", self.cache.root, exc)
+
     def close(self) -> None:
-        for served in self.slots.values():
-            self._retire(served)
+        self.cache.close()

@@ -37,7 +37,7 @@ def deployment_options(serving: dict[str, Any]) -> dict[str, Any]:
                                "target_ongoing_requests": s["target_ongoing_requests"],
                                "upscale_delay_s": 3.0, "downscale_delay_s": 30.0},
         "ray_actor_options": {"num_cpus": s["cpus_per_replica"]},
-        "health_check_period_s": 2.0,  # a dead replica is noticed (and replaced) within ~2 s
+        "health_check_period_s": 1.0,  # a dead replica is noticed (and replaced) within ~1 s
         "health_check_timeout_s": HEALTH_CHECK_TIMEOUT_S,
         "graceful_shutdown_timeout_s": 10.0,
         # Replicas log warnings only: an access line per request cost CPU and ~600 lines per load test.

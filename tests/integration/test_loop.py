@@ -21,7 +21,7 @@ from raymlops.monitoring.monitor import stop_monitor
 from raymlops.registry import CHALLENGER, CHAMPION, Registry
 from raymlops.replay import replay_labelled
 from raymlops.training.stage import run_training_stage
-from tests.helpers import SMOKE_FLIGHTS, smoke_dict, write_config, wait_for, free_port
+from tests.helpers import SMOKE_FLIGHTS, free_port, serve_port, smoke_dict, wait_for, write_config
 
 KEY = "loop-test-key"
 
@@ -37,7 +37,7 @@ def loop(ray_session, tmp_path_factory):
     data = smoke_dict()
     data["training"].update(epochs=8, learning_rate=0.01, early_stopping_patience=3)  # live AUC ~0.75, not ~0.53
     data["evaluation"]["gates"] = ["auc >= champion - 0.1"]  # the retrain's test split is small here
-    data["serving"] = {"port": free_port(), "api_key_file": str(tmp / "api.key"), "min_replicas": 1,
+    data["serving"] = {"port": serve_port(), "api_key_file": str(tmp / "api.key"), "min_replicas": 1,
                        "max_replicas": 1, "cpus_per_replica": 0.25, "watch_interval_s": 0.5}
     data["monitoring"] = {"window_rows": 400, "min_window_rows": 200, "quality_window": 2000,
                           "metrics_port": free_port()}

@@ -25,7 +25,7 @@ from raymlops.monitoring.monitor import stop_monitor
 from raymlops.registry import CHALLENGER, CHAMPION, Registry
 from raymlops.serving.schema import probe_record
 from raymlops.training.stage import run_training_stage
-from tests.helpers import smoke_dict, write_config, wait_for, free_port
+from tests.helpers import free_port, serve_port, smoke_dict, wait_for, write_config
 
 pytestmark = pytest.mark.integration
 KEY = "test-key-5f1c9a"
@@ -53,7 +53,7 @@ def service(ray_session, tmp_path_factory):
     (tmp / "api.key").write_text(KEY + "\n")
     data = smoke_dict()
     data["training"]["epochs"] = 2
-    data["serving"] = {"port": free_port(), "api_key_file": str(tmp / "api.key"), "min_replicas": 2,
+    data["serving"] = {"port": serve_port(), "api_key_file": str(tmp / "api.key"), "min_replicas": 2,
                        "max_replicas": 2, "cpus_per_replica": 0.25, "watch_interval_s": 0.5}
     data["monitoring"] = {"window_rows": 200, "min_window_rows": 100, "metrics_port": free_port()}
     cfg = load_config(write_config(tmp, data))
