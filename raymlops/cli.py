@@ -618,7 +618,7 @@ def cluster_up_cmd(workers: int = typer.Option(2, min=0, help="Worker nodes besi
     c = cluster.up(directory, workers=workers, head_cpus=head_cpus, worker_cpus=worker_cpus,
                    object_store_mb=object_store_mb, progress=lambda m: err.print(m, highlight=False))
     out.print(f"cluster up: {len(c.nodes)} nodes; GCS {c.gcs_address}; Jobs API {c.dashboard_url}")
-    out.print(f"  raymlops submit CONFIG --workdir /abs/shared/path      (finds this cluster by itself)")
+    out.print("  raymlops submit CONFIG --workdir /abs/shared/path      (finds this cluster by itself)")
     out.print(f"  raymlops run CONFIG --address {c.gcs_address}")
 
 

@@ -237,11 +237,39 @@ class TuningConfig(StrictModel):
     enabled: bool = Field(False, description="Search hyperparameters with Ray Tune (each trial a Ray Train run).")
     num_samples: int = Field(8, ge=1, description="Trials.")
     max_concurrent_trials: int = Field(2, ge=1, description="Trials running at once.")
-    search_alg: Literal["optuna", "random"] = Field("optuna", description="How trial parameters are proposed.")
+    search_alg: Literal["optuna", "random", "grid"] = Field(
+        "optuna", description="How trial parameters are proposed. grid: every combination of the choice and int "
+                              "dimensions, num_samples times over (1 unless num_samples is set).")
     grace_period: int = Field(1, ge=1, description="ASHA: epochs every trial runs before it can be stopped.")
     reduction_factor: int = Field(2, ge=2, description="ASHA: keep 1/reduction_factor of trials per rung.")
     search_space: dict[str, SearchDim] = Field(
         default_factory=dict, description=f"Parameter -> distribution; parameters: {', '.join(TUNABLE)}.")
+
+    def planned_trials(self) -> int:
+        """Trials a search runs: num_samples, or for grid num_samples times the number of combinations."""
+        if self.search_alg != "grid":
+            return self.num_samples
+        combos = 1
+        for dim in self.search_space.values():
+            combos *= len(dim.values) if isinstance(dim, ChoiceDim) else dim.high - dim.low + 1
+        return self.num_samples * combos
+
+    @model_validator(mode="after")
+    def _grid_is_finite(self) -> TuningConfig:
+        if self.search_alg != "grid":
+            return self
+        continuous = [name for name, dim in self.search_space.items() if isinstance(dim, UniformDim)]
+        if continuous:
+            raise ValueError(f"search_alg grid needs finite dimensions (choice or int); {', '.join(continuous)} "
+                             "is continuous: list its values as a choice, or use optuna/random")
+        return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_pass_over_a_grid(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("search_alg") == "grid" and "num_samples" not in data:
+            return {**data, "num_samples": 1}  # one pass over the grid, not the default 8 passes
+        return data
 
 
 class EvaluationConfig(StrictModel):

@@ -79,3 +79,18 @@ def interrupt(proc: subprocess.Popen, timeout_s: float = 60) -> None:
         proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+def registered_checkpoints(run_dir: Path) -> int:
+    """Checkpoints Ray Train's controller has registered for a run (its checkpoint_manager_snapshot.json).
+
+    A ``checkpoint_*`` folder on disk is not enough: the controller collects reports when it polls the
+    workers, so a kill right after a folder appears can lose it, and the run restarts from scratch.
+    """
+    import json
+
+    try:
+        snapshot = json.loads((Path(run_dir) / "checkpoint_manager_snapshot.json").read_text())
+    except (OSError, ValueError):
+        return 0  # not written yet, or caught mid-write
+    return len(snapshot.get("checkpoint_results") or [])

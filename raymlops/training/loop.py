@@ -55,10 +55,12 @@ def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in _unwrap(model).state_dict().items()}
 
 
-def _all_sum(values: list[float]) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64)
+def _all_sum(values: list[float], device: torch.device) -> list[float]:
+    """Sum across workers. The tensor lives on the training device: with ``use_gpu`` Ray's process group
+    is NCCL, which refuses CPU tensors (gloo on CPU)."""
+    t = torch.tensor(values, dtype=torch.float64, device=device)
     if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t)  # gloo on CPU tensors
+        dist.all_reduce(t)
     return t.tolist()
 
 
@@ -134,7 +136,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 val_count += len(y)
                 scores.append(torch.sigmoid(out).cpu().numpy() if classification else out.cpu().numpy())
                 labels.append(y.cpu().numpy())
-        total, count, val_total, val_count = _all_sum([total, count, val_total, val_count])
+        total, count, val_total, val_count = _all_sum([total, count, val_total, val_count], device)
         train_loss = total / max(1, count)
         val_loss = val_total / max(1, val_count)
         # started_at_epoch > 0 marks epochs run after resuming from a checkpoint (worker, node or driver lost).

@@ -4,6 +4,12 @@ Everything is tracked in one MLflow run (trials nest under it). The package is w
 locally first; only when every gate passes is it logged to MLflow and registered (as ``challenger``,
 and as ``champion`` too when there is none yet and ``registry.promote_first`` is on). A failed gate
 marks the run FAILED, leaves the registry as it was, and raises GateFailed naming the gates.
+
+Only the driver talks to MLflow: trials through Ray's ``MLflowLoggerCallback``; a plain run's epochs in
+one ``log_batch`` when training ends (they are also in every checkpoint). Ray's ``setup_mlflow`` is not
+used: it would have each training worker open the tracking store, and the embedded store is a SQLite
+file on the driver's machine that workers on other nodes cannot reach. The run also carries the
+environment it ran in (``raymlops.system.*`` tags).
 """
 
 from __future__ import annotations
@@ -104,6 +110,7 @@ def run_training_stage(cfg: PipelineConfig, data: DataStageResult, run_name: str
         for stale in reg.end_interrupted_runs(cfg.name, run_name, resumed_by=run_id):
             say("resume", f"an earlier attempt of run {run_name!r} (MLflow run {stale[:12]}) died without "
                           "ending; marked KILLED, training resumes from its checkpoints")
+        reg.set_tags(run_id, system_info())
         reg.log_params(run_id, {**_flatten("model", cfg.model.model_dump(), {}),
                                 **_flatten("training", cfg.training.model_dump(), {}),
                                 "data.rows": data.snapshot.manifest.rows,
@@ -117,7 +124,7 @@ def run_training_stage(cfg: PipelineConfig, data: DataStageResult, run_name: str
         t0 = time.perf_counter()
         tuned: TuningResult | None = None
         if cfg.tuning.enabled:
-            say("tune", f"{cfg.tuning.num_samples} trials, ASHA, {cfg.tuning.search_alg} search")
+            say("tune", f"{cfg.tuning.planned_trials()} trials, ASHA, {cfg.tuning.search_alg} search")
             tuned = run_tuning(cfg, data, run_name, tracking_uri=reg.tracking_uri, experiment=cfg.name,
                                parent_run_id=run_id)
             trained = tuned.best
@@ -208,6 +215,32 @@ def run_training_stage(cfg: PipelineConfig, data: DataStageResult, run_name: str
         run_id=run_id, run_name=run_name, training=trained, tuning=tuned, metrics=metrics,
         champion_metrics=champion_metrics, slices=slices, gates=gates, package_dir=package_dir,
         model_name=name, version=version, aliases=aliases, tracking_uri=reg.tracking_uri, seconds=seconds)
+
+
+def system_info() -> dict[str, str]:
+    """What the run ran on and with, as MLflow tags: enough to tell two runs' environments apart."""
+    import os
+    import platform
+    import socket
+    from importlib.metadata import PackageNotFoundError, version
+
+    info = {"raymlops.system.python": platform.python_version(), "raymlops.system.platform": platform.platform(),
+            "raymlops.system.host": socket.gethostname(), "raymlops.system.cpus": str(os.cpu_count())}
+    for package in ("raymlops", "ray", "torch", "mlflow", "pyarrow", "pandas"):
+        try:
+            info[f"raymlops.system.{package}"] = version(package)
+        except PackageNotFoundError:
+            info[f"raymlops.system.{package}"] = "not installed"
+    try:
+        import ray
+
+        if ray.is_initialized():
+            resources = ray.cluster_resources()
+            info["raymlops.system.cluster_cpus"] = str(resources.get("CPU", 0))
+            info["raymlops.system.cluster_gpus"] = str(resources.get("GPU", 0))
+    except Exception:  # resources are a nicety; a run never fails for them
+        pass
+    return info
 
 
 def _first_line(exc: BaseException) -> str:

@@ -64,17 +64,19 @@ def search_space(cfg: PipelineConfig) -> tuple[dict[str, Any], dict[str, list[An
     """Tune distributions, plus lookup tables for choices Optuna cannot hold (lists: sampled by index)."""
     space: dict[str, Any] = {}
     lookups: dict[str, list[Any]] = {}
+    grid = cfg.tuning.search_alg == "grid"  # config validation has refused continuous dimensions
     for name, dim in cfg.tuning.search_space.items():
         if isinstance(dim, UniformDim):
             space[name] = (tune.loguniform if dim.type == "loguniform" else tune.uniform)(dim.low, dim.high)
         elif isinstance(dim, IntDim):
-            space[name] = tune.randint(dim.low, dim.high + 1)
+            space[name] = (tune.grid_search(list(range(dim.low, dim.high + 1))) if grid
+                           else tune.randint(dim.low, dim.high + 1))
         elif isinstance(dim, ChoiceDim):
-            if all(isinstance(v, _PRIMITIVE) for v in dim.values):
-                space[name] = tune.choice(dim.values)
-            else:
+            values = dim.values
+            if not all(isinstance(v, _PRIMITIVE) for v in dim.values):
                 lookups[name] = dim.values
-                space[name] = tune.choice(list(range(len(dim.values))))
+                values = list(range(len(dim.values)))
+            space[name] = tune.grid_search(values) if grid else tune.choice(values)
     return space, lookups
 
 
@@ -139,7 +141,7 @@ def run_tuning(cfg: PipelineConfig, data: DataStageResult, run_name: str, *, tra
     started = time.perf_counter()
     data = dataclasses.replace(data, datasets={k: data.datasets[k].materialize() for k in ("train", "validation")})
     space, lookups = search_space(cfg)
-    search_alg = None  # random: Tune's default generator (a seeded one would ignore max_concurrent_trials)
+    search_alg = None  # random and grid: Tune's default generator (a seeded one would ignore max_concurrent_trials)
     if t.search_alg == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 

@@ -93,3 +93,22 @@ def test_features_fitted_on_train_and_ray_transform_matches_local(ray_session, t
     distance = next(s for s in result.features.numeric if s.column == "distance")
     assert distance.mean == pytest.approx(train["distance"].mean(), rel=1e-6)  # train only, not all rows
     assert not np.isclose(distance.mean, snap["distance"].mean(), rtol=1e-6)
+
+
+def test_a_csv_and_a_json_lines_source_are_unioned_into_the_same_snapshot(ray_session, tmp_path):
+    flights = pd.read_csv(SMOKE_FLIGHTS)
+    whole = _config_with_flights(tmp_path, pd.read_csv(SMOKE_FLIGHTS, dtype=str, keep_default_na=False))
+    flights.iloc[:1800].to_csv(tmp_path / "first.csv", index=False)
+    flights.iloc[1800:].to_json(tmp_path / "rest.jsonl", orient="records", lines=True)
+    data = smoke_dict()
+    data["data"]["sources"] = [{"name": "first", "type": "csv", "path": str(tmp_path / "first.csv")},
+                               {"name": "rest", "type": "json", "path": str(tmp_path / "rest.jsonl")},
+                               *[s for s in data["data"]["sources"] if s["name"] != "flights"]]
+    data["data"]["base"] = ["first", "rest"]
+    (tmp_path / "union").mkdir()
+    union = run_data_stage(load_config(write_config(tmp_path / "union", data)))
+    assert union.snapshot.manifest.rows == 3000
+    sources = json.loads((union.snapshot.path / "manifest.json").read_text())["sources"]
+    assert any(s.endswith("/first.csv") for s in sources) and any(s.endswith("/rest.jsonl") for s in sources)
+    # The same rows from two formats make the same content (the fingerprint ignores representation).
+    assert union.snapshot.snapshot_id == run_data_stage(whole).snapshot.snapshot_id

@@ -18,7 +18,7 @@ from raymlops.errors import GateFailed
 from raymlops.registry import CHALLENGER, CHAMPION, Registry
 from raymlops.training.stage import run_training_stage
 from raymlops.training.trainer import run_training
-from tests.helpers import SMOKE_FLIGHTS, smoke_dict, write_config
+from tests.helpers import SMOKE_FLIGHTS, registered_checkpoints, smoke_dict, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -42,6 +42,11 @@ def test_pipeline_registers_gated_version_with_lineage(ray_session, tmp_path):
     assert run.info.status == "FINISHED"
     assert run.data.tags["raymlops.data_fingerprint"] == data.snapshot.snapshot_id
     assert run.data.tags["raymlops.config_hash"] == cfg.config_hash()
+    import ray
+    import torch
+    assert run.data.tags["raymlops.system.ray"] == ray.__version__
+    assert run.data.tags["raymlops.system.torch"] == torch.__version__
+    assert float(run.data.tags["raymlops.system.cluster_cpus"]) == 2.0  # the session's local Ray
     assert "val_loss" in run.data.metrics and "test_auc" in run.data.metrics
     assert len(client.get_metric_history(result.run_id, "val_loss")) == result.training.epochs_run
     artifacts = {a.path for a in client.list_artifacts(result.run_id, "model")}
@@ -131,7 +136,7 @@ def test_killed_worker_resumes_from_checkpoint_with_same_result(ray_session, tmp
     killed = None
     deadline = time.time() + 300
     while time.time() < deadline and thread.is_alive() and killed is None:
-        if run_dir.is_dir() and any(p.name.startswith("checkpoint_") for p in run_dir.iterdir()):
+        if registered_checkpoints(run_dir) >= 1:
             workers = _train_workers()
             if workers:
                 killed = workers[-1].pid
@@ -141,5 +146,6 @@ def test_killed_worker_resumes_from_checkpoint_with_same_result(ray_session, tmp
     assert killed is not None, "training ended before a worker could be killed after its first checkpoint"
     disturbed = box["result"]
     assert [h["epoch"] for h in disturbed.history] == [0, 1, 2, 3]
+    assert any(h["started_at_epoch"] > 0 for h in disturbed.history), f"restarted from scratch: {disturbed.history}"
     assert disturbed.final_metrics["val_loss"] == pytest.approx(undisturbed.final_metrics["val_loss"], rel=0.05)
     assert disturbed.final_metrics["val_auc"] == pytest.approx(undisturbed.final_metrics["val_auc"], abs=0.03)

@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 from raymlops import cluster, jobs
 from raymlops.registry import Registry
 from raymlops.training.trainer import read_checkpoint_state
-from tests.helpers import REPO, SMOKE_FLIGHTS, smoke_dict, wait_for
+from tests.helpers import REPO, SMOKE_FLIGHTS, registered_checkpoints, smoke_dict, wait_for
 
 pytestmark = pytest.mark.multinode
 RAYMLOPS = [sys.executable, "-m", "raymlops"]
@@ -141,10 +141,10 @@ def test_training_over_two_nodes_finishes_from_its_checkpoint_after_a_worker_nod
     def checkpoints_so_far():
         status = jobs.job_client(local_cluster.dashboard_url).get_job_status(job_id).value
         assert status not in jobs.TERMINAL, jobs.logs(job_id, local_cluster.dashboard_url)[-3000:]
-        return _checkpoints(run_dir)
+        return registered_checkpoints(run_dir)
 
-    # Two checkpoint folders: the first is then surely registered (the second epoch began after its report).
-    wait_for(lambda: len(checkpoints_so_far()) >= 2, timeout_s=300, what="two checkpoints", every_s=0.1)
+    # Two checkpoints registered by Train's controller (a folder on disk can still be lost: see the helper).
+    wait_for(lambda: checkpoints_so_far() >= 2, timeout_s=300, what="two registered checkpoints", every_s=0.1)
     workers = [a for a in cluster.query_state(local_cluster.dashboard_url, "actors", class_name="RayTrainWorker")
                if a["state"] == "ALIVE"]
     hosts = {a["node_id"] for a in workers}

@@ -19,7 +19,6 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
-import yaml
 
 from tests.helpers import REPO, free_port, interrupt, smoke_config
 

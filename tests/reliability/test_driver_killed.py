@@ -19,7 +19,7 @@ import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import REPO, SMOKE_FLIGHTS, smoke_dict, wait_for, write_config
+from tests.helpers import REPO, SMOKE_FLIGHTS, registered_checkpoints, smoke_dict, wait_for, write_config
 
 pytestmark = pytest.mark.reliability
 NAME = "flights-smoke"  # the smoke config's pipeline, experiment and model name
@@ -85,8 +85,8 @@ def test_a_killed_driver_is_resumed_by_a_rerun_with_the_same_name(tmp_path):
 
     first = _run(config, "crash")
     try:
-        wait_for(lambda: len(checkpoints()) >= 2 or first.poll() is not None, timeout_s=300,
-                 what="two checkpoints", every_s=0.1)
+        wait_for(lambda: registered_checkpoints(run_dir) >= 2 or first.poll() is not None, timeout_s=300,
+                 what="two registered checkpoints", every_s=0.1)
         assert first.poll() is None, first.stderr.read()[-3000:]
         os.kill(first.pid, signal.SIGKILL)  # the driver only: its Ray must follow it down
         first.wait(timeout=30)

@@ -92,3 +92,30 @@ def test_json_schema_describes_every_section():
         assert section in props
     assert "base_dir" not in props
     json.dumps(schema)
+
+
+def test_grid_search_takes_finite_dimensions_and_one_pass_by_default():
+    data = smoke_dict()
+    data["tuning"] = {"enabled": True, "search_alg": "grid",
+                      "search_space": {"batch_size": {"type": "choice", "values": [64, 128]},
+                                       "embedding_dim": {"type": "int", "low": 2, "high": 4}}}
+    tuning = parse_config(data, source="x.yaml").tuning
+    assert tuning.num_samples == 1 and tuning.planned_trials() == 6
+    data["tuning"]["num_samples"] = 2
+    assert parse_config(data, source="x.yaml").tuning.planned_trials() == 12
+    data["tuning"]["search_space"]["learning_rate"] = {"type": "loguniform", "low": 1e-4, "high": 1e-2}
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, source="x.yaml")
+    assert "tuning" in "\n".join(info.value.problems) and "learning_rate is continuous" in "\n".join(info.value.problems)
+
+
+def test_a_grid_becomes_tune_grid_searches_with_list_choices_by_index():
+    from raymlops.training.tuning import search_space
+
+    data = smoke_dict()
+    data["tuning"] = {"enabled": True, "search_alg": "grid",
+                      "search_space": {"hidden_sizes": {"type": "choice", "values": [[32], [64, 32]]},
+                                       "embedding_dim": {"type": "int", "low": 2, "high": 3}}}
+    space, lookups = search_space(parse_config(data, source="x.yaml"))
+    assert space == {"hidden_sizes": {"grid_search": [0, 1]}, "embedding_dim": {"grid_search": [2, 3]}}
+    assert lookups == {"hidden_sizes": [[32], [64, 32]]}

@@ -1,0 +1,58 @@
+"""The one retry around MLflow writes: SQLite's unique-constraint race is retried, anything else is not."""
+
+from __future__ import annotations
+
+import pytest
+
+from raymlops import registry
+from raymlops.errors import RegistryError
+
+
+class Flaky:
+    """Fails ``times`` times with ``message``, then answers: the shape of MLflow 3.17's alias race."""
+
+    def __init__(self, times: int, message: str) -> None:
+        self.times, self.message, self.calls = times, message, 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        if self.calls <= self.times:
+            raise Exception(self.message)
+        return "moved"
+
+
+@pytest.fixture
+def sleeps(monkeypatch):
+    waited: list[float] = []
+    monkeypatch.setattr(registry.time, "sleep", waited.append)
+    return waited
+
+
+RACE = ("(sqlite3.IntegrityError) UNIQUE constraint failed: registered_model_aliases.name, "
+        "registered_model_aliases.alias")
+
+
+def test_the_unique_constraint_race_is_retried_with_growing_waits(sleeps):
+    fn = Flaky(3, RACE)
+    assert registry._retry(fn, "moving the champion alias") == "moved"
+    assert fn.calls == 4 and len(sleeps) == 3
+    assert sleeps[0] < sleeps[2]  # backs off (with jitter within [0.5, 1.5) of 0.05 * 2**attempt)
+
+
+def test_a_locked_database_is_retried_too(sleeps):
+    fn = Flaky(1, "(sqlite3.OperationalError) database is locked")
+    assert registry._retry(fn, "registering") == "moved" and fn.calls == 2
+
+
+def test_other_errors_are_not_retried_and_say_what_failed(sleeps):
+    fn = Flaky(1, "RESOURCE_DOES_NOT_EXIST: Registered Model with name=m not found")
+    with pytest.raises(RegistryError, match="moving the champion alias failed: RESOURCE_DOES_NOT_EXIST"):
+        registry._retry(fn, "moving the champion alias")
+    assert fn.calls == 1 and sleeps == []
+
+
+def test_a_race_that_never_ends_gives_up_after_the_retries(sleeps):
+    fn = Flaky(100, RACE)
+    with pytest.raises(RegistryError, match="UNIQUE constraint"):
+        registry._retry(fn, "moving the champion alias")
+    assert fn.calls == registry._RETRIES and len(sleeps) == registry._RETRIES - 1
