@@ -22,6 +22,7 @@ import json
 import os
 import random
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -119,6 +120,7 @@ class Registry:
         self.audit_path = self.workdir / "registry" / "audit.jsonl"
         self.lock_path = self.workdir / "registry" / "registry.lock"
         self.audit_path.parent.mkdir(parents=True, exist_ok=True)
+        self._held = threading.local()  # how deep this thread is inside ``_locked``
 
     @functools.cached_property
     def client(self) -> Any:
@@ -280,11 +282,24 @@ class Registry:
     # ---------------------------------------------------------------------------- alias moves
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        with open(self.lock_path, "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        """The workdir's registry lock, re-entrant within a thread: the MLflow client is made (under this
+        lock) on first use, which can be inside an alias move that already holds it, and flock waits on a
+        second open of the same file even in the process that holds the first."""
+        depth = getattr(self._held, "depth", 0)
+        if depth:
+            self._held.depth = depth + 1
             try:
                 yield
             finally:
+                self._held.depth = depth
+            return
+        with open(self.lock_path, "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._held.depth = 1
+            try:
+                yield
+            finally:
+                self._held.depth = 0
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _append_audit(self, move: AliasMove) -> None:

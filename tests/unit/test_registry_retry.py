@@ -56,3 +56,26 @@ def test_a_race_that_never_ends_gives_up_after_the_retries(sleeps):
     with pytest.raises(RegistryError, match="UNIQUE constraint"):
         registry._retry(fn, "moving the champion alias")
     assert fn.calls == registry._RETRIES and len(sleeps) == registry._RETRIES - 1
+
+
+def test_the_registry_lock_is_reentrant_within_a_thread_and_exclusive_across_threads(tmp_path):
+    """The MLflow client is made under the lock on first use, possibly inside an alias move holding it."""
+    import threading
+    import time
+
+    reg = registry.Registry("sqlite:///unused.db", tmp_path)  # no MLflow client is made here
+    order: list[str] = []
+    with reg._locked():
+        with reg._locked():  # would wait on itself forever if not re-entrant
+            order.append("inner")
+
+        def other_thread() -> None:
+            with reg._locked():
+                order.append("other")
+
+        other = threading.Thread(target=other_thread)
+        other.start()
+        time.sleep(0.3)
+        order.append("outer done")
+    other.join(timeout=5)
+    assert order == ["inner", "outer done", "other"]
