@@ -288,8 +288,9 @@ def plain_torch(cfg, data, threads: int, per_batch_collate: bool = False) -> dic
     import torch
     from sklearn.metrics import roc_auc_score
 
-    from raymlops.training.loop import collate
-    from raymlops.training.models import ModelSpec, build_model
+    from raymlops.model.mlp_worker import collate
+    from raymlops.model.contract import ModelSpec
+    from raymlops.model.mlp import build_model
 
     torch.set_num_threads(threads)
     t = cfg.training
@@ -376,8 +377,8 @@ def ray_data_iteration(cfg, data, shuffle: bool) -> dict[str, Any]:
     """Ray Data's iterator over the materialised train split in the driver, same args as the loop, no model."""
     import torch
 
-    from raymlops.training.loop import collate
-    from raymlops.training.models import ModelSpec
+    from raymlops.model.mlp_worker import collate
+    from raymlops.model.contract import ModelSpec
 
     torch.set_num_threads(1)
     t = cfg.training

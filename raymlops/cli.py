@@ -379,7 +379,7 @@ def predict_cmd(model: str = typer.Option(..., "--model", "-m", help="NAME (cham
     from raymlops.runtime import ray_runtime
 
     registry = _registry(config, workdir)
-    trusted = (load_config(config).model.builder,) if config else ()  # a package cannot choose code to run
+    trusted = load_config(config).model.trusted_builders() if config else ()  # a package cannot choose code to run
     started = time.perf_counter()
     with ray_runtime(address=address, num_cpus=num_cpus):
         result = predict_files(registry, model, input, output, fmt=fmt or _guess_format(input),

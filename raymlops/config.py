@@ -181,12 +181,73 @@ class FeaturesConfig(StrictModel):
 
 
 # ----------------------------------------------------------------- later stages (issues 3 to 5)
-class ModelConfig(StrictModel):
+class BaseModelConfig(StrictModel):
+    """What every model family shares; each family adds its own hyperparameters."""
+
     task: Literal["classification", "regression"] = Field("classification", description="What is predicted.")
+
+    def trusted_builders(self) -> tuple[str, ...]:
+        """Import paths of code a package of this model may name (only a user's MLP builder)."""
+        return ()
+
+
+class ModelConfig(BaseModelConfig):
+    """The torch MLP family (the default): embeddings for categorical ids, then dense layers."""
+
+    family: Literal["mlp"] = Field("mlp", description="Model family: mlp (torch), lightgbm or xgboost.")
     builder: str = Field("mlp", description="'mlp' or a user builder as 'package.module:function'.")
     hidden_sizes: list[int] = Field(default_factory=lambda: [64, 32], description="Widths of hidden layers.")
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout after each hidden layer.")
     embedding_dim: int = Field(8, ge=1, description="Embedding width of each categorical feature.")
+
+    def trusted_builders(self) -> tuple[str, ...]:
+        return (self.builder,)
+
+
+MLPModelConfig = ModelConfig
+
+
+class BoostingModelConfig(BaseModelConfig):
+    """Gradient-boosted trees: rounds, early stopping on the validation split, checkpoints."""
+
+    num_boost_round: int = Field(1000, ge=1, description="Most boosting rounds.")
+    learning_rate: float = Field(0.05, gt=0, le=1, description="Shrinkage of each tree.")
+    early_stopping_rounds: int = Field(
+        50, ge=1, description="Rounds without a better validation loss before boosting stops.")
+    checkpoint_every: int = Field(
+        25, ge=1, description="Rounds between checkpoints (and reports to Ray Train/Tune); a killed worker "
+                              "resumes from the last one.")
+
+
+class LightGBMModelConfig(BoostingModelConfig):
+    """LightGBM (categorical features split natively; data-parallel over Ray Train workers)."""
+
+    family: Literal["lightgbm"] = Field(description="Model family: mlp (torch), lightgbm or xgboost.")
+    num_leaves: int = Field(31, ge=2, description="Most leaves per tree.")
+    max_depth: int = Field(-1, description="Most depth per tree (-1: no limit).")
+    min_child_samples: int = Field(20, ge=1, description="Fewest rows in a leaf.")
+    feature_fraction: float = Field(1.0, gt=0, le=1, description="Share of features tried per tree.")
+    bagging_fraction: float = Field(1.0, gt=0, le=1, description="Share of rows per tree (with bagging_freq > 0).")
+    bagging_freq: int = Field(0, ge=0, description="Rebag every k rounds (0: no bagging).")
+    lambda_l2: float = Field(0.0, ge=0, description="L2 regularisation of leaf values.")
+    max_bin: int = Field(255, ge=2, description="Histogram bins per numeric feature.")
+
+
+class XGBoostModelConfig(BoostingModelConfig):
+    """XGBoost (hist trees, categorical features split natively; distributed over Ray Train workers)."""
+
+    family: Literal["xgboost"] = Field(description="Model family: mlp (torch), lightgbm or xgboost.")
+    max_depth: int = Field(6, ge=1, description="Most depth per tree.")
+    min_child_weight: float = Field(1.0, ge=0, description="Least hessian in a leaf.")
+    subsample: float = Field(1.0, gt=0, le=1, description="Share of rows per tree.")
+    colsample_bytree: float = Field(1.0, gt=0, le=1, description="Share of features per tree.")
+    reg_lambda: float = Field(1.0, ge=0, description="L2 regularisation of leaf values.")
+    max_bin: int = Field(256, ge=2, description="Histogram bins per numeric feature.")
+
+
+AnyModelConfig = Annotated[ModelConfig | LightGBMModelConfig | XGBoostModelConfig, Field(discriminator="family")]
+MODEL_CONFIGS: dict[str, type[BaseModelConfig]] = {
+    "mlp": ModelConfig, "lightgbm": LightGBMModelConfig, "xgboost": XGBoostModelConfig}
 
 
 class TrainingConfig(StrictModel):
@@ -230,7 +291,28 @@ class ChoiceDim(StrictModel):
 
 
 SearchDim = Annotated[UniformDim | IntDim | ChoiceDim, Field(discriminator="type")]
-TUNABLE = ("learning_rate", "batch_size", "hidden_sizes", "dropout", "embedding_dim")
+TUNABLE_BY_FAMILY: dict[str, tuple[str, ...]] = {
+    "mlp": ("learning_rate", "batch_size", "hidden_sizes", "dropout", "embedding_dim"),
+    "lightgbm": ("learning_rate", "num_leaves", "max_depth", "min_child_samples", "feature_fraction",
+                 "bagging_fraction", "bagging_freq", "lambda_l2", "max_bin"),
+    "xgboost": ("learning_rate", "max_depth", "min_child_weight", "subsample", "colsample_bytree", "reg_lambda",
+                "max_bin"),
+}
+TUNABLE = TUNABLE_BY_FAMILY["mlp"]
+# What `tuning.enabled: true` searches when the config gives no search_space.
+DEFAULT_SEARCH_SPACES: dict[str, dict[str, dict[str, Any]]] = {
+    "mlp": {"learning_rate": {"type": "loguniform", "low": 3e-4, "high": 1e-2},
+            "hidden_sizes": {"type": "choice", "values": [[32], [64, 32], [128, 64]]},
+            "dropout": {"type": "uniform", "low": 0.0, "high": 0.3}},
+    "lightgbm": {"learning_rate": {"type": "loguniform", "low": 0.01, "high": 0.2},
+                 "num_leaves": {"type": "int", "low": 15, "high": 127},
+                 "min_child_samples": {"type": "int", "low": 5, "high": 100},
+                 "feature_fraction": {"type": "uniform", "low": 0.6, "high": 1.0}},
+    "xgboost": {"learning_rate": {"type": "loguniform", "low": 0.01, "high": 0.2},
+                "max_depth": {"type": "int", "low": 3, "high": 10},
+                "min_child_weight": {"type": "loguniform", "low": 0.5, "high": 20.0},
+                "colsample_bytree": {"type": "uniform", "low": 0.6, "high": 1.0}},
+}
 
 
 class TuningConfig(StrictModel):
@@ -243,7 +325,9 @@ class TuningConfig(StrictModel):
     grace_period: int = Field(1, ge=1, description="ASHA: epochs every trial runs before it can be stopped.")
     reduction_factor: int = Field(2, ge=2, description="ASHA: keep 1/reduction_factor of trials per rung.")
     search_space: dict[str, SearchDim] = Field(
-        default_factory=dict, description=f"Parameter -> distribution; parameters: {', '.join(TUNABLE)}.")
+        default_factory=dict, description="Parameter -> distribution; the parameters depend on model.family: "
+        + "; ".join(f"{f}: {', '.join(names)}" for f, names in TUNABLE_BY_FAMILY.items())
+        + ". Empty with tuning enabled: the family's default space.")
 
     def planned_trials(self) -> int:
         """Trials a search runs: num_samples, or for grid num_samples times the number of combinations."""
@@ -392,7 +476,8 @@ class PipelineConfig(StrictModel):
     data: DataConfig = Field(description="Sources, joins, cleaning and splits.")
     validation: ValidationConfig = Field(default_factory=ValidationConfig, description="Data expectations.")
     features: FeaturesConfig = Field(description="Feature pipeline fitted on the training split.")
-    model: ModelConfig = Field(default_factory=ModelConfig, description="Model architecture.")
+    model: AnyModelConfig = Field(default_factory=ModelConfig,
+                                  description="Model family (mlp, lightgbm, xgboost) and its hyperparameters.")
     training: TrainingConfig = Field(default_factory=TrainingConfig, description="Ray Train settings.")
     tuning: TuningConfig = Field(default_factory=TuningConfig, description="Ray Tune settings.")
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="Metrics and gates.")
@@ -401,6 +486,22 @@ class PipelineConfig(StrictModel):
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig, description="Drift and quality.")
     retraining: RetrainingConfig = Field(default_factory=RetrainingConfig, description="The closed loop.")
     base_dir: str = Field(".", description="Folder relative paths resolve against (set by load_config).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mlp_is_the_default_family(cls, data: Any) -> Any:
+        """Configs written before model families existed (no ``model.family``) mean the MLP."""
+        if isinstance(data, dict) and isinstance(data.get("model"), dict) and "family" not in data["model"]:
+            return {**data, "model": {**data["model"], "family": "mlp"}}
+        return data
+
+    def search_space(self) -> dict[str, Any]:
+        """The tuning search space: the configured one, or the model family's default."""
+        if self.tuning.search_space:
+            return dict(self.tuning.search_space)
+        from pydantic import TypeAdapter
+
+        return {k: TypeAdapter(SearchDim).validate_python(v) for k, v in DEFAULT_SEARCH_SPACES[self.model.family].items()}
 
     def resolve_path(self, path: str) -> str:
         """Resolve a relative local path against the config's folder; URIs pass through."""
@@ -494,12 +595,26 @@ def _validation_bounds_are_ordered(cfg: PipelineConfig) -> list[tuple[str, str]]
 @cross_check
 def _search_space_names_known_parameters(cfg: PipelineConfig) -> list[tuple[str, str]]:
     problems = []
+    family = cfg.model.family
+    tunable = TUNABLE_BY_FAMILY[family]
     for name in cfg.tuning.search_space:
-        if name not in TUNABLE:
-            problems.append((f"tuning.search_space.{name}", f"not a tunable parameter; use one of {list(TUNABLE)}"))
-    if cfg.tuning.enabled and not cfg.tuning.search_space:
-        problems.append(("tuning.search_space", "tuning is enabled but the search space is empty"))
+        if name not in tunable:
+            other = [f for f, names in TUNABLE_BY_FAMILY.items() if name in names and f != family]
+            where = f" (it is a {' and '.join(other)} parameter)" if other else ""
+            problems.append((f"tuning.search_space.{name}",
+                             f"not a tunable parameter of model.family {family}{where}; use one of {list(tunable)}"))
     return problems
+
+
+@cross_check
+def _model_family_is_installed(cfg: PipelineConfig) -> list[tuple[str, str]]:
+    import importlib.util
+
+    library = {"mlp": "torch", "lightgbm": "lightgbm", "xgboost": "xgboost"}[cfg.model.family]
+    if importlib.util.find_spec(library) is None:
+        return [("model.family", f"family {cfg.model.family} needs the {library!r} package, which is not "
+                                  f"installed here: pip install {library}")]
+    return []
 
 
 @cross_check
@@ -555,14 +670,15 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
-_UNION_TAGS = {"csv", "parquet", "json", "sql", "random", "time", "uniform", "loguniform", "int", "choice"}
+_UNION_TAGS = {"csv", "parquet", "json", "sql", "random", "time", "uniform", "loguniform", "int", "choice",
+               "mlp", "lightgbm", "xgboost"}
 
 
 def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     """Drop pydantic's union tags (e.g. 'csv' in sources[0].csv.path) so paths match the YAML."""
     return tuple(
         part for i, part in enumerate(loc)
-        if not (i > 0 and part in _UNION_TAGS and (isinstance(loc[i - 1], int) or loc[i - 1] == "split"
+        if not (i > 0 and part in _UNION_TAGS and (isinstance(loc[i - 1], int) or loc[i - 1] in ("split", "model")
                                                    or (i > 1 and loc[i - 2] == "search_space")))
     )
 

@@ -1,13 +1,15 @@
 """The packaged model: everything serving needs, in files that never need unpickling.
 
     model/
-      manifest.json            format, sha256 of every file, spec, model config, input schema, lineage
-      weights.safetensors      the state_dict (safetensors: plain tensors, no code)
+      manifest.json            format, family, sha256 of every file, spec, model config, input schema, lineage
+      <model file>             the family's own safe format: weights.safetensors (mlp: plain tensors, no
+                               code), model.lgb.txt (LightGBM's text model), model.xgb.ubj (XGBoost's UBJSON)
       features.json            the fitted feature pipeline
       reference_profile.json   training distributions for drift detection
 
 ``write_package`` builds it in a temp folder and renames it into place; ``load_package`` verifies every
-checksum before building the model, so a truncated or tampered file is refused with a clear error.
+checksum before the family (``raymlops.model``) reads its file, so a truncated or tampered file is
+refused with a clear error.
 
 Example::
 
@@ -29,18 +31,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
-from raymlops.config import ModelConfig, ValidationConfig
+from raymlops.config import BaseModelConfig, ValidationConfig
 from raymlops.data.features import FittedFeatures
-from raymlops.errors import ModelPackageError
-from raymlops.training.models import BUILDERS, ModelSpec, build_model
+from raymlops.errors import ConfigError, ModelPackageError
+from raymlops.model.contract import ModelSpec, Predictor, get_family
 
 PACKAGE_FORMAT = 1
 MANIFEST = "manifest.json"
-WEIGHTS = "weights.safetensors"
+WEIGHTS = "weights.safetensors"  # the mlp family's model file
 FEATURES = "features.json"
 PROFILE = "reference_profile.json"
 
@@ -62,20 +61,33 @@ def input_schema(fitted: FittedFeatures, validation: ValidationConfig) -> dict[s
     return schema
 
 
-def write_package(dest: str | Path, *, weights: dict[str, torch.Tensor], fitted: FittedFeatures, spec: ModelSpec,
-                  model_config: ModelConfig, schema: dict[str, Any], profile: dict[str, Any],
-                  lineage: dict[str, str]) -> Path:
-    """Write the package atomically to ``dest`` (which must not exist yet)."""
+def write_package(dest: str | Path, *, fitted: FittedFeatures, spec: ModelSpec, model_config: BaseModelConfig,
+                  schema: dict[str, Any], profile: dict[str, Any], lineage: dict[str, str],
+                  model_files: dict[str, Path] | None = None, weights: dict[str, Any] | None = None) -> Path:
+    """Write the package atomically to ``dest`` (which must not exist yet).
+
+    ``model_files`` maps the family's package file name to a file to copy (a checkpoint's best model);
+    ``weights`` is a torch state_dict, saved as safetensors, for an MLP trained in this process.
+    """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    family = getattr(model_config, "family", "mlp")
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
-        save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / WEIGHTS))
+        if weights is not None:
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / WEIGHTS))
+        for name, source in (model_files or {}).items():
+            shutil.copyfile(source, tmp / name)
+        model_names = sorted(p.name for p in tmp.iterdir())
+        if not model_names:
+            raise ModelPackageError(f"{dest}: no model file given (model_files or weights)")
         fitted.save(tmp / FEATURES)
         (tmp / PROFILE).write_text(json.dumps(profile))
         manifest = {
-            "format": PACKAGE_FORMAT,
-            "files": {name: sha256(tmp / name) for name in (WEIGHTS, FEATURES, PROFILE)},
+            "format": PACKAGE_FORMAT, "family": family,
+            "files": {name: sha256(tmp / name) for name in (*model_names, FEATURES, PROFILE)},
             "spec": spec.to_dict(), "model_config": model_config.model_dump(), "input_schema": schema,
             "target": fitted.target, "lineage": lineage,
         }
@@ -89,28 +101,25 @@ def write_package(dest: str | Path, *, weights: dict[str, torch.Tensor], fitted:
 
 @dataclass
 class LoadedModel:
-    """A verified package, ready to predict from raw rows."""
+    """A verified package, ready to predict from raw rows, whatever its family."""
 
     path: Path
     manifest: dict[str, Any]
     features: FittedFeatures
     spec: ModelSpec
-    module: torch.nn.Module
+    predictor: Predictor
 
     @property
     def task(self) -> str:
         return self.spec.task
 
+    @property
+    def family(self) -> str:
+        return self.manifest.get("family", "mlp")
+
     def predict_features(self, features: pd.DataFrame) -> np.ndarray:
-        numeric = torch.from_numpy(np.stack([features[c].to_numpy(np.float32) for c in self.spec.numeric], 1)
-                                   if self.spec.numeric else np.zeros((len(features), 0), np.float32))
-        categorical = torch.from_numpy(
-            np.stack([features[c].to_numpy(np.int64) for c in self.spec.categorical], 1)
-            if self.spec.categorical else np.zeros((len(features), 0), np.int64))
-        with torch.no_grad():
-            out = self.module(numeric, categorical)
-        out = torch.sigmoid(out) if self.task == "classification" else out
-        return out.numpy().astype(np.float64)
+        """Transformed features in, one score per row out (float64)."""
+        return np.asarray(self.predictor.predict(features), dtype=np.float64)
 
     def predict_frame(self, frame: pd.DataFrame) -> np.ndarray:
         """Raw input columns in, one score per row out (probability of the positive class, or value)."""
@@ -145,6 +154,10 @@ def check_builder(path: Path, manifest: dict[str, Any], trusted_builders: Collec
     ``model_config.builder`` is an import path that would be called; taking it from a package (which a
     registry or a remote store supplies) would let that store run code here, as unpickling would.
     """
+    if manifest.get("family", "mlp") != "mlp":
+        return  # the tree families name no code: their model file is data read by the library
+    from raymlops.model.mlp import BUILDERS
+
     builder = (manifest.get("model_config") or {}).get("builder", "mlp")
     if builder in BUILDERS or builder in trusted_builders:
         return
@@ -155,21 +168,15 @@ def check_builder(path: Path, manifest: dict[str, Any], trusted_builders: Collec
 
 
 def load_package(path: str | Path, trusted_builders: Collection[str] = ()) -> LoadedModel:
-    """Verify checksums and the builder, then build the model from safetensors weights and JSON state."""
+    """Verify checksums and the builder, then let the package's family read its model file."""
     path = Path(path)
     manifest = verify_package(path)
     check_builder(path, manifest, trusted_builders)
     spec = ModelSpec(**manifest["spec"])
-    module = build_model(spec, ModelConfig(**manifest["model_config"]))
     try:
-        weights = load_file(str(path / WEIGHTS))
-    except SafetensorError as exc:  # e.g. a pickle (torch.save) put in its place: never unpickled
-        raise ModelPackageError(f"{path}: {WEIGHTS} is not a safetensors file ({exc}); raymlops loads weights "
-                                "only as safetensors and never unpickles a model") from exc
-    try:
-        module.load_state_dict(weights)
-    except RuntimeError as exc:
-        raise ModelPackageError(f"{path}: weights do not fit the model: {exc}") from exc
-    module.eval()
+        family = get_family(manifest.get("family", "mlp"))
+    except ConfigError as exc:
+        raise ModelPackageError(f"{path}: {exc}") from exc
+    predictor = family.load(path, manifest, spec)
     return LoadedModel(path=path, manifest=manifest, features=FittedFeatures.load(path / FEATURES),
-                       spec=spec, module=module)
+                       spec=spec, predictor=predictor)

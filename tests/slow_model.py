@@ -18,7 +18,7 @@ from pathlib import Path
 
 from torch import nn
 
-from raymlops.training.models import build_mlp
+from raymlops.model.mlp import build_mlp
 
 _HERE = str(Path(__file__).resolve())  # the same in the test process and in every replica
 RULE = Path(tempfile.gettempdir()) / f"raymlops-slow-model-{hashlib.sha1(_HERE.encode()).hexdigest()[:8]}.json"

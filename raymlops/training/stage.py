@@ -25,9 +25,8 @@ from typing import Any
 
 import numpy as np
 import yaml
-from safetensors.torch import load_file
 
-from raymlops.config import DerivedFeature, ModelConfig, PipelineConfig
+from raymlops.config import DerivedFeature, PipelineConfig
 from raymlops.data.features import add_derived
 from raymlops.data.stage import DataStageResult
 from raymlops.errors import GateFailed, RegistryError, TrainingError
@@ -75,7 +74,7 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
 def _score(cfg: PipelineConfig, data: DataStageResult, package_dir: Path) -> tuple[np.ndarray, np.ndarray, dict]:
     """Predictions of a package on the raw test split, with labels and slice columns."""
     keep = [cfg.features.target, PREDICTION, *cfg.evaluation.slices]
-    scored = predict_dataset(data.raw["test"], package_dir, trusted_builders=(cfg.model.builder,)
+    scored = predict_dataset(data.raw["test"], package_dir, trusted_builders=cfg.model.trusted_builders()
                              ).select_columns(keep).to_pandas()
     return (scored[cfg.features.target].to_numpy(dtype=float), scored[PREDICTION].to_numpy(dtype=float),
             {s: scored[s].astype(str).to_numpy() for s in cfg.evaluation.slices})
@@ -132,7 +131,8 @@ def run_training_stage(cfg: PipelineConfig, data: DataStageResult, run_name: str
             reg.set_tags(run_id, {"raymlops.tuning.total_epochs": str(tuned.total_epochs),
                                   "raymlops.tuning.trials": str(len(tuned.trials))})
         else:
-            say("train", f"{cfg.training.num_workers} worker(s), up to {cfg.training.epochs} epochs")
+            say("train", f"{cfg.model.family}, {cfg.training.num_workers} worker(s), up to " + (
+                f"{cfg.training.epochs} epochs" if cfg.model.family == "mlp" else f"{cfg.model.num_boost_round} rounds"))
             trained = run_training(cfg, data, run_name)
         seconds["train"] = time.perf_counter() - t0
         reg.log_metrics(run_id, trained.history)
@@ -144,17 +144,17 @@ def run_training_stage(cfg: PipelineConfig, data: DataStageResult, run_name: str
         profile = build_reference_profile(
             sample, [s.column for s in data.features.numeric], [s.column for s in data.features.categorical])
         package_dir = ws.root / "packages" / run_name / "model"
-        package = dict(weights=load_file(str(trained.best_weights)), fitted=data.features, spec=trained.spec,
+        package = dict(model_files=trained.model_files, fitted=data.features, spec=trained.spec,
                        model_config=cfg.model.model_copy(update={
                            k: v for k, v in (tuned.best_overrides if tuned else {}).items()
-                           if k in ModelConfig.model_fields}),
+                           if k in type(cfg.model).model_fields}),
                        schema=input_schema(data.features, cfg.validation), lineage=lineage)
         for _ in range(2):  # the second time with the model's own scores on the sample (prediction drift)
             if package_dir.exists():
                 shutil.rmtree(package_dir)
             write_package(package_dir, profile=profile, **package)
             if "scores" not in profile:
-                profile = {**profile, "scores": score_profile(load_package(package_dir, (cfg.model.builder,)).predict_frame(raw_sample))}
+                profile = {**profile, "scores": score_profile(load_package(package_dir, cfg.model.trusted_builders()).predict_frame(raw_sample))}
         y, pred, groups = _score(cfg, data, package_dir)
         metrics = evaluation.compute_metrics(cfg.model.task, y, pred)
         slices = {s: evaluation.slice_metrics(cfg.model.task, y, pred, g) for s, g in groups.items()}
@@ -226,7 +226,7 @@ def system_info() -> dict[str, str]:
 
     info = {"raymlops.system.python": platform.python_version(), "raymlops.system.platform": platform.platform(),
             "raymlops.system.host": socket.gethostname(), "raymlops.system.cpus": str(os.cpu_count())}
-    for package in ("raymlops", "ray", "torch", "mlflow", "pyarrow", "pandas"):
+    for package in ("raymlops", "ray", "torch", "lightgbm", "xgboost", "mlflow", "pyarrow", "pandas"):
         try:
             info[f"raymlops.system.{package}"] = version(package)
         except PackageNotFoundError:
@@ -252,8 +252,12 @@ def summary_rows(result: TrainingStageResult) -> list[tuple[str, str]]:
     """What the CLI prints about the stage."""
     m = result.metrics
     keys = ["auc", "pr_auc", "log_loss", "accuracy", "f1", "calibration_error"] if "auc" in m else ["rmse", "mae", "r2"]
-    rows = [("run", f"{result.run_name} (MLflow run {result.run_id[:12]})"),
-            ("epochs", f"{result.training.epochs_run} (final val_loss {result.training.final_metrics['val_loss']:.4f})"),
+    final = result.training.final_metrics
+    if "round" in final:  # boosted trees
+        trained = ("rounds", f"{final['best_round']} kept of {final['round']} (best val_loss {final['best_val_loss']:.4f})")
+    else:
+        trained = ("epochs", f"{result.training.epochs_run} (final val_loss {final['val_loss']:.4f})")
+    rows = [("run", f"{result.run_name} (MLflow run {result.run_id[:12]})"), trained,
             ("test metrics", ", ".join(f"{k} {m[k]:.4f}" for k in keys if k in m))]
     if result.tuning:
         rows.append(("tuning", f"{len(result.tuning.trials)} trials, {result.tuning.total_epochs} epochs in all "

@@ -1,9 +1,10 @@
-"""Ray Train on the data stage's output: one TorchTrainer run, resumable by name.
+"""Ray Train on the data stage's output: one run of the model family's trainer (TorchTrainer,
+LightGBMTrainer or XGBoostTrainer), resumable by name.
 
 Example::
 
     result = run_training(cfg, data_result, run_name="flights-20250101-120000")
-    result.best_weights  # path to best_model.safetensors in the last checkpoint
+    result.model_files  # {package file name: the best model's file in the last checkpoint}
 """
 
 from __future__ import annotations
@@ -15,13 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import ray.train
-from ray.train.torch import TorchTrainer
 
 from raymlops.config import PipelineConfig
 from raymlops.data.stage import DataStageResult
 from raymlops.errors import TrainingError
-from raymlops.training.loop import BEST_WEIGHTS, STATE, train_loop_per_worker
-from raymlops.training.models import ModelSpec
+from raymlops.model.contract import STATE, ModelSpec, get_family
 from raymlops.workspace import Workspace
 
 
@@ -29,7 +28,7 @@ from raymlops.workspace import Workspace
 class TrainingResult:
     run_name: str
     checkpoint_dir: Path
-    best_weights: Path
+    model_files: dict[str, Path]
     spec: ModelSpec
     params: dict[str, Any]
     final_metrics: dict[str, Any]
@@ -51,12 +50,26 @@ def loop_config(cfg: PipelineConfig, spec: ModelSpec, overrides: dict[str, Any] 
     return {"spec": spec.to_dict(), "model": model, "training": training, "target": cfg.features.target}
 
 
+def model_spec(cfg: PipelineConfig, data: DataStageResult) -> ModelSpec:
+    """The model's inputs, and for regression the training target's mean and std (the MLP learns the
+    standardised target; predictions are mapped back)."""
+    if cfg.model.task != "regression":
+        return ModelSpec.from_features(data.features, cfg.model.task)
+    target = cfg.features.target
+    column = data.datasets["train"].select_columns([target]).to_pandas()[target].astype("float64")
+    mean, std = float(column.mean()), float(column.std(ddof=0))
+    return ModelSpec.from_features(data.features, cfg.model.task, target_mean=mean,
+                                   target_std=std if std > 0 else 1.0)
+
+
 def build_trainer(cfg: PipelineConfig, data: DataStageResult, run_name: str, storage: Path,
-                  overrides: dict[str, Any] | None = None, callbacks: list | None = None) -> TorchTrainer:
-    spec = ModelSpec.from_features(data.features, cfg.model.task)
+                  overrides: dict[str, Any] | None = None, callbacks: list | None = None,
+                  spec: ModelSpec | None = None) -> Any:
+    spec = spec or model_spec(cfg, data)
+    family = get_family(cfg.model.family)
     t = cfg.training
-    return TorchTrainer(
-        train_loop_per_worker,
+    return family.trainer_class()(
+        family.worker(),
         train_loop_config=loop_config(cfg, spec, overrides),
         scaling_config=ray.train.ScalingConfig(
             num_workers=t.num_workers, use_gpu=t.use_gpu, placement_strategy=t.placement_strategy,
@@ -70,6 +83,8 @@ def build_trainer(cfg: PipelineConfig, data: DataStageResult, run_name: str, sto
         # transform tasks could never be scheduled and training would wait forever.
         datasets={"train": data.datasets["train"].materialize(),
                   "validation": data.datasets["validation"].materialize()},
+        dataset_config=ray.train.DataConfig(
+            datasets_to_split="all" if family.split_validation else ["train"]),
     )
 
 
@@ -79,10 +94,11 @@ def read_checkpoint_state(checkpoint_dir: str | Path) -> dict[str, Any]:
 
 def run_training(cfg: PipelineConfig, data: DataStageResult, run_name: str,
                  overrides: dict[str, Any] | None = None) -> TrainingResult:
-    """Train, or resume the run of that name from its last checkpoint; returns where the weights are."""
+    """Train, or resume the run of that name from its last checkpoint; returns where the model is."""
     ws = Workspace(cfg.workdir_path).ensure()
     started = time.perf_counter()
-    trainer = build_trainer(cfg, data, run_name, ws.checkpoints, overrides)
+    spec = model_spec(cfg, data)
+    trainer = build_trainer(cfg, data, run_name, ws.checkpoints, overrides, spec=spec)
     try:
         result = trainer.fit()
     except Exception as exc:  # Ray raises TrainingFailedError subclasses and others
@@ -90,11 +106,15 @@ def run_training(cfg: PipelineConfig, data: DataStageResult, run_name: str,
                             f"{ws.checkpoints / run_name}; rerun with --run-name {run_name} to resume.") from exc
     if result.checkpoint is None:
         raise TrainingError(f"training run {run_name!r} reported no checkpoint (no epoch completed)")
-    ckpt_dir = Path(result.checkpoint.path)
+    return training_result(cfg, run_name, Path(result.checkpoint.path), spec, overrides,
+                           seconds=time.perf_counter() - started)
+
+
+def training_result(cfg: PipelineConfig, run_name: str, ckpt_dir: Path, spec: ModelSpec,
+                    overrides: dict[str, Any] | None, seconds: float) -> TrainingResult:
+    """What a finished run (or the best tuning trial) left in its checkpoint."""
     state = read_checkpoint_state(ckpt_dir)
-    spec = ModelSpec.from_features(data.features, cfg.model.task)
     return TrainingResult(
-        run_name=run_name, checkpoint_dir=ckpt_dir, best_weights=ckpt_dir / BEST_WEIGHTS,
+        run_name=run_name, checkpoint_dir=ckpt_dir, model_files=get_family(cfg.model.family).checkpoint_files(ckpt_dir),
         spec=spec, params=loop_config(cfg, spec, overrides),
-        final_metrics=state["metrics"], history=state.get("history", [state["metrics"]]),
-        seconds=time.perf_counter() - started)
+        final_metrics=state["metrics"], history=state.get("history", [state["metrics"]]), seconds=seconds)

@@ -30,9 +30,8 @@ from ray.tune.schedulers import ASHAScheduler
 from raymlops.config import ChoiceDim, IntDim, PipelineConfig, UniformDim
 from raymlops.data.stage import DataStageResult
 from raymlops.errors import TrainingError
-from raymlops.training.loop import BEST_WEIGHTS
-from raymlops.training.models import ModelSpec
-from raymlops.training.trainer import TrainingResult, build_trainer, loop_config, read_checkpoint_state
+from raymlops.model.contract import ModelSpec
+from raymlops.training.trainer import TrainingResult, build_trainer, model_spec, training_result
 from raymlops.workspace import Workspace
 
 _PRIMITIVE = (str, int, float, bool, type(None))
@@ -65,7 +64,7 @@ def search_space(cfg: PipelineConfig) -> tuple[dict[str, Any], dict[str, list[An
     space: dict[str, Any] = {}
     lookups: dict[str, list[Any]] = {}
     grid = cfg.tuning.search_alg == "grid"  # config validation has refused continuous dimensions
-    for name, dim in cfg.tuning.search_space.items():
+    for name, dim in cfg.search_space().items():
         if isinstance(dim, UniformDim):
             space[name] = (tune.loguniform if dim.type == "loguniform" else tune.uniform)(dim.low, dim.high)
         elif isinstance(dim, IntDim):
@@ -111,10 +110,10 @@ class _ReleaseStoppedTrialResources(tune.Callback):
 
 
 def _trial(params: dict[str, Any], *, cfg: PipelineConfig, data: DataStageResult, run_name: str,
-           storage: str, lookups: dict[str, list[Any]]) -> None:
+           storage: str, lookups: dict[str, list[Any]], spec: ModelSpec) -> None:
     trial_id = tune.get_context().get_trial_id()
     trainer = build_trainer(cfg, data, f"{run_name}-{trial_id}", Path(storage), overrides=_resolve(params, lookups),
-                            callbacks=[TuneReportCallback()])
+                            callbacks=[TuneReportCallback()], spec=spec)
     trainer.fit()
 
 
@@ -146,8 +145,10 @@ def run_tuning(cfg: PipelineConfig, data: DataStageResult, run_name: str, *, tra
         from ray.tune.search.optuna import OptunaSearch
 
         search_alg = OptunaSearch(seed=cfg.training.seed)
-    scheduler = ASHAScheduler(max_t=cfg.training.epochs, grace_period=t.grace_period,
-                              reduction_factor=t.reduction_factor)
+    # ASHA counts reports: an epoch for the MLP, a checkpoint (every checkpoint_every rounds) for trees.
+    max_t = report_budget(cfg)
+    scheduler = ASHAScheduler(max_t=max_t, grace_period=t.grace_period, reduction_factor=t.reduction_factor)
+    spec = model_spec(cfg, data)
     # Each trial holds a sliver of CPU plus its workers' CPUs; more concurrent trials than fit would
     # reserve their slivers and then wait forever for worker CPUs.
     need = cfg.training.num_workers * cfg.training.cpus_per_worker + _TRIAL_CPU
@@ -155,7 +156,7 @@ def run_tuning(cfg: PipelineConfig, data: DataStageResult, run_name: str, *, tra
     concurrency = min(t.max_concurrent_trials, fits)
     trainable = tune.with_resources(  # the trial process itself needs (almost) no CPU: its Train workers do
         tune.with_parameters(_trial, cfg=cfg, data=data, run_name=run_name, storage=str(ws.checkpoints),
-                             lookups=lookups), {"CPU": _TRIAL_CPU})
+                             lookups=lookups, spec=spec), {"CPU": _TRIAL_CPU})
     tuner = tune.Tuner(
         trainable,
         param_space=space,
@@ -185,9 +186,12 @@ def run_tuning(cfg: PipelineConfig, data: DataStageResult, run_name: str, *, tra
     if not ckpt:
         raise TrainingError("the best tuning trial reported no checkpoint")
     overrides = _resolve({k: best_result.config[k] for k in space}, lookups)
-    state = read_checkpoint_state(ckpt)
-    spec = ModelSpec.from_features(data.features, cfg.model.task)
-    best = TrainingResult(run_name=run_name, checkpoint_dir=Path(ckpt), best_weights=Path(ckpt) / BEST_WEIGHTS,
-                          spec=spec, params=loop_config(cfg, spec, overrides), final_metrics=state["metrics"],
-                          history=state.get("history", []), seconds=time.perf_counter() - started)
-    return TuningResult(best=best, best_overrides=overrides, trials=trials, max_epochs=cfg.training.epochs)
+    best = training_result(cfg, run_name, Path(ckpt), spec, overrides, seconds=time.perf_counter() - started)
+    return TuningResult(best=best, best_overrides=overrides, trials=trials, max_epochs=max_t)
+
+
+def report_budget(cfg: PipelineConfig) -> int:
+    """Most reports one trial makes: epochs (MLP), or checkpoints over the boosting rounds (trees)."""
+    if cfg.model.family == "mlp":
+        return cfg.training.epochs
+    return -(-cfg.model.num_boost_round // cfg.model.checkpoint_every)

@@ -11,7 +11,8 @@ from raymlops.config import FeaturesConfig, ModelConfig, ValidationConfig
 from raymlops.data.features import fit_features, fit_partial
 from raymlops.errors import ConfigError, ModelPackageError
 from raymlops.packaging import WEIGHTS, input_schema, load_package, write_package
-from raymlops.training.models import ModelSpec, build_model, resolve_builder
+from raymlops.model.contract import ModelSpec
+from raymlops.model.mlp import build_model, resolve_builder
 from tests.helpers import SMOKE_FLIGHTS
 
 FEATURES = FeaturesConfig.model_validate({

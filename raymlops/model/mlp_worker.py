@@ -1,4 +1,4 @@
-"""The per-worker Ray Train loop: DDP over data shards, a checkpoint every epoch, resume, early stopping.
+"""The MLP family's per-worker Ray Train loop: DDP over data shards, a checkpoint every epoch, resume, early stopping.
 
 Every epoch each worker trains on its shard of ``train``, the validation loss is summed over all
 workers (so every worker takes the same early-stopping decision), and rank 0 reports a checkpoint
@@ -26,12 +26,12 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
 from raymlops.config import ModelConfig, TrainingConfig
-from raymlops.training.models import ModelSpec, build_model
+from raymlops.model.contract import STATE, ModelSpec
+from raymlops.model.mlp import build_model
 
 WEIGHTS = "model.safetensors"
 BEST_WEIGHTS = "best_model.safetensors"
 OPTIMIZER = "optimizer.pt"
-STATE = "state.json"
 
 
 def collate(spec: ModelSpec, target: str):
@@ -43,6 +43,8 @@ def collate(spec: ModelSpec, target: str):
         categorical = (np.stack([batch[c].astype(np.int64) for c in spec.categorical], axis=1)
                        if spec.categorical else np.zeros((n, 0), np.int64))
         y = batch[target].astype(np.float32)
+        if spec.task == "regression":  # standardised on the training split; predictions are mapped back
+            y = ((y - spec.target_mean) / spec.target_std).astype(np.float32)
         return torch.from_numpy(numeric), torch.from_numpy(categorical), torch.from_numpy(y)
     return fn
 

@@ -1,0 +1,154 @@
+"""The torch MLP family: the tabular MLP (or a user's own builder, plugged in by import path).
+
+A builder has the signature ``build(spec: ModelSpec, cfg: ModelConfig) -> torch.nn.Module`` and the
+module's ``forward(numeric, categorical)`` takes a float tensor ``[batch, len(spec.numeric)]`` and a
+long tensor ``[batch, len(spec.categorical)]`` (ids, 0 = unknown) and returns ``[batch]`` (a logit for
+classification, the value for regression). Example config: ``model: {builder: "mypkg.models:build"}``.
+
+Example::
+
+    def build(spec, cfg):
+        return MyNet(len(spec.numeric), spec.cardinalities)
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from raymlops.config import DEFAULT_SEARCH_SPACES, TUNABLE_BY_FAMILY, ModelConfig
+from raymlops.errors import ConfigError, ModelPackageError
+from raymlops.model.contract import ModelSpec
+
+
+class TabularMLP(nn.Module):
+    """Embeddings for categorical ids, concatenated with numeric inputs, then an MLP to one output."""
+
+    def __init__(self, spec: ModelSpec, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.embeddings = nn.ModuleList(
+            nn.Embedding(card, min(cfg.embedding_dim, max(2, card))) for card in spec.cardinalities)
+        width = len(spec.numeric) + sum(e.embedding_dim for e in self.embeddings)
+        layers: list[nn.Module] = []
+        for hidden in cfg.hidden_sizes:
+            layers += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(cfg.dropout)]
+            width = hidden
+        layers.append(nn.Linear(width, 1))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
+        parts = [numeric] + [emb(categorical[:, i]) for i, emb in enumerate(self.embeddings)]
+        return self.mlp(torch.cat(parts, dim=1)).squeeze(-1)
+
+
+def build_mlp(spec: ModelSpec, cfg: ModelConfig) -> nn.Module:
+    return TabularMLP(spec, cfg)
+
+
+BUILDERS: dict[str, Callable[[ModelSpec, ModelConfig], nn.Module]] = {"mlp": build_mlp}
+
+
+def resolve_builder(name: str) -> Callable[[ModelSpec, ModelConfig], nn.Module]:
+    """A built-in builder by name, or ``"package.module:function"``."""
+    if name in BUILDERS:
+        return BUILDERS[name]
+    if ":" not in name:
+        close = difflib.get_close_matches(name, BUILDERS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"model.builder: unknown builder {name!r}; {hint}available: {sorted(BUILDERS)} "
+                          "or 'package.module:function'")
+    module_name, attr = name.split(":", 1)
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"model.builder: cannot import {name!r}: {exc}") from exc
+    if not callable(fn):
+        raise ConfigError(f"model.builder: {name!r} is not callable")
+    return fn
+
+
+def build_model(spec: ModelSpec, cfg: ModelConfig) -> nn.Module:
+    model = resolve_builder(cfg.builder)(spec, cfg)
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model.builder {cfg.builder!r} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def model_inputs(features: pd.DataFrame, spec: ModelSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """(numeric float32, categorical int64) tensors of transformed features, as the module takes them."""
+    n = len(features)
+    numeric = (np.stack([features[c].to_numpy(np.float32) for c in spec.numeric], 1)
+               if spec.numeric else np.zeros((n, 0), np.float32))
+    categorical = (np.stack([features[c].to_numpy(np.int64) for c in spec.categorical], 1)
+                   if spec.categorical else np.zeros((n, 0), np.int64))
+    return torch.from_numpy(numeric), torch.from_numpy(categorical)
+
+
+class MLPPredictor:
+    """A torch module in eval mode; sigmoid for classification, the target's scaling undone for regression."""
+
+    def __init__(self, module: nn.Module, spec: ModelSpec) -> None:
+        self.module, self.spec = module, spec
+
+    def predict(self, features: pd.DataFrame) -> np.ndarray:
+        numeric, categorical = model_inputs(features, self.spec)
+        with torch.no_grad():
+            out = self.module(numeric, categorical)
+        if self.spec.task == "classification":
+            return torch.sigmoid(out).numpy().astype(np.float64)
+        return out.numpy().astype(np.float64) * self.spec.target_std + self.spec.target_mean
+
+
+class MLPFamily:
+    """Ray Train's TorchTrainer (DDP), weights as safetensors."""
+
+    name = "mlp"
+    model_file = "weights.safetensors"
+    tunable = TUNABLE_BY_FAMILY["mlp"]
+    split_validation = True
+
+    def worker(self) -> Callable[[dict[str, Any]], None]:
+        from raymlops.model.mlp_worker import train_loop_per_worker
+
+        return train_loop_per_worker
+
+    def trainer_class(self) -> type:
+        from ray.train.torch import TorchTrainer
+
+        return TorchTrainer
+
+    def checkpoint_files(self, checkpoint_dir: Path) -> dict[str, Path]:
+        from raymlops.model.mlp_worker import BEST_WEIGHTS
+
+        return {self.model_file: Path(checkpoint_dir) / BEST_WEIGHTS}
+
+    def load(self, package_dir: Path, manifest: dict[str, Any], spec: ModelSpec) -> MLPPredictor:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        module = build_model(spec, ModelConfig(**manifest["model_config"]))
+        try:
+            weights = load_file(str(Path(package_dir) / self.model_file))
+        except SafetensorError as exc:  # e.g. a pickle (torch.save) put in its place: never unpickled
+            raise ModelPackageError(f"{package_dir}: {self.model_file} is not a safetensors file ({exc}); raymlops "
+                                    "loads weights only as safetensors and never unpickles a model") from exc
+        try:
+            module.load_state_dict(weights)
+        except RuntimeError as exc:
+            raise ModelPackageError(f"{package_dir}: weights do not fit the model: {exc}") from exc
+        module.eval()
+        return MLPPredictor(module, spec)
+
+    def default_search_space(self) -> dict[str, dict[str, Any]]:
+        return DEFAULT_SEARCH_SPACES["mlp"]
+
+
+FAMILY = MLPFamily()
