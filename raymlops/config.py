@@ -702,6 +702,10 @@ def parse_config(data: Any, source: str = "<config>", root: yaml.Node | None = N
                 msg = "unknown key (check spelling; see `raymlops schema` for the allowed keys)"
             elif err["type"] == "missing":
                 msg = "required key is missing"
+            elif err["type"] == "union_tag_invalid" and loc == ("model",):
+                loc = ("model", "family")
+                msg = (f"unknown model family {err['ctx']['tag']!r}; choose one of {', '.join(MODEL_CONFIGS)} "
+                       "(see `raymlops schema`)")
             problems.append(f"{where}: {_format_loc(loc)}: {msg}")
         raise ConfigError(_summary(source, problems), problems=problems) from None
     for check in CROSS_CHECKS:

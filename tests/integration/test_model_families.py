@@ -1,0 +1,177 @@
+"""Every model family end to end on the session's real Ray, a real MLflow store and real HTTP: the smoke
+pipeline on 2 Ray Train workers, registered, scored in batch as `raymlops predict` does, served, and
+answering over HTTP exactly as in batch. Plus what only trees have: data-parallel LightGBM uses every
+training row, and a worker killed mid-boosting costs only the rounds since the last checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import psutil
+import pytest
+
+from raymlops.client import Client
+from raymlops.config import load_config
+from raymlops.data.stage import run_data_stage
+from raymlops.errors import ModelPackageError
+from raymlops.inference import PREDICTION, predict_files
+from raymlops.packaging import MANIFEST, load_package
+from raymlops.registry import CHAMPION, Registry
+from raymlops.training.stage import run_training_stage
+from raymlops.training.trainer import run_training
+from tests.helpers import SMOKE_FLIGHTS, registered_checkpoints, serve_port, smoke_dict, write_config
+
+pytestmark = pytest.mark.integration
+FAMILIES = {
+    "mlp": {"task": "classification", "hidden_sizes": [32, 16]},
+    "lightgbm": {"task": "classification", "family": "lightgbm", "checkpoint_every": 10},
+    "xgboost": {"task": "classification", "family": "xgboost", "checkpoint_every": 10},
+}
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_family_trains_on_two_workers_serves_and_http_equals_batch_predict(family, ray_session, tmp_path):
+    from ray import serve
+
+    from raymlops.serving.deploy import deploy
+
+    data = smoke_dict()
+    data["name"] = f"smoke-{family}"
+    data["model"] = FAMILIES[family]
+    data["training"] = {"num_workers": 2, "epochs": 3, "batch_size": 128}
+    data["serving"] = {"port": serve_port(), "min_replicas": 1, "max_replicas": 1, "cpus_per_replica": 0.25}
+    cfg = load_config(write_config(tmp_path, data))
+    stage = run_data_stage(cfg)
+    trained = run_training_stage(cfg, stage, run_name=f"{family}-v1")
+    assert trained.version == "1" and CHAMPION in trained.aliases
+    assert trained.metrics["auc"] >= 0.55, "the shipped smoke gate would refuse this model"
+    manifest = json.loads((trained.package_dir / MANIFEST).read_text())
+    assert manifest["family"] == family
+    if family == "lightgbm":  # the first tree's root counted every training row, not one worker's shard
+        assert trained.training.final_metrics["trained_rows"] == stage.split_rows["train"]
+        assert trained.training.final_metrics["shard_rows"] < stage.split_rows["train"]
+
+    test_rows = stage.raw["test"].to_pandas()
+    csv = tmp_path / "test.csv"
+    test_rows.to_csv(csv, index=False)
+    reg = Registry.for_config(cfg)
+    predict_files(reg, f"{cfg.model_name}@champion", str(csv), tmp_path / "scores", fmt="csv",
+                  trusted_builders=cfg.model.trusted_builders())
+    batch = pd.read_parquet(tmp_path / "scores")
+    assert len(batch) == len(test_rows)
+
+    url = deploy(cfg)
+    try:
+        schema = Client(url).model_info()["input_schema"]
+        rows = json.loads(batch[list(schema)].to_json(orient="records", date_format="iso"))
+        with Client(url) as client:
+            got = []
+            for i in range(0, len(rows), 250):
+                answer = client.predict(rows[i:i + 250])
+                assert answer["version"] == "1"
+                got += [p["score"] for p in answer["predictions"]]
+            single = client.predict(rows[3])["predictions"][0]["score"]
+    finally:
+        serve.shutdown()
+    np.testing.assert_allclose(got, batch[PREDICTION].to_numpy(), rtol=0, atol=1e-6)
+    assert abs(single - batch[PREDICTION].iloc[3]) < 1e-6
+
+    model_file = trained.package_dir / next(f for f in manifest["files"] if f.startswith(("weights", "model.")))
+    original = model_file.read_bytes()
+    model_file.write_bytes(original[:-10] + b"0123456789")
+    with pytest.raises(ModelPackageError, match="does not match the checksum"):
+        load_package(trained.package_dir, cfg.model.trusted_builders())
+    model_file.write_bytes(original)
+
+
+def _train_workers() -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["cmdline"]) if " ".join(p.info["cmdline"] or []).startswith("ray::RayTrainWorker")]
+
+
+def test_killed_worker_mid_boosting_resumes_and_stops_at_the_same_round(ray_session, tmp_path):
+    flights = pd.read_csv(SMOKE_FLIGHTS)
+    big = pd.concat([flights.assign(flight=flights["flight"] + 10_000 * i) for i in range(10)], ignore_index=True)
+    path = tmp_path / "big.csv"
+    big.to_csv(path, index=False)
+    data = smoke_dict()
+    data["data"]["sources"][0]["path"] = str(path)
+    data["validation"]["row_count"] = {"min": 1000}
+    data["model"] = {"task": "classification", "family": "lightgbm", "num_boost_round": 300, "learning_rate": 0.02,
+                     "checkpoint_every": 5, "early_stopping_rounds": 400}
+    data["training"] = {"num_workers": 2, "max_failures": 2}
+    cfg = load_config(write_config(tmp_path, data))
+    stage = run_data_stage(cfg)
+    undisturbed = run_training(cfg, stage, run_name="calm")
+
+    box: dict = {}
+    thread = threading.Thread(target=lambda: box.update(result=run_training(cfg, stage, run_name="stormy")))
+    thread.start()
+    run_dir = cfg.workdir_path / "checkpoints" / "stormy"
+    killed = None
+    deadline = time.time() + 300
+    while time.time() < deadline and thread.is_alive() and killed is None:
+        if registered_checkpoints(run_dir) >= 1:
+            workers = _train_workers()
+            if workers:
+                killed = workers[-1].pid
+                os.kill(killed, signal.SIGKILL)
+        time.sleep(0.02)
+    thread.join(timeout=600)
+    assert killed is not None, "boosting ended before a worker could be killed after its first checkpoint"
+    disturbed = box["result"]
+    assert disturbed.final_metrics["round"] == undisturbed.final_metrics["round"] == 300
+    assert any(h["started_at_round"] > 0 for h in disturbed.history), f"restarted from scratch: {disturbed.history}"
+    assert disturbed.final_metrics["trained_rows"] == stage.split_rows["train"]
+    assert disturbed.final_metrics["val_loss"] == pytest.approx(undisturbed.final_metrics["val_loss"], rel=1e-3)
+
+
+def test_mlp_regression_on_a_target_in_the_thousands_is_as_good_as_default_lightgbm(ray_session, tmp_path):
+    """The MLP standardises a regression target: with defaults it gets within 0.05 R² of LightGBM."""
+    flights = pd.read_csv(SMOKE_FLIGHTS)
+    rng = np.random.default_rng(0)
+    signal_ = (flights["distance"] / 1000.0) ** 0.5 + 0.4 * (flights["hour"] - 12) / 6 + (flights["origin"] == "JFK")
+    signal_ = (signal_ - signal_.mean()) / signal_.std()
+    flights["fare"] = 1000 + 300 * (0.9 * signal_ + 0.43 * rng.standard_normal(len(flights)))
+    path = tmp_path / "fares.csv"
+    flights.to_csv(path, index=False)
+    r2 = {}
+    for family in ("mlp", "lightgbm"):
+        data = smoke_dict()
+        data["name"] = f"fares-{family}"
+        data["data"]["sources"][0]["path"] = str(path)
+        data["features"]["target"] = "fare"
+        data["features"]["numeric"] = [{"column": "distance"}]
+        data["features"]["categorical"] = [{"column": "origin"}, {"column": "hour"}]
+        data["validation"]["columns"].pop("delayed", None)
+        data["model"] = {"task": "regression"} | ({"family": "lightgbm"} if family == "lightgbm" else {})
+        data["training"] = {"num_workers": 1, "epochs": 10}
+        data["evaluation"] = {"gates": ["r2 >= 0.0"]}
+        cfg = load_config(write_config(tmp_path / family, data))
+        r2[family] = run_training_stage(cfg, run_data_stage(cfg), run_name=f"fares-{family}").metrics["r2"]
+    assert r2["lightgbm"] > 0.6, r2
+    assert r2["mlp"] >= r2["lightgbm"] - 0.05, r2
+
+
+def test_asha_stops_weak_lightgbm_trials_on_their_round_reports(ray_session, tmp_path):
+    """Tuning a tree family: its default search space, ASHA on reports every checkpoint_every rounds."""
+    data = smoke_dict()
+    data["model"] = {"task": "classification", "family": "lightgbm", "num_boost_round": 60, "checkpoint_every": 10,
+                     "early_stopping_rounds": 1000}
+    data["training"] = {"cpus_per_worker": 0.5}
+    data["tuning"] = {"enabled": True, "num_samples": 4, "max_concurrent_trials": 2, "grace_period": 1,
+                      "reduction_factor": 2}
+    cfg = load_config(write_config(tmp_path, data))
+    result = run_training_stage(cfg, run_data_stage(cfg), run_name="tuned-trees")
+    tuning = result.tuning
+    assert tuning.max_epochs == 6 and len(tuning.trials) == 4 and all(t.status == "ok" for t in tuning.trials)
+    assert tuning.total_epochs < 4 * 6, [t.epochs for t in tuning.trials]
+    assert max(t.epochs for t in tuning.trials) == 6
+    assert set(tuning.best_overrides) == set(cfg.search_space()) == {"learning_rate", "num_leaves",
+                                                                      "min_child_samples", "feature_fraction"}
+    assert result.version == "1"

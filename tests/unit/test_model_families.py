@@ -1,0 +1,165 @@
+"""The model contract without Ray: family configs, parameters, and packages of every family (a model
+fitted here with the library itself, saved in its native format, verified, loaded and scored)."""
+
+from __future__ import annotations
+
+import json
+import pickletools
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+import xgboost as xgb
+
+from raymlops.config import FeaturesConfig, LightGBMModelConfig, ModelConfig, XGBoostModelConfig, parse_config
+from raymlops.data.features import fit_features, fit_partial
+from raymlops.errors import ConfigError, ModelPackageError
+from raymlops.model import get_family
+from raymlops.model.boosting import RoundState
+from raymlops.model.contract import ModelSpec, feature_matrix
+from raymlops.model.lgbm import lightgbm_params, root_row_count
+from raymlops.model.xgb import dmatrix, xgboost_params
+from raymlops.packaging import MANIFEST, load_package, write_package
+from tests.helpers import SMOKE_FLIGHTS, smoke_dict
+
+FEATURES = FeaturesConfig.model_validate({
+    "target": "delayed", "numeric": [{"column": "distance"}, {"column": "sched_dep_time"}],
+    "categorical": [{"column": "carrier"}, {"column": "origin"}]})
+
+
+@pytest.fixture(scope="module")
+def fitted_frame():
+    df = pd.read_csv(SMOKE_FLIGHTS)
+    df["delayed"] = df["delayed"].astype(int)
+    fitted = fit_features([fit_partial(df, FEATURES)], FEATURES)
+    return fitted, df, fitted.transform_frame(df)
+
+
+def _config(model: dict) -> dict:
+    data = smoke_dict()
+    data["model"] = model
+    return data
+
+
+def test_existing_configs_mean_the_mlp_and_families_have_their_own_keys():
+    assert parse_config(smoke_dict(), source="x.yaml").model.family == "mlp"
+    lgbm = parse_config(_config({"family": "lightgbm", "num_leaves": 15}), source="x.yaml").model
+    assert isinstance(lgbm, LightGBMModelConfig) and lgbm.num_leaves == 15 and lgbm.trusted_builders() == ()
+    xg = parse_config(_config({"family": "xgboost", "max_depth": 4}), source="x.yaml").model
+    assert isinstance(xg, XGBoostModelConfig) and xg.max_depth == 4
+
+
+def test_family_errors_name_the_key_and_what_is_allowed():
+    with pytest.raises(ConfigError, match=r"model.family: unknown model family 'catboost'; choose one of mlp, lightgbm, xgboost"):
+        parse_config(_config({"family": "catboost"}), source="x.yaml")
+    with pytest.raises(ConfigError) as err:  # an MLP key given to LightGBM
+        parse_config(_config({"family": "lightgbm", "hidden_sizes": [8]}), source="x.yaml")
+    assert "model.hidden_sizes" in str(err.value) and "unknown key" in str(err.value)
+    data = _config({"family": "xgboost"})
+    data["tuning"] = {"enabled": True, "search_space": {"num_leaves": {"type": "int", "low": 8, "high": 64}}}
+    with pytest.raises(ConfigError, match=r"tuning\.search_space\.num_leaves: not a tunable parameter of model\.family "
+                                          r"xgboost \(it is a lightgbm parameter\)"):
+        parse_config(data, source="x.yaml")
+
+
+def test_a_family_whose_library_is_missing_is_refused_at_load(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "xgboost" else real(name, *a))
+    with pytest.raises(ConfigError, match="model.family: family xgboost needs the 'xgboost' package.*pip install xgboost"):
+        parse_config(_config({"family": "xgboost"}), source="x.yaml")
+
+
+def test_empty_search_space_means_the_familys_default():
+    data = _config({"family": "lightgbm"})
+    data["tuning"] = {"enabled": True}
+    cfg = parse_config(data, source="x.yaml")
+    assert set(cfg.search_space()) == {"learning_rate", "num_leaves", "min_child_samples", "feature_fraction"}
+    assert set(cfg.search_space()) <= set(get_family("lightgbm").tunable)
+
+
+def test_parameters_follow_the_task_and_workers():
+    spec = ModelSpec("classification", ["a"], ["b"], [4])
+    model = LightGBMModelConfig(family="lightgbm").model_dump()
+    one = lightgbm_params(spec, model, {"cpus_per_worker": 1}, world_size=1)
+    two = lightgbm_params(spec, model, {"cpus_per_worker": 1}, world_size=2)
+    assert one["objective"] == "binary" and "tree_learner" not in one
+    assert two["tree_learner"] == "data_parallel" and two["pre_partition"] is True
+    reg = xgboost_params(ModelSpec("regression", ["a"], [], []), XGBoostModelConfig(family="xgboost").model_dump(),
+                         {"use_gpu": True})
+    assert reg["objective"] == "reg:squarederror" and reg["device"] == "cuda" and reg["tree_method"] == "hist"
+
+
+def test_early_stopping_state_survives_a_checkpoint():
+    state = RoundState()
+    losses = [0.5, 0.4, 0.41, 0.39, 0.395, 0.396, 0.397]
+    stops = [state.observe(i, loss, patience=3) for i, loss in enumerate(losses)]
+    assert stops == [False] * 6 + [True] and state.best_iteration == 3
+    resumed = RoundState.from_json(RoundState(**{**json.loads(RoundState().to_json()), "rounds": 4,
+                                                 "best_iteration": 3, "best_val_loss": 0.39}).to_json())
+    assert [resumed.observe(i, loss, 3) for i, loss in enumerate(losses[4:], start=4)] == [False, False, True]
+
+
+def _is_pickle(data: bytes) -> bool:
+    try:
+        list(pickletools.genops(data))
+        return data[:1] == b"\x80"
+    except Exception:
+        return False
+
+
+def _fit_and_package(family: str, fitted, df, features, tmp_path):
+    spec = ModelSpec.from_features(fitted, "classification")
+    x, y = feature_matrix(features, spec), df["delayed"].to_numpy(np.float32)
+    if family == "lightgbm":
+        cfg = LightGBMModelConfig(family="lightgbm", num_boost_round=20)
+        booster = lgb.train(lightgbm_params(spec, cfg.model_dump(), {}, 1),
+                            lgb.Dataset(x, y, categorical_feature=list(range(len(spec.numeric), len(spec.columns)))),
+                            num_boost_round=20)
+        assert root_row_count(booster) == len(x)
+        model_file = tmp_path / "best.txt"
+        booster.save_model(str(model_file))
+        expected = booster.predict(x)
+    else:
+        cfg = XGBoostModelConfig(family="xgboost", num_boost_round=20)
+        booster = xgb.train(xgboost_params(spec, cfg.model_dump(), {}), dmatrix(x, spec, y), num_boost_round=20)
+        model_file = tmp_path / "best.ubj"
+        booster.save_model(str(model_file))
+        expected = booster.predict(dmatrix(x, spec))
+    name = get_family(family).model_file
+    path = write_package(tmp_path / "pkg" / "model", model_files={name: model_file}, fitted=fitted, spec=spec,
+                         model_config=cfg, schema={}, profile={"features": {}}, lineage={})
+    return path, name, expected
+
+
+@pytest.mark.parametrize("family", ["lightgbm", "xgboost"])
+def test_tree_package_round_trip_no_pickle_and_tampering_refused(family, fitted_frame, tmp_path):
+    fitted, df, features = fitted_frame
+    path, name, expected = _fit_and_package(family, fitted, df, features, tmp_path)
+    manifest = json.loads((path / MANIFEST).read_text())
+    assert manifest["family"] == family and name in manifest["files"]
+    assert not any(_is_pickle(f.read_bytes()) for f in path.iterdir()), "a package file is a pickle"
+    loaded = load_package(path)
+    assert loaded.family == family
+    np.testing.assert_allclose(loaded.predict_frame(df), expected, rtol=0, atol=1e-6)
+    single = loaded.predict_frame(df.iloc[[11]])
+    assert abs(single[0] - expected[11]) < 1e-6, "one row alone scores as in a batch"
+    data = bytearray((path / name).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (path / name).write_bytes(bytes(data))
+    with pytest.raises(ModelPackageError, match=f"{name} does not match the checksum"):
+        load_package(path)
+
+
+def test_mlp_regression_predictions_are_mapped_back_to_target_units():
+    import torch
+
+    from raymlops.model.mlp import MLPPredictor, build_model
+
+    spec = ModelSpec("regression", ["a"], [], [], target_mean=1000.0, target_std=300.0)
+    module = build_model(spec, ModelConfig(hidden_sizes=[4])).eval()
+    raw = module(torch.tensor([[0.5]]), torch.zeros((1, 0), dtype=torch.long)).item()
+    got = MLPPredictor(module, spec).predict(pd.DataFrame({"a": [0.5]}))[0]
+    assert got == pytest.approx(raw * 300.0 + 1000.0, rel=1e-6)
