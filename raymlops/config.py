@@ -12,11 +12,13 @@ Example::
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import types
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -567,6 +569,68 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     )
 
 
+def closest_names(name: str, candidates: Any, n: int = 3) -> list[str]:
+    """The candidates most like ``name`` (difflib's similarity ratio), best first; a case-only difference wins."""
+    candidates = sorted({str(c) for c in candidates})
+    same = [c for c in candidates if c.lower() == name.lower() and c != name]
+    return (same + [c for c in difflib.get_close_matches(name, candidates, n=n, cutoff=0.6) if c not in same])[:n]
+
+
+def did_you_mean(names: list[str]) -> str:
+    """"did you mean 'a' or 'b'?" for a message, or "" when nothing is close."""
+    if not names:
+        return ""
+    quoted = [repr(n) for n in names]
+    return "did you mean " + (" or ".join([", ".join(quoted[:-1]), quoted[-1]]) if len(quoted) > 1 else quoted[0]) + "?"
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _models_in(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return [m for arg in get_args(annotation) for m in _models_in(arg)]
+    return [annotation] if isinstance(annotation, type) and issubclass(annotation, BaseModel) else []
+
+
+def _step(annotation: Any, part: Any) -> Any:
+    """The annotation one part of a pydantic error location further in (None when it cannot tell)."""
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    origin = get_origin(annotation)
+    if origin is list and isinstance(part, int):
+        return get_args(annotation)[0]
+    if origin is dict and isinstance(part, str):
+        return get_args(annotation)[1]
+    models = _models_in(annotation)
+    if len(models) > 1:  # a union, and the part is its tag, such as 'csv' in data.sources[0].csv.path
+        tagged = [m for m in models if "type" in m.model_fields and part in get_args(m.model_fields["type"].annotation)]
+        return tagged[0] if tagged else None
+    if models and isinstance(part, str) and part in models[0].model_fields:
+        return models[0].model_fields[part].annotation
+    return None
+
+
+def _keys_at(loc: tuple[Any, ...]) -> list[str]:
+    """The keys the mapping at pydantic's raw error location ``loc`` may hold, from the schema itself."""
+    annotation: Any = PipelineConfig
+    for part in loc:
+        annotation = _step(annotation, part)
+        if annotation is None:
+            return []
+    return sorted({k for m in _models_in(annotation) for k in m.model_fields} - {"base_dir"})
+
+
+def _unknown_key(loc: tuple[Any, ...]) -> str:
+    allowed = _keys_at(loc[:-1])
+    hint = did_you_mean(closest_names(str(loc[-1]), allowed))
+    if hint:
+        return f"unknown key; {hint}"
+    if allowed:
+        return f"unknown key; allowed here: {', '.join(allowed)}"
+    return "unknown key (check spelling; see `raymlops schema` for the allowed keys)"
+
+
 def parse_config(data: Any, source: str = "<config>", root: yaml.Node | None = None,
                  base_dir: str = ".") -> PipelineConfig:
     """Validate a parsed mapping; every problem is reported at once with its path (and line if known)."""
@@ -583,7 +647,7 @@ def parse_config(data: Any, source: str = "<config>", root: yaml.Node | None = N
             where = f"{source}:{line}" if line else source
             msg = err["msg"]
             if err["type"] == "extra_forbidden":
-                msg = "unknown key (check spelling; see `raymlops schema` for the allowed keys)"
+                msg = _unknown_key(tuple(err["loc"]))
             elif err["type"] == "missing":
                 msg = "required key is missing"
             problems.append(f"{where}: {_format_loc(loc)}: {msg}")
