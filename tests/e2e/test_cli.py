@@ -72,6 +72,20 @@ def test_bad_csv_fails_with_report_and_no_snapshot(tmp_path):
     assert list_snapshots(tmp_path / "work" / "snapshots") == []
 
 
+def test_malformed_csv_row_is_one_line_naming_file_row_and_line(tmp_path):
+    """Issue 15: a field too many printed Ray's and pyarrow's tracebacks, with the batch's first row."""
+    lines = SMOKE_FLIGHTS.read_text().splitlines(keepends=True)
+    lines[1500] = lines[1500].rstrip("\n") + ",extra\n"  # data row 1,500 is line 1,501 (after the header)
+    bad = tmp_path / "ragged.csv"
+    bad.write_text("".join(lines))
+    data = smoke_dict()
+    data["data"]["sources"][0]["path"] = str(bad)
+    done = cli("run", str(write_config(tmp_path, data)), "--num-cpus", "2", "--data-only")
+    assert done.returncode == 1
+    assert f"DataValidationError: {bad} row 1,500 (line 1,501): 18 fields where the header has 17: " in done.stderr
+    assert "Traceback" not in done.stderr and "RayTaskError" not in done.stderr and "ERROR" not in done.stderr
+
+
 def test_validate_config_schema_and_profile(tmp_path):
     ok = cli("validate-config", str(REPO / "configs" / "flights.yaml"))
     assert ok.returncode == 0 and "valid" in ok.stdout
