@@ -653,14 +653,34 @@ def parse_config(data: Any, source: str = "<config>", root: yaml.Node | None = N
             problems.append(f"{where}: {_format_loc(loc)}: {msg}")
         raise ConfigError(_summary(source, problems), problems=problems) from None
     for check in CROSS_CHECKS:
-        for path, problem in check(cfg):
-            line = _yaml_line(root, tuple(int(p) if p.isdigit() else p
-                                          for p in path.replace("[", ".").replace("]", "").split(".")))
-            where = f"{source}:{line}" if line else source
-            problems.append(f"{where}: {path}: {problem}")
+        problems += _located(check(cfg), source, root)
     if problems:
         raise ConfigError(_summary(source, problems), problems=problems)
     return cfg
+
+
+def _located(pairs: list[tuple[str, str]], source: str | None, root: yaml.Node | None) -> list[str]:
+    """'file:line: yaml.path: problem' for (yaml path, problem) pairs ('yaml.path: problem' without a file)."""
+    out = []
+    for path, problem in pairs:
+        line = _yaml_line(root, tuple(int(p) if p.isdigit() else p
+                                      for p in path.replace("[", ".").replace("]", "").split(".")))
+        where = (f"{source}:{line}: " if line else f"{source}: ") if source else ""
+        out.append(f"{where}{path}: {problem}")
+    return out
+
+
+def config_error(pairs: list[tuple[str, str]], what: str, config_path: str | Path | None = None) -> ConfigError:
+    """One ConfigError for problems found after loading (``what``: against what), with the file and line
+    of each when the config file is given."""
+    root = None
+    if config_path is not None:
+        try:
+            root = yaml.compose(Path(config_path).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            pass
+    problems = _located(pairs, str(config_path) if config_path is not None else None, root)
+    return ConfigError(_summary(f"{config_path or 'the config'} {what}", problems), problems=problems)
 
 
 def _summary(source: str, problems: list[str]) -> str:

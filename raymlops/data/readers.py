@@ -12,6 +12,7 @@ import csv
 import fnmatch
 import glob as globlib
 import io
+import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -179,6 +180,34 @@ def _malformed_row(fs: pafs.FileSystem, path: str, uri: str, delimiter: str) -> 
     except (csv.Error, OSError, UnicodeDecodeError, pa.ArrowException):
         return None
     return None
+
+
+def peek_columns(uri: str, fmt: str, *, storage_options: dict[str, str] | None = None, delimiter: str = ",",
+                 json_rows: int | None = 1000) -> tuple[list[str], bool]:
+    """A file's column names, read cheaply: a CSV's header, a Parquet footer, the keys of the first
+    ``json_rows`` JSON lines (None: all). Also whether that is all of them (False: JSON rows left unread)."""
+    fs, path = filesystem_for(uri, storage_options)
+    try:
+        if fmt == "csv":
+            with fs.open_input_stream(path) as stream:
+                text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+                return next(csv.reader(text, delimiter=delimiter), []), True
+        if fmt == "parquet":
+            with fs.open_input_file(path) as f:
+                return list(pq.ParquetFile(f).schema_arrow.names), True
+        if fmt == "json":
+            keys: dict[str, None] = {}
+            with fs.open_input_stream(path) as stream:
+                for i, line in enumerate(io.TextIOWrapper(stream, encoding="utf-8")):
+                    if json_rows is not None and i >= json_rows:
+                        return list(keys), False
+                    if line.strip():
+                        row = json.loads(line)
+                        keys.update(dict.fromkeys(row if isinstance(row, dict) else ()))
+            return list(keys), True
+    except (pa.ArrowException, OSError, ValueError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataSourceError(f"cannot read the columns of {uri} as {fmt}: {exc}") from exc
+    raise DataSourceError(f"unknown file format {fmt!r}; use csv, parquet or json")
 
 
 def _read_tables(fs, path, fmt, columns, text_columns, delimiter, null_values, batch_rows) -> Iterator[pa.Table]:

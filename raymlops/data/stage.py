@@ -23,11 +23,12 @@ import ray
 import ray.data
 from ray.data.expressions import col
 
-from raymlops.config import PipelineConfig
+from raymlops.config import PipelineConfig, config_error
 from raymlops.data import features as feats
 from raymlops.data import versioning
+from raymlops.data.columns import data_column_problems
 from raymlops.data.readers import PROVENANCE_COLUMNS
-from raymlops.data.sources import build_dataset
+from raymlops.data.sources import build_dataset, source_columns
 from raymlops.data.splits import SPLITS, assign_splits
 from raymlops.data.validation import ValidationReport, check_batch, coerce_frame, merge_partials
 from raymlops.errors import DataValidationError, RaymlopsError, SnapshotError
@@ -218,6 +219,10 @@ def _run_data_stage(cfg: PipelineConfig, progress: Progress | None) -> DataStage
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
 
+    say("ingest", "checking the config's columns against the sources")
+    problems = data_column_problems(cfg, lambda src, whole: source_columns(src, cfg, whole))
+    if problems:
+        raise config_error(problems, "against its data")
     say("ingest", "reading sources")
     raw, info = build_dataset(cfg, text_columns=cfg.validation.columns.keys())
     raw = raw.materialize()
