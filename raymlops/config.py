@@ -570,10 +570,15 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def closest_names(name: str, candidates: Any, n: int = 3) -> list[str]:
-    """The candidates most like ``name`` (difflib's similarity ratio), best first; a case-only difference wins."""
+    """The candidates most like ``name``, best first: a case-only difference, then by difflib's similarity
+    ratio (at least 0.6, and within 0.15 of the best, so a clear match is not diluted by weak ones)."""
     candidates = sorted({str(c) for c in candidates})
     same = [c for c in candidates if c.lower() == name.lower() and c != name]
-    return (same + [c for c in difflib.get_close_matches(name, candidates, n=n, cutoff=0.6) if c not in same])[:n]
+    if same:
+        return same[:n]
+    scored = sorted(((difflib.SequenceMatcher(None, name, c).ratio(), c) for c in candidates), key=lambda t: -t[0])
+    best = scored[0][0] if scored else 0.0
+    return [c for r, c in scored if r >= 0.6 and r >= best - 0.15][:n]
 
 
 def did_you_mean(names: list[str]) -> str:
