@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from raymlops import __version__
-from raymlops.config import config_json_schema, load_config
+from raymlops.config import config_error, config_json_schema, load_config
 from raymlops.errors import DataValidationError, RaymlopsError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -133,10 +133,18 @@ def _print_report(report: dict[str, Any]) -> None:
 @app.command("validate-config")
 @_guarded
 def validate_config_cmd(config: Path = typer.Argument(..., help="Pipeline config (YAML).")) -> None:
-    """Check a config file without running anything."""
+    """Check a config file without running anything (and its columns against local data files)."""
+    from raymlops.data.columns import local_data_column_problems
+
     cfg = load_config(config)
+    problems, skipped = local_data_column_problems(cfg)
+    if problems:
+        raise config_error(problems, "against its data", config)
     out.print(f"[green]ok[/]: {config} is a valid pipeline config ({cfg.name}, "
-              f"{len(cfg.data.sources)} sources, {len(cfg.validation.columns)} column expectations)")
+              f"{len(cfg.data.sources)} sources, {len(cfg.validation.columns)} column expectations"
+              + ("; its columns match the data)" if skipped is None else ")"))
+    if skipped:
+        err.print(f"note: columns not checked against the data: {skipped}", highlight=False, markup=False)
 
 
 @app.command("schema")

@@ -12,11 +12,13 @@ Example::
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import types
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -683,6 +685,73 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     )
 
 
+def closest_names(name: str, candidates: Any, n: int = 3) -> list[str]:
+    """The candidates most like ``name``, best first: a case-only difference, then by difflib's similarity
+    ratio (at least 0.6, and within 0.15 of the best, so a clear match is not diluted by weak ones)."""
+    candidates = sorted({str(c) for c in candidates})
+    same = [c for c in candidates if c.lower() == name.lower() and c != name]
+    if same:
+        return same[:n]
+    scored = sorted(((difflib.SequenceMatcher(None, name, c).ratio(), c) for c in candidates), key=lambda t: -t[0])
+    best = scored[0][0] if scored else 0.0
+    return [c for r, c in scored if r >= 0.6 and r >= best - 0.15][:n]
+
+
+def did_you_mean(names: list[str]) -> str:
+    """"did you mean 'a' or 'b'?" for a message, or "" when nothing is close."""
+    if not names:
+        return ""
+    quoted = [repr(n) for n in names]
+    return "did you mean " + (" or ".join([", ".join(quoted[:-1]), quoted[-1]]) if len(quoted) > 1 else quoted[0]) + "?"
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _models_in(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return [m for arg in get_args(annotation) for m in _models_in(arg)]
+    return [annotation] if isinstance(annotation, type) and issubclass(annotation, BaseModel) else []
+
+
+def _step(annotation: Any, part: Any) -> Any:
+    """The annotation one part of a pydantic error location further in (None when it cannot tell)."""
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    origin = get_origin(annotation)
+    if origin is list and isinstance(part, int):
+        return get_args(annotation)[0]
+    if origin is dict and isinstance(part, str):
+        return get_args(annotation)[1]
+    models = _models_in(annotation)
+    if len(models) > 1:  # a union, and the part is its tag, such as 'csv' in data.sources[0].csv.path
+        tagged = [m for m in models if "type" in m.model_fields and part in get_args(m.model_fields["type"].annotation)]
+        return tagged[0] if tagged else None
+    if models and isinstance(part, str) and part in models[0].model_fields:
+        return models[0].model_fields[part].annotation
+    return None
+
+
+def _keys_at(loc: tuple[Any, ...]) -> list[str]:
+    """The keys the mapping at pydantic's raw error location ``loc`` may hold, from the schema itself."""
+    annotation: Any = PipelineConfig
+    for part in loc:
+        annotation = _step(annotation, part)
+        if annotation is None:
+            return []
+    return sorted({k for m in _models_in(annotation) for k in m.model_fields} - {"base_dir"})
+
+
+def _unknown_key(loc: tuple[Any, ...]) -> str:
+    allowed = _keys_at(loc[:-1])
+    hint = did_you_mean(closest_names(str(loc[-1]), allowed))
+    if hint:
+        return f"unknown key; {hint}"
+    if allowed:
+        return f"unknown key; allowed here: {', '.join(allowed)}"
+    return "unknown key (check spelling; see `raymlops schema` for the allowed keys)"
+
+
 def parse_config(data: Any, source: str = "<config>", root: yaml.Node | None = None,
                  base_dir: str = ".") -> PipelineConfig:
     """Validate a parsed mapping; every problem is reported at once with its path (and line if known)."""
@@ -699,7 +768,7 @@ def parse_config(data: Any, source: str = "<config>", root: yaml.Node | None = N
             where = f"{source}:{line}" if line else source
             msg = err["msg"]
             if err["type"] == "extra_forbidden":
-                msg = "unknown key (check spelling; see `raymlops schema` for the allowed keys)"
+                msg = _unknown_key(tuple(err["loc"]))
             elif err["type"] == "missing":
                 msg = "required key is missing"
             elif err["type"] == "union_tag_invalid" and loc == ("model",):
@@ -709,14 +778,34 @@ def parse_config(data: Any, source: str = "<config>", root: yaml.Node | None = N
             problems.append(f"{where}: {_format_loc(loc)}: {msg}")
         raise ConfigError(_summary(source, problems), problems=problems) from None
     for check in CROSS_CHECKS:
-        for path, problem in check(cfg):
-            line = _yaml_line(root, tuple(int(p) if p.isdigit() else p
-                                          for p in path.replace("[", ".").replace("]", "").split(".")))
-            where = f"{source}:{line}" if line else source
-            problems.append(f"{where}: {path}: {problem}")
+        problems += _located(check(cfg), source, root)
     if problems:
         raise ConfigError(_summary(source, problems), problems=problems)
     return cfg
+
+
+def _located(pairs: list[tuple[str, str]], source: str | None, root: yaml.Node | None) -> list[str]:
+    """'file:line: yaml.path: problem' for (yaml path, problem) pairs ('yaml.path: problem' without a file)."""
+    out = []
+    for path, problem in pairs:
+        line = _yaml_line(root, tuple(int(p) if p.isdigit() else p
+                                      for p in path.replace("[", ".").replace("]", "").split(".")))
+        where = (f"{source}:{line}: " if line else f"{source}: ") if source else ""
+        out.append(f"{where}{path}: {problem}")
+    return out
+
+
+def config_error(pairs: list[tuple[str, str]], what: str, config_path: str | Path | None = None) -> ConfigError:
+    """One ConfigError for problems found after loading (``what``: against what), with the file and line
+    of each when the config file is given."""
+    root = None
+    if config_path is not None:
+        try:
+            root = yaml.compose(Path(config_path).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            pass
+    problems = _located(pairs, str(config_path) if config_path is not None else None, root)
+    return ConfigError(_summary(f"{config_path or 'the config'} {what}", problems), problems=problems)
 
 
 def _summary(source: str, problems: list[str]) -> str:

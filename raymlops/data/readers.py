@@ -8,9 +8,11 @@ reported failure instead of a reader crash. Paths may be local paths, globs or o
 
 from __future__ import annotations
 
+import csv
 import fnmatch
 import glob as globlib
 import io
+import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from raymlops.errors import DataSourceError
+from raymlops.errors import DataSourceError, DataValidationError
 
 SOURCE_COLUMN = "__source"
 ROW_COLUMN = "__row"
@@ -148,10 +150,64 @@ def read_file(
         for table in _read_tables(fs, path, fmt, columns, text_columns, delimiter, null_values, batch_rows):
             yield _with_provenance(table, uri, row)
             row += table.num_rows
-    except DataSourceError:
+    except (DataSourceError, DataValidationError):
         raise
     except (pa.ArrowException, OSError, ValueError, UnicodeDecodeError) as exc:
+        if fmt == "csv" and "CSV parse error" in str(exc):
+            raise _malformed_row(fs, path, uri, delimiter) or DataSourceError(
+                f"cannot read {uri} as csv (at or after data row {row:,}): {exc}") from None
         raise DataSourceError(f"cannot read {uri} as {fmt} (near data row {row:,}): {exc}") from exc
+
+
+def _malformed_row(fs: pafs.FileSystem, path: str, uri: str, delimiter: str) -> DataValidationError | None:
+    """The first row whose field count differs from the header's, found by reading the file again with
+    Python's csv module: pyarrow's message has the row number only when it is in the first block."""
+    try:
+        with fs.open_input_stream(path) as stream:
+            rows = csv.reader(io.TextIOWrapper(stream, encoding="utf-8", newline=""), delimiter=delimiter)
+            header = next(rows, [])
+            data_row = 0
+            for fields in rows:
+                if not fields:  # pyarrow skips empty lines too, so they are not data rows
+                    continue
+                data_row += 1
+                if len(fields) != len(header):
+                    text = delimiter.join(fields)
+                    shown = text if len(text) <= 120 else text[:117] + "..."
+                    return DataValidationError(
+                        f"{uri} row {data_row:,} (line {rows.line_num:,}): {len(fields)} fields where the header "
+                        f"has {len(header)}: {shown!r}", file=uri, row=data_row, line=rows.line_num)
+    except (csv.Error, OSError, UnicodeDecodeError, pa.ArrowException):
+        return None
+    return None
+
+
+def peek_columns(uri: str, fmt: str, *, storage_options: dict[str, str] | None = None, delimiter: str = ",",
+                 json_rows: int | None = 1000) -> tuple[list[str], bool]:
+    """A file's column names, read cheaply: a CSV's header, a Parquet footer, the keys of the first
+    ``json_rows`` JSON lines (None: all). Also whether that is all of them (False: JSON rows left unread)."""
+    fs, path = filesystem_for(uri, storage_options)
+    try:
+        if fmt == "csv":
+            with fs.open_input_stream(path) as stream:
+                text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+                return next(csv.reader(text, delimiter=delimiter), []), True
+        if fmt == "parquet":
+            with fs.open_input_file(path) as f:
+                return list(pq.ParquetFile(f).schema_arrow.names), True
+        if fmt == "json":
+            keys: dict[str, None] = {}
+            with fs.open_input_stream(path) as stream:
+                for i, line in enumerate(io.TextIOWrapper(stream, encoding="utf-8")):
+                    if json_rows is not None and i >= json_rows:
+                        return list(keys), False
+                    if line.strip():
+                        row = json.loads(line)
+                        keys.update(dict.fromkeys(row if isinstance(row, dict) else ()))
+            return list(keys), True
+    except (pa.ArrowException, OSError, ValueError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataSourceError(f"cannot read the columns of {uri} as {fmt}: {exc}") from exc
+    raise DataSourceError(f"unknown file format {fmt!r}; use csv, parquet or json")
 
 
 def _read_tables(fs, path, fmt, columns, text_columns, delimiter, null_values, batch_rows) -> Iterator[pa.Table]:

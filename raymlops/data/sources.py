@@ -20,6 +20,7 @@ import ray
 import ray.data
 
 from raymlops.config import FileSourceConfig, JoinConfig, PipelineConfig, SourceConfig, SqlSourceConfig
+from raymlops.data.columns import SourceColumns, file_source_columns
 from raymlops.data.readers import PROVENANCE_COLUMNS, ROW_COLUMN, SOURCE_COLUMN, expand_paths, read_file
 from raymlops.errors import DataSourceError
 
@@ -68,7 +69,9 @@ def _sql_provenance(batch: pa.Table, *, name: str) -> pa.Table:
     return batch.append_column(ROW_COLUMN, pa.nulls(n, pa.int64()))
 
 
-def read_sql_source(src: SqlSourceConfig, resolve: Callable[[str], str]) -> tuple[ray.data.Dataset, list[str]]:
+def _probe_sql(src: SqlSourceConfig, resolve: Callable[[str], str]) -> tuple[Callable[[], Any], str, list[str]]:
+    """The connection factory, the URL to show, and the query's columns (run here for zero rows, so a bad
+    query fails with its message, not a worker traceback)."""
     parsed = urlparse(src.url)
     if parsed.scheme == "sqlite":
         path = src.url[len("sqlite:///"):] if src.url.startswith("sqlite:///") else parsed.path
@@ -88,15 +91,28 @@ def read_sql_source(src: SqlSourceConfig, resolve: Callable[[str], str]) -> tupl
         raise DataSourceError(f"source {src.name!r}: {exc}") from exc
     except Exception as exc:  # sqlite3 / psycopg2 errors
         raise DataSourceError(f"source {src.name!r}: cannot connect to {shown}: {exc}") from exc
-    try:  # run the query for zero rows here, so a bad query fails with its message, not a worker traceback
+    try:
         cur = conn.cursor()
         cur.execute(f"SELECT * FROM ({src.query.strip().rstrip(';')}) AS raymlops_probe LIMIT 0")
+        columns = [d[0] for d in cur.description or ()]
     except Exception as exc:
         raise DataSourceError(f"source {src.name!r}: the query failed on {shown}: {exc}".strip()) from exc
     finally:
         conn.close()
+    return factory, shown, columns
+
+
+def read_sql_source(src: SqlSourceConfig, resolve: Callable[[str], str]) -> tuple[ray.data.Dataset, list[str]]:
+    factory, shown, _ = _probe_sql(src, resolve)
     ds = ray.data.read_sql(src.query, factory, override_num_blocks=1)  # one fetchall task; not split into 200
     return ds.map_batches(partial(_sql_provenance, name=src.name), batch_format="pyarrow"), [shown]
+
+
+def source_columns(src: SourceConfig, cfg: PipelineConfig, whole: bool = False) -> SourceColumns:
+    """A source's columns, read cheaply on the driver (see ``columns.data_column_problems``)."""
+    if isinstance(src, SqlSourceConfig):
+        return SourceColumns(tuple(_probe_sql(src, cfg.resolve_path)[2]))
+    return file_source_columns(src, cfg.resolve_path, whole)
 
 
 def read_source(src: SourceConfig, cfg: PipelineConfig, text_columns: Iterable[str] = ()):

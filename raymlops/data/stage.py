@@ -8,7 +8,9 @@ writes its report and raises before anything downstream is written.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,14 +23,15 @@ import ray
 import ray.data
 from ray.data.expressions import col
 
-from raymlops.config import PipelineConfig
+from raymlops.config import PipelineConfig, config_error
 from raymlops.data import features as feats
 from raymlops.data import versioning
+from raymlops.data.columns import data_column_problems
 from raymlops.data.readers import PROVENANCE_COLUMNS
-from raymlops.data.sources import build_dataset
+from raymlops.data.sources import build_dataset, source_columns
 from raymlops.data.splits import SPLITS, assign_splits
 from raymlops.data.validation import ValidationReport, check_batch, coerce_frame, merge_partials
-from raymlops.errors import DataValidationError, SnapshotError
+from raymlops.errors import DataValidationError, RaymlopsError, SnapshotError
 from raymlops.workspace import Workspace
 
 SPLIT_COLUMN = "__split"
@@ -171,14 +174,55 @@ def run_features(snapshot: versioning.Snapshot, data: ray.data.Dataset, cfg: Pip
     return raw, transformed, counts, fitted, path
 
 
+class _HideOurErrorsFromConsole(logging.Filter):
+    """Ray Data logs a failed task's traceback to the console before it re-raises the error. When the error
+    is one of ours (a malformed row, an unreadable file) the one-line message the CLI prints says it all, so
+    the record is marked hidden: Ray Data's console handler drops it, its log file still gets it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else sys.exc_info()[1]
+        if isinstance(exc, RaymlopsError):
+            record.hide = True
+        return True
+
+
+_RAY_DATA_ERROR_LOGGERS = ("ray.data._internal.execution.streaming_executor_state", "ray.data.exceptions")
+
+
+def _quiet_ray_data_about_our_errors() -> None:
+    for name in _RAY_DATA_ERROR_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _HideOurErrorsFromConsole) for f in logger.filters):
+            logger.addFilter(_HideOurErrorsFromConsole())
+
+
 def run_data_stage(cfg: PipelineConfig, progress: Progress | None = None) -> DataStageResult:
-    """Ingest, validate, snapshot, split and fit features; raises DataValidationError on a failed report."""
+    """Ingest, validate, snapshot, split and fit features; raises DataValidationError on a failed report.
+
+    An error of ours raised inside a Ray task (a malformed CSV row, say) is raised as itself, not as
+    Ray's wrapper whose message is the remote traceback (that stays in the chain, for --debug).
+    """
+    _quiet_ray_data_about_our_errors()
+    try:
+        return _run_data_stage(cfg, progress)
+    except RaymlopsError as exc:
+        cause = getattr(exc, "cause", None)  # ray.exceptions.RayTaskError keeps the original here
+        if cause is exc or not isinstance(cause, RaymlopsError):
+            raise
+        raise cause from exc
+
+
+def _run_data_stage(cfg: PipelineConfig, progress: Progress | None) -> DataStageResult:
     say = progress or (lambda step, msg: None)
     ws = Workspace(cfg.workdir_path).ensure()
     run_tag = time.strftime("%Y%m%d-%H%M%S") + f"-{cfg.config_hash()[:6]}"
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
 
+    say("ingest", "checking the config's columns against the sources")
+    problems = data_column_problems(cfg, lambda src, whole: source_columns(src, cfg, whole))
+    if problems:
+        raise config_error(problems, "against its data")
     say("ingest", "reading sources")
     raw, info = build_dataset(cfg, text_columns=cfg.validation.columns.keys())
     raw = raw.materialize()

@@ -21,9 +21,10 @@ import urllib.request
 from typing import Any
 
 from raymlops.config import PipelineConfig
-from raymlops.errors import RegistryError, ServingError
+from raymlops.errors import ModelPackageError, RaymlopsError, RegistryError, ServingError
 from raymlops.packaging import verify_package
 from raymlops.registry import CHAMPION, Registry
+from raymlops.serving.schema import check_servable
 
 
 def settings_for(cfg: PipelineConfig, **serving_overrides: Any) -> dict[str, Any]:
@@ -36,6 +37,10 @@ def settings_for(cfg: PipelineConfig, **serving_overrides: Any) -> dict[str, Any
                             "train one with `raymlops run CONFIG` or promote one with `raymlops promote`")
     with tempfile.TemporaryDirectory(prefix="raymlops-manifest-") as tmp:
         manifest = verify_package(registry.download_package(name, version, tmp))
+    try:  # the request model is built from the input schema: say which column stops it, before Serve starts
+        check_servable(manifest["input_schema"])
+    except ModelPackageError as exc:
+        raise ServingError(f"model {name!r} v{version} cannot be served: {exc}") from None
     if cfg.retraining.enabled and cfg.serving.canary_share == 0 and "canary_share" not in serving_overrides:
         serving_overrides = {**serving_overrides, "canary_share": cfg.retraining.canary_share}  # the loop's canary
     serving = cfg.serving.model_copy(update=serving_overrides).model_dump()
@@ -94,7 +99,8 @@ def deploy(cfg: PipelineConfig, *, port: int | None = None, ready_timeout_s: flo
     try:
         serve.run(build_app(settings), name=app_name, route_prefix=s["route_prefix"], blocking=False)
     except Exception as exc:
-        raise ServingError(f"deploying {app_name!r} failed: {_why(app_name) or exc}") from exc
+        why = _why(app_name) or (str(exc) if isinstance(exc, RaymlopsError) else f"{type(exc).__name__}: {exc}")
+        raise ServingError(f"deploying {app_name!r} failed: {why}") from exc
     url = base_url(s)
     wait_ready(url, ready_timeout_s)
     return url

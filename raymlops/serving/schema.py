@@ -26,10 +26,12 @@ from pydantic import (
     Field,
     create_model,
     field_validator,
+    ValidationError,
     model_validator,
 )
 
 from raymlops.data.validation import coerce_series
+from raymlops.errors import ModelPackageError
 
 MAX_STRING = 256
 REQUEST_ID_PATTERN = r"^[0-9a-f]{32}$"
@@ -40,17 +42,36 @@ def _as_utc(value: Any) -> datetime:
     return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).to_pydatetime()
 
 
+def _number(name: str, which: str, value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ModelPackageError(f"input column {name!r}: {which} {value!r} is not a number") from None
+
+
+def _range_text(lo: Any, hi: Any) -> str:
+    """'0..5000', '>= 0' or '<= 10': a bound may be given on one side only."""
+    if lo is not None and hi is not None:
+        return f", {lo}..{hi}"
+    if lo is not None:
+        return f", >= {lo}"
+    return f", <= {hi}" if hi is not None else ""
+
+
 def _field(name: str, spec: dict[str, Any]) -> tuple[Any, Any]:
     """(annotation, default) of one input column."""
     kind = spec.get("type", "string")
     nullable = spec.get("nullable", True)
     bounds: dict[str, Any] = {}
     allowed = spec.get("allowed")
+    lo, hi = spec.get("min"), spec.get("max")
     if kind in ("int", "float"):
-        if spec.get("min") is not None:
-            bounds["ge"] = spec["min"]
-        if spec.get("max") is not None:
-            bounds["le"] = spec["max"]
+        if lo is not None:
+            bounds["ge"] = _number(name, "min", lo)
+        if hi is not None:
+            bounds["le"] = _number(name, "max", hi)
+        if kind == "int":  # pydantic wants integer bounds on an int; the same integers pass
+            bounds = {k: (math.ceil if k == "ge" else math.floor)(v) for k, v in bounds.items()}
     if allowed is not None:
         base: Any = Literal[tuple(allowed)]  # type: ignore[valid-type]
     elif kind == "int":
@@ -65,26 +86,50 @@ def _field(name: str, spec: dict[str, Any]) -> tuple[Any, Any]:
         base = date
     else:
         base = Annotated[str, Field(max_length=MAX_STRING)]
-    description = f"{kind}" + (f", {spec['min']}..{spec['max']}" if "min" in spec or "max" in spec else "")
+    description = f"{kind}" + _range_text(lo, hi)
     if nullable:
         return base | None, Field(None, description=description + " (may be null or omitted)")
     return base, Field(..., description=description)
 
 
+def _time_bound(name: str, which: str, value: Any) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return _as_utc(value)
+    except (TypeError, ValueError):
+        raise ModelPackageError(f"input column {name!r}: {which} {value!r} is not a date or time") from None
+
+
 def record_model(schema: dict[str, dict[str, Any]], name: str = "Record") -> type[BaseModel]:
-    """A pydantic model of one input record, with the schema's types, bounds and categories."""
-    fields = {col: _field(col, spec) for col, spec in schema.items()}
-    time_bounds = {col: (spec.get("min"), spec.get("max")) for col, spec in schema.items()
+    """A pydantic model of one input record, with the schema's types, bounds and categories.
+
+    A column that cannot become a field raises ModelPackageError naming it (not a bare KeyError at deploy).
+    """
+    fields = {}
+    for col, spec in schema.items():
+        try:
+            fields[col] = _field(col, spec)
+            create_model(f"{name}_{col}", **{col: fields[col]})  # pydantic's own objections, per column
+        except ModelPackageError:
+            raise
+        except Exception as exc:
+            why = str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else type(exc).__name__
+            raise ModelPackageError(f"input column {col!r} ({spec}) cannot become a request field: {why}") from None
+    # Parsed once here, so a bad bound is refused now rather than in every request; the text stays for messages.
+    time_bounds = {col: (spec.get("min"), spec.get("max"), _time_bound(col, "min", spec.get("min")),
+                         _time_bound(col, "max", spec.get("max")))
+                   for col, spec in schema.items()
                    if spec.get("type") in ("timestamp", "date") and (spec.get("min") or spec.get("max"))}
 
     def check_time_bounds(cls, value: Any, info: Any) -> Any:
         if value is None or info.field_name not in time_bounds:
             return value
-        lo, hi = time_bounds[info.field_name]
+        lo, hi, lo_at, hi_at = time_bounds[info.field_name]
         when = _as_utc(value)
-        if lo is not None and when < _as_utc(lo):
+        if lo_at is not None and when < lo_at:
             raise ValueError(f"must be at or after {lo}")
-        if hi is not None and when > _as_utc(hi):
+        if hi_at is not None and when > hi_at:
             raise ValueError(f"must be at or before {hi}")
         return value
 
@@ -93,6 +138,28 @@ def record_model(schema: dict[str, dict[str, Any]], name: str = "Record") -> typ
         validators["_time_bounds"] = field_validator(*time_bounds)(classmethod(check_time_bounds))
     return create_model(name, __config__=ConfigDict(extra="forbid", allow_inf_nan=False),
                         __validators__=validators, **fields)
+
+
+def check_servable(schema: dict[str, dict[str, Any]]) -> type[BaseModel]:
+    """Build the request model and the health-check probe exactly as a replica does; raise
+    ModelPackageError naming the column if either fails. Training calls it before registering, so a
+    version that could never be served is refused then, not at `raymlops serve`."""
+    record = record_model(schema)
+    predict_request_model(record, max_records=1)
+    try:
+        probe = probe_record(schema)
+        frame_from_rows([record.model_validate(probe).model_dump()], schema)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        column = ".".join(str(p) for p in first["loc"])
+        raise ModelPackageError(f"input column {column!r}: no value passes its own checks (the health-check "
+                                f"probe {probe.get(column)!r} fails: {first['msg']}); check its min, max and "
+                                "allowed values") from None
+    except ModelPackageError:
+        raise
+    except Exception as exc:
+        raise ModelPackageError(f"the input schema cannot build a probe record for health checks: {exc}") from None
+    return record
 
 
 class _PredictRequestBase(BaseModel):
@@ -205,7 +272,7 @@ def probe_record(schema: dict[str, dict[str, Any]]) -> dict[str, Any]:
         if spec.get("allowed"):
             record[col] = spec["allowed"][0]
         elif kind in ("int", "float"):
-            lo, hi = spec.get("min"), spec.get("max")
+            lo, hi = (None if v is None else float(v) for v in (spec.get("min"), spec.get("max")))
             value = (lo + hi) / 2 if lo is not None and hi is not None else (lo if lo is not None else hi) or 0
             record[col] = int(math.floor(value)) if kind == "int" else float(value)
         elif kind == "timestamp":
@@ -220,4 +287,4 @@ def probe_record(schema: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 __all__ = ["FeedbackItem", "FeedbackRequest", "FeedbackResponse", "PredictResponse", "Prediction",
-           "coerce_to_schema", "frame_from_rows", "predict_request_model", "predictions_for", "probe_record", "record_model"]
+           "check_servable", "coerce_to_schema", "frame_from_rows", "predict_request_model", "predictions_for", "probe_record", "record_model"]

@@ -35,6 +35,7 @@ from raymlops.monitoring.drift import score_profile
 from raymlops.monitoring.profiles import build_reference_profile
 from raymlops.packaging import input_schema, load_package, write_package
 from raymlops.registry import CHALLENGER, CHAMPION, Registry, git_commit, is_unreachable
+from raymlops.serving.schema import check_servable
 from raymlops.training import evaluation
 from raymlops.training.trainer import TrainingResult, run_training
 from raymlops.training.tuning import TuningResult, run_tuning
@@ -87,6 +88,9 @@ def run_training_stage(cfg: PipelineConfig, data: DataStageResult, run_name: str
         raise TrainingError("the test split is empty: nothing to evaluate on (check data.split)")
     if data.split_rows.get("validation", 0) == 0:
         raise TrainingError("the validation split is empty: early stopping needs it (check data.split)")
+    # A version whose input schema cannot type requests would register, then fail at `raymlops serve`:
+    # refuse it here, before anything is trained or registered (the error names the column).
+    check_servable(input_schema(data.features, cfg.validation))
     ws = Workspace(cfg.workdir_path).ensure()
     reg = Registry.for_config(cfg)
     name = cfg.model_name

@@ -72,6 +72,41 @@ def test_bad_csv_fails_with_report_and_no_snapshot(tmp_path):
     assert list_snapshots(tmp_path / "work" / "snapshots") == []
 
 
+def test_malformed_csv_row_is_one_line_naming_file_row_and_line(tmp_path):
+    """Issue 15: a field too many printed Ray's and pyarrow's tracebacks, with the batch's first row."""
+    lines = SMOKE_FLIGHTS.read_text().splitlines(keepends=True)
+    lines[1500] = lines[1500].rstrip("\n") + ",extra\n"  # data row 1,500 is line 1,501 (after the header)
+    bad = tmp_path / "ragged.csv"
+    bad.write_text("".join(lines))
+    data = smoke_dict()
+    data["data"]["sources"][0]["path"] = str(bad)
+    done = cli("run", str(write_config(tmp_path, data)), "--num-cpus", "2", "--data-only")
+    assert done.returncode == 1
+    assert f"DataValidationError: {bad} row 1,500 (line 1,501): 18 fields where the header has 17: " in done.stderr
+    assert "Traceback" not in done.stderr and "RayTaskError" not in done.stderr and "ERROR" not in done.stderr
+
+
+def test_a_misspelled_column_is_named_with_the_closest_by_validate_config_and_at_once_by_run(tmp_path):
+    """Issue 15: a target the data lacks passed validate-config, and run failed a minute later with a
+    KeyError in a Ray traceback."""
+    data = smoke_dict()
+    data["features"]["target"] = "delayd"
+    data["features"]["numeric"][1] = {"column": "tmp"}   # from the joined weather source
+    config = write_config(tmp_path, data)
+    says = ["features.target: no column 'delayd' in the data (flights joined with weather); did you mean 'delayed'",
+            "features.numeric[1].column: no column 'tmp' in the data (flights joined with weather); did you mean 'temp'"]
+    checked = cli("validate-config", str(config))
+    assert checked.returncode == 1 and "ConfigError: 2 problems in" in checked.stderr
+    assert all(s in checked.stderr for s in says), checked.stderr
+    assert f"{config}:" in checked.stderr  # file and line
+    started = time.monotonic()
+    done = cli("run", str(config), "--num-cpus", "2")
+    assert done.returncode == 1 and "ConfigError" in done.stderr and all(s in done.stderr for s in says), done.stderr
+    assert "Traceback" not in done.stderr and "KeyError" not in done.stderr
+    assert "reading sources" not in done.stderr and time.monotonic() - started < 40
+    assert not (tmp_path / "work" / "snapshots").exists() or list_snapshots(tmp_path / "work" / "snapshots") == []
+
+
 def test_validate_config_schema_and_profile(tmp_path):
     ok = cli("validate-config", str(REPO / "configs" / "flights.yaml"))
     assert ok.returncode == 0 and "valid" in ok.stdout
@@ -80,6 +115,7 @@ def test_validate_config_schema_and_profile(tmp_path):
     done = cli("validate-config", str(bad))
     assert done.returncode == 1
     assert "ConfigError" in done.stderr and "data.cleaning.drop_dupes" in done.stderr and "bad.yaml:" in done.stderr
+    assert "unknown key; did you mean 'drop_duplicates'" in done.stderr
     schema = cli("schema")
     assert schema.returncode == 0 and "validation" in json.loads(schema.stdout)["properties"]
     out = tmp_path / "proposal.yaml"

@@ -12,13 +12,15 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+import requests
 import yaml
 from mlflow.tracking import MlflowClient
 
 from raymlops.client import Client
 from raymlops.registry import Registry
+from raymlops.serving.schema import probe_record
 from tests.e2e.test_cli import ENV, RAYMLOPS, cli
-from tests.helpers import REPO, free_port, interrupt, smoke_config
+from tests.helpers import REPO, free_port, interrupt, smoke_config, smoke_dict, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -30,6 +32,45 @@ def test_failing_gate_exits_nonzero_naming_it_and_registers_nothing(tmp_path):
     assert "GateFailed" in done.stderr and "gate 'pr_auc >= 0.95'" in done.stderr
     assert "auc >= 0.55'" not in done.stderr.split("GateFailed", 1)[1]  # only the failing gate is named
     assert Registry.for_workdir(tmp_path / "work").list_versions("flights-smoke") == []
+
+
+def test_a_bound_on_one_side_only_trains_serves_and_types_requests(tmp_path):
+    """Issue 15: `raymlops serve` failed with a bare `'max'` when a numeric input had `min:` but no `max:`."""
+    data = smoke_dict()
+    data["validation"]["columns"]["temp"] = {"type": "float", "min": -20, "max_null_fraction": 0.1}
+    data["validation"]["columns"]["precip"] = {"type": "float", "max": 5, "max_null_fraction": 0.1}
+    data["training"] = {**data["training"], "epochs": 2}
+    data["evaluation"] = {"gates": []}
+    port = free_port()
+    data["serving"] = {"port": port, "min_replicas": 1, "max_replicas": 1}
+    config = write_config(tmp_path, data)
+    done = cli("run", str(config), "--num-cpus", "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    server = subprocess.Popen([*RAYMLOPS, "serve", str(config), "--num-cpus", "2"], cwd=REPO, env=ENV,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(server.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 180
+        while not any("serving flights-smoke at" in line for line in lines):
+            assert server.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:]
+            time.sleep(0.5)
+        schema = Client(url).model_info()["input_schema"]
+        good = probe_record(schema)
+        assert requests.post(f"{url}/v1/predict", json={"record": {**good, "temp": 1e6, "precip": -3}},
+                             timeout=30).status_code == 200  # no max on temp, no min on precip
+        refused = requests.post(f"{url}/v1/predict", json={"record": {**good, "temp": -30, "precip": 6}}, timeout=30)
+        assert refused.status_code == 422
+        why = {tuple(d["loc"]): d["msg"] for d in refused.json()["detail"]}
+        assert why[("body", "record", "temp")] == "Input should be greater than or equal to -20"
+        assert why[("body", "record", "precip")] == "Input should be less than or equal to 5"
+        described = json.dumps(requests.get(f"{url}/openapi.json", timeout=30).json())
+        assert "float, >= -20.0" in described and "float, <= 5.0" in described
+    finally:
+        interrupt(server)
+    reader.join(timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,9 @@
 
 Property-based (hypothesis), thousands of cases, no Ray: the config loader on arbitrary text and on the
 smoke config with any key set to any value; CSV ingestion and validation on arbitrary bytes and on
-ragged, quoted, mistyped tables. Every rejection must be a ConfigError / DataSourceError whose message
-names the file (and, for configs, the key path).
+ragged, quoted, mistyped tables. Every rejection must be a ConfigError / DataSourceError (or, for a row
+with a field too many or too few, a DataValidationError) whose message names the file (and, for configs,
+the key path).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 from raymlops.config import load_config, parse_config
 from raymlops.data.readers import read_file
 from raymlops.data.validation import check_batch
-from raymlops.errors import ConfigError, DataSourceError
+from raymlops.errors import ConfigError, DataSourceError, DataValidationError
 from tests.helpers import smoke_dict
 
 pytestmark = pytest.mark.reliability
@@ -111,7 +112,7 @@ def test_any_csv_is_ingested_and_validated_or_refused_naming_the_file(content, t
     COUNTS["csv"] += 1
     try:
         tables = list(read_file(str(path), "csv", text_columns=["carrier", "origin", "dest"]))
-    except DataSourceError as exc:
+    except (DataSourceError, DataValidationError) as exc:
         assert str(path) in str(exc)
         return
     frame = pd.concat([t.to_pandas() for t in tables], ignore_index=True) if tables else pd.DataFrame()

@@ -32,6 +32,28 @@ def test_unknown_key_names_file_line_and_path(tmp_path):
     assert f"{path}:{line}" in msg
 
 
+@pytest.mark.parametrize(("where", "shown", "says"), [
+    (("validation", "columns", "month", "maximum"), "validation.columns.month.maximum", "did you mean 'max'?"),
+    (("data", "sources", 0, "colums"), "data.sources[0].colums", "did you mean 'columns'?"),  # a tagged union
+    (("data", "sources", 0, "csv", "delimeter"), "data.sources[0].csv.delimeter", "did you mean 'delimiter'?"),
+    (("data", "split", "colum"), "data.split.colum", "did you mean 'column'?"),
+    (("trainig",), "trainig", "did you mean 'training'"),
+    (("training", "Epochs"), "training.Epochs", "did you mean 'epochs'?"),
+    (("training", "zzz"), "training.zzz", "allowed here: batch_size, cpus_per_worker, early_stopping_patience, epochs"),
+])
+def test_unknown_key_says_which_valid_key_is_closest(where, shown, says):
+    """Issue 15: the closest valid names come from the schema at that place in the config."""
+    data = smoke_dict()
+    node = data
+    for part in where[:-1]:
+        node = node[part] if isinstance(part, int) else node.setdefault(part, {})
+    node[where[-1]] = 1
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, source="x.yaml")
+    (problem,) = info.value.problems
+    assert f"{shown}: unknown key" in problem and says in problem, problem
+
+
 def test_every_problem_is_reported_at_once(tmp_path):
     data = smoke_dict()
     data["data"]["joins"][0]["right"] = "wether"

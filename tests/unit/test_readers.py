@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from raymlops.data.readers import ROW_COLUMN, SOURCE_COLUMN, expand_paths, read_file
-from raymlops.errors import DataSourceError
+from raymlops.errors import DataSourceError, DataValidationError
 
 
 def test_csv_rows_keep_file_and_row_number(tmp_path):
@@ -49,7 +49,21 @@ def test_unreadable_file_names_the_file(tmp_path):
     path.write_bytes(b"not parquet at all")
     with pytest.raises(DataSourceError, match="broken.parquet"):
         list(read_file(str(path), "parquet"))
-    csv = tmp_path / "ragged.csv"
-    csv.write_text("a,b\n1,2\n3,4,5\n")
-    with pytest.raises(DataSourceError, match="ragged.csv"):
-        list(read_file(str(csv), "csv"))
+
+
+def test_a_row_with_a_field_too_many_names_file_row_and_line(tmp_path):
+    """Issue 15: the row is the data row (header excluded, as in validation reports) and the line is the
+    file's, even past pyarrow's first block, where its own message has no row number."""
+    small = tmp_path / "ragged.csv"
+    small.write_text("a,b\n1,2\n\n3,4,5\n")
+    with pytest.raises(DataValidationError) as info:
+        list(read_file(str(small), "csv"))
+    assert str(info.value) == f"{small} row 2 (line 4): 3 fields where the header has 2: '3,4,5'"
+    lines = ["a,b", '"two\nlines",0'] + [f"{i},{i * 2}" for i in range(2, 600_001)]
+    lines[450_000] += ",extra"                      # data row 450,000, past the first 4 MiB block
+    with gzip.open(tmp_path / "big.csv.gz", "wt") as f:
+        f.write("\n".join(lines) + "\n")
+    with pytest.raises(DataValidationError) as info:
+        list(read_file(str(tmp_path / "big.csv.gz"), "csv", text_columns={"a"}))
+    assert "big.csv.gz row 450,000 (line 450,002): 3 fields where the header has 2: '450000,900000,extra'" \
+        in str(info.value)

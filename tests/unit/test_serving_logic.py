@@ -10,11 +10,11 @@ from pydantic import ValidationError
 
 from raymlops.config import ValidationConfig
 from raymlops.data.validation import coerce_frame
-from raymlops.errors import RegistryError
+from raymlops.errors import ModelPackageError, RegistryError
 from raymlops.monitoring.feedback import PredictionLog
 from raymlops.registry import parse_model_ref
-from raymlops.serving.schema import (FeedbackRequest, frame_from_rows, predict_request_model, predictions_for,
-                                     probe_record, record_model)
+from raymlops.serving.schema import (FeedbackRequest, check_servable, frame_from_rows, predict_request_model,
+                                     predictions_for, probe_record, record_model)
 
 SCHEMA = {
     "time_hour": {"type": "timestamp", "nullable": False, "min": "2013-01-01", "max": "2014-01-02"},
@@ -83,6 +83,52 @@ def test_request_rows_cast_exactly_like_ingested_rows(request_model):
 
 def test_probe_record_is_valid_for_its_schema(request_model):
     assert request_model.model_validate({"record": probe_record(SCHEMA)})
+
+
+@pytest.mark.parametrize(("spec", "good", "bad", "says", "described"), [
+    ({"type": "float", "nullable": False, "min": 0.0}, 1e6, -1, "greater than or equal to 0", "float, >= 0.0"),
+    ({"type": "int", "nullable": False, "max": 23.0}, -5, 24, "less than or equal to 23", "int, <= 23.0"),
+    ({"type": "timestamp", "nullable": False, "min": "2013-01-01"}, "2030-01-01T00:00:00Z",
+     "2012-12-31T00:00:00Z", "at or after", "timestamp, >= 2013-01-01"),
+])
+def test_a_bound_on_one_side_only_types_requests(spec, good, bad, says, described):
+    """Issue 15: `min:` without `max:` made deploy fail with a bare KeyError 'max'."""
+    model = predict_request_model(check_servable({"x": spec}), max_records=1)
+    assert model.model_validate({"record": probe_record({"x": spec})})
+    assert model.model_validate({"record": {"x": good}})
+    problems = _errors(model, {"record": {"x": bad}})
+    assert any(loc == ("record", "x") and says in msg for loc, msg in problems), problems
+    assert record_model({"x": spec}).model_json_schema()["properties"]["x"]["description"] == described
+
+
+@pytest.mark.parametrize(("spec", "says"), [
+    ({"type": "float", "min": "far"}, "input column 'x': min 'far' is not a number"),
+    ({"type": "timestamp", "max": "someday"}, "input column 'x': max 'someday' is not a date or time"),
+    ({"type": "int", "nullable": False, "min": 0.2, "max": 0.8}, "input column 'x': no value passes its own checks"),
+])
+def test_a_schema_that_cannot_be_served_is_refused_naming_the_column(spec, says):
+    with pytest.raises(ModelPackageError) as info:
+        check_servable({**SCHEMA, "x": spec})
+    assert says in str(info.value)
+
+
+def test_training_refuses_a_version_it_could_not_serve_before_it_starts(tmp_path):
+    """The check runs before any run, training or registration: nothing is written."""
+    from types import SimpleNamespace
+
+    from raymlops.config import parse_config
+    from raymlops.training.stage import run_training_stage
+    from tests.helpers import smoke_dict
+
+    data = smoke_dict()
+    data["workdir"] = str(tmp_path / "work")
+    data["validation"]["columns"]["distance"] = {"type": "float", "min": "zero"}
+    cfg = parse_config(data)
+    stage_data = SimpleNamespace(split_rows={"train": 10, "validation": 5, "test": 5},
+                                 features=SimpleNamespace(input_columns=["distance", "carrier"]))
+    with pytest.raises(ModelPackageError, match="input column 'distance': min 'zero' is not a number"):
+        run_training_stage(cfg, stage_data, "refused")
+    assert not (tmp_path / "work").exists()
 
 
 def test_predictions_carry_class_probabilities_for_classification():
