@@ -217,7 +217,7 @@ class BoostingModelConfig(BaseModelConfig):
     early_stopping_rounds: int = Field(
         50, ge=1, description="Rounds without a better validation loss before boosting stops.")
     checkpoint_every: int = Field(
-        25, ge=1, description="Rounds between checkpoints (and reports to Ray Train/Tune); a killed worker "
+        50, ge=1, description="Rounds between checkpoints (and reports to Ray Train/Tune); a killed worker "
                               "resumes from the last one.")
 
 
@@ -725,7 +725,8 @@ def _step(annotation: Any, part: Any) -> Any:
         return get_args(annotation)[1]
     models = _models_in(annotation)
     if len(models) > 1:  # a union, and the part is its tag, such as 'csv' in data.sources[0].csv.path
-        tagged = [m for m in models if "type" in m.model_fields and part in get_args(m.model_fields["type"].annotation)]
+        tagged = [m for m in models if any(tag in m.model_fields and part in get_args(m.model_fields[tag].annotation)
+                                           for tag in ("type", "family"))]
         return tagged[0] if tagged else None
     if models and isinstance(part, str) and part in models[0].model_fields:
         return models[0].model_fields[part].annotation
@@ -745,6 +746,10 @@ def _keys_at(loc: tuple[Any, ...]) -> list[str]:
 def _unknown_key(loc: tuple[Any, ...]) -> str:
     allowed = _keys_at(loc[:-1])
     hint = did_you_mean(closest_names(str(loc[-1]), allowed))
+    if len(loc) == 3 and loc[0] == "model" and allowed:  # a model family's own keys
+        other = [f for f, m in MODEL_CONFIGS.items() if f != loc[1] and str(loc[-1]) in m.model_fields]
+        why = f"; it is a key of {' and '.join(other)}" if other else (f"; {hint}" if hint else "")
+        return f"not a key of model.family {loc[1]}{why} ({loc[1]} keys: {', '.join(k for k in allowed if k != 'family')})"
     if hint:
         return f"unknown key; {hint}"
     if allowed:

@@ -55,7 +55,10 @@ def test_family_errors_name_the_key_and_what_is_allowed():
         parse_config(_config({"family": "catboost"}), source="x.yaml")
     with pytest.raises(ConfigError) as err:  # an MLP key given to LightGBM
         parse_config(_config({"family": "lightgbm", "hidden_sizes": [8]}), source="x.yaml")
-    assert "model.hidden_sizes" in str(err.value) and "unknown key" in str(err.value)
+    assert "model.hidden_sizes: not a key of model.family lightgbm; it is a key of mlp (lightgbm keys: " in str(err.value)
+    with pytest.raises(ConfigError, match=r"model\.num_leafs: not a key of model\.family lightgbm; did you mean "
+                                          r"'num_leaves'\? \(lightgbm keys: bagging_fraction, "):
+        parse_config(_config({"family": "lightgbm", "num_leafs": 15}), source="x.yaml")
     data = _config({"family": "xgboost"})
     data["tuning"] = {"enabled": True, "search_space": {"num_leaves": {"type": "int", "low": 8, "high": 64}}}
     with pytest.raises(ConfigError, match=r"tuning\.search_space\.num_leaves: not a tunable parameter of model\.family "
