@@ -9,6 +9,8 @@ contract, never to torch or a boosting library directly. A family is a small obj
   checkpoint every few epochs or rounds with ``state.json`` (the metrics so far) beside the model files
   and resumes from ``ray.train.get_checkpoint()``, so a killed worker costs only the work since;
 - ``checkpoint_files(checkpoint_dir)``: the files of the best model in a checkpoint, by package name;
+- ``fit_local(spec, model, training, train, validation, target)``: the same model fitted in this process,
+  without Ray (the replay's scheduled-retrain baselines; small jobs);
 - ``load(package_dir, manifest, spec)``: a ``Predictor`` from a verified package (native, safe formats
   only: safetensors, LightGBM's text model, XGBoost's UBJSON; never a pickle);
 - ``tunable`` and ``default_search_space()``: the hyperparameters Ray Tune may vary, and a sensible space;
@@ -139,6 +141,11 @@ class ModelFamily(Protocol):
     def worker(self) -> Callable[[dict[str, Any]], None]: ...
 
     def trainer_class(self) -> type: ...
+
+    def fit_local(self, spec: ModelSpec, model: dict[str, Any], training: dict[str, Any], train: pd.DataFrame,
+                  validation: pd.DataFrame, target: str) -> Predictor:
+        """The same model fitted in this process without Ray (baselines, small jobs): transformed
+        features plus the target column in, a Predictor out."""
 
     def checkpoint_files(self, checkpoint_dir: Path) -> dict[str, Path]: ...
 

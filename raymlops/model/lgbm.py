@@ -102,6 +102,28 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
               init_model=init_model, callbacks=[callback], keep_training_booster=True)
 
 
+def _arrays(frame: pd.DataFrame, spec: ModelSpec, target: str) -> tuple[np.ndarray, np.ndarray]:
+    return feature_matrix(frame, spec), frame[target].to_numpy(np.float32)
+
+
+def fit_local(spec: ModelSpec, model: dict[str, Any], training: dict[str, Any], train_frame: pd.DataFrame,
+              validation_frame: pd.DataFrame, target: str) -> LightGBMPredictor:
+    """The same model fitted in this process (no Ray): for baselines and small jobs. Same parameters,
+    same early stopping on the validation loss."""
+    import lightgbm as lgb
+
+    train, validation = _arrays(train_frame, spec, target), _arrays(validation_frame, spec, target)
+    params = lightgbm_params(spec, model, training, world_size=1)
+    categorical = list(range(len(spec.numeric), len(spec.columns)))
+    train_set = lgb.Dataset(*train, categorical_feature=categorical, params=params)
+    val_set = lgb.Dataset(*validation, reference=train_set, categorical_feature=categorical)
+    booster = lgb.train(params, train_set, num_boost_round=model["num_boost_round"], valid_sets=[val_set],
+                        callbacks=[lgb.early_stopping(model["early_stopping_rounds"], first_metric_only=True,
+                                                      verbose=False)])
+    best = booster.best_iteration or booster.current_iteration()
+    return LightGBMPredictor(lgb.Booster(model_str=booster.model_to_string(num_iteration=best)), spec)
+
+
 class LightGBMPredictor:
     def __init__(self, booster: Any, spec: ModelSpec) -> None:
         self.booster, self.spec = booster, spec
@@ -119,6 +141,9 @@ class LightGBMFamily:
 
     def worker(self):
         return train_loop_per_worker
+
+    def fit_local(self, spec, model, training, train, validation, target) -> LightGBMPredictor:
+        return fit_local(spec, model, training, train, validation, target)
 
     def trainer_class(self) -> type:
         from ray.train.lightgbm import LightGBMTrainer

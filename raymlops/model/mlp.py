@@ -107,6 +107,47 @@ class MLPPredictor:
         return out.numpy().astype(np.float64) * self.spec.target_std + self.spec.target_mean
 
 
+def fit_local(spec: ModelSpec, model: dict[str, Any], training: dict[str, Any], train: pd.DataFrame,
+              validation: pd.DataFrame, target: str) -> MLPPredictor:
+    """The same network fitted in this process (no Ray, one thread of batches): for baselines and small
+    jobs. Adam, the configured epochs, batch size and early-stopping patience; the best epoch is kept."""
+    import copy
+
+    torch.manual_seed(training.get("seed", 0))
+    net = build_model(spec, ModelConfig(**model))
+    optimizer = torch.optim.Adam(net.parameters(), lr=training["learning_rate"])
+    classification = spec.task == "classification"
+    loss_fn = torch.nn.BCEWithLogitsLoss() if classification else torch.nn.MSELoss()
+
+    def tensors(frame: pd.DataFrame):
+        y = frame[target].to_numpy(np.float32)
+        if not classification:
+            y = (y - spec.target_mean) / spec.target_std
+        return (*model_inputs(frame, spec), torch.from_numpy(y.astype(np.float32)))
+
+    xn, xc, y = tensors(train)
+    vn, vc, vy = tensors(validation)
+    best, best_state, bad = float("inf"), copy.deepcopy(net.state_dict()), 0
+    generator = torch.Generator().manual_seed(training.get("seed", 0))
+    for _ in range(training["epochs"]):
+        net.train()
+        for idx in torch.randperm(len(y), generator=generator).split(training["batch_size"]):
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(net(xn[idx], xc[idx]), y[idx]).backward()
+            optimizer.step()
+        net.eval()
+        with torch.no_grad():
+            val = float(loss_fn(net(vn, vc), vy))
+        if val < best - 1e-7:
+            best, best_state, bad = val, copy.deepcopy(net.state_dict()), 0
+        else:
+            bad += 1
+            if bad >= training["early_stopping_patience"]:
+                break
+    net.load_state_dict(best_state)
+    return MLPPredictor(net.eval(), spec)
+
+
 class MLPFamily:
     """Ray Train's TorchTrainer (DDP), weights as safetensors."""
 
@@ -114,6 +155,9 @@ class MLPFamily:
     model_file = "weights.safetensors"
     tunable = TUNABLE_BY_FAMILY["mlp"]
     split_validation = True
+
+    def fit_local(self, spec, model, training, train, validation, target) -> MLPPredictor:
+        return fit_local(spec, model, training, train, validation, target)
 
     def worker(self) -> Callable[[dict[str, Any]], None]:
         from raymlops.model.mlp_worker import train_loop_per_worker

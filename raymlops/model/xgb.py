@@ -91,6 +91,24 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
               callbacks=[Callback()], verbose_eval=False)
 
 
+def _arrays(frame: pd.DataFrame, spec: ModelSpec, target: str) -> tuple[np.ndarray, np.ndarray]:
+    return feature_matrix(frame, spec), frame[target].to_numpy(np.float32)
+
+
+def fit_local(spec: ModelSpec, model: dict[str, Any], training: dict[str, Any], train_frame: pd.DataFrame,
+              validation_frame: pd.DataFrame, target: str) -> XGBoostPredictor:
+    """The same model fitted in this process (no Ray): for baselines and small jobs."""
+    import xgboost as xgb
+
+    train, validation = _arrays(train_frame, spec, target), _arrays(validation_frame, spec, target)
+    booster = xgb.train(xgboost_params(spec, model, training), dmatrix(train[0], spec, train[1]),
+                        num_boost_round=model["num_boost_round"],
+                        evals=[(dmatrix(validation[0], spec, validation[1]), "validation")],
+                        early_stopping_rounds=model["early_stopping_rounds"], verbose_eval=False)
+    best = booster[: booster.best_iteration + 1] if hasattr(booster, "best_iteration") else booster
+    return XGBoostPredictor(best, spec)
+
+
 class XGBoostPredictor:
     def __init__(self, booster: Any, spec: ModelSpec) -> None:
         self.booster, self.spec = booster, spec
@@ -108,6 +126,9 @@ class XGBoostFamily:
 
     def worker(self):
         return train_loop_per_worker
+
+    def fit_local(self, spec, model, training, train, validation, target) -> XGBoostPredictor:
+        return fit_local(spec, model, training, train, validation, target)
 
     def trainer_class(self) -> type:
         from ray.train.xgboost import XGBoostTrainer

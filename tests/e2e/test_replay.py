@@ -30,6 +30,16 @@ def test_replay_streams_months_through_the_loop_and_writes_the_report(tmp_path):
     for m in months:
         assert sum(m["versions"].values()) == m["rows"] > 1000  # every flight answered
         assert 0.55 < m["static_auc"] < 0.9 and 0.55 < m["served_auc"] < 0.9
+        assert 0.55 < m["scheduled_all_auc"] < 0.9 and 0.55 < m["scheduled_window_auc"] < 0.9
+    # The cron baselines: refitted every month, the all-history one on ever more rows, the window one on fewer.
+    all_rows = [m["scheduled_all_train_rows"] for m in months]
+    assert all_rows == sorted(all_rows) and all_rows[0] < all_rows[-1]
+    assert all(m["scheduled_window_train_rows"] < m["scheduled_all_train_rows"] for m in months)
+    assert report["mean_scheduled_auc"] == max(report["mean_scheduled_all_auc"], report["mean_scheduled_window_auc"])
+    cost = report["cost"]
+    assert cost["scheduled_all"]["retrains"] == cost["scheduled_window"]["retrains"] == 3
+    assert cost["scheduled_all"]["train_seconds"] > 0
+    assert cost["closed_loop"]["retrains"] == len(report["retrains"])
     # April's weather is not January's: the champion's own inputs drift, and the loop retrains on it.
     april = months[0]
     assert len(april["drifted"]) >= 3 and april["decisions"][0]["kind"] == "retrain"
@@ -39,6 +49,7 @@ def test_replay_streams_months_through_the_loop_and_writes_the_report(tmp_path):
     killed = months[2]["monitor_killed"]
     assert killed["killed"] and killed["failed_requests"] == 0
     assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "closed loop" in (tmp_path / "report.md").read_text()
+    md = (tmp_path / "report.md").read_text()
+    assert "closed loop" in md and "scheduled: monthly retrain on all labelled history" in md
     decisions = [json.loads(line) for line in open(report["decisions_log"])]
     assert len(decisions) == sum(len(m["decisions"]) for m in months)

@@ -21,7 +21,7 @@ from raymlops.model.contract import ModelSpec, feature_matrix
 from raymlops.model.lgbm import lightgbm_params, root_row_count
 from raymlops.model.xgb import dmatrix, xgboost_params
 from raymlops.packaging import MANIFEST, load_package, write_package
-from tests.helpers import SMOKE_FLIGHTS, smoke_dict
+from tests.helpers import SMOKE_FLIGHTS, SMOKE_WEATHER, smoke_dict
 
 FEATURES = FeaturesConfig.model_validate({
     "target": "delayed", "numeric": [{"column": "distance"}, {"column": "sched_dep_time"}],
@@ -166,3 +166,26 @@ def test_mlp_regression_predictions_are_mapped_back_to_target_units():
     raw = module(torch.tensor([[0.5]]), torch.zeros((1, 0), dtype=torch.long)).item()
     got = MLPPredictor(module, spec).predict(pd.DataFrame({"a": [0.5]}))[0]
     assert got == pytest.approx(raw * 300.0 + 1000.0, rel=1e-6)
+
+
+@pytest.mark.parametrize("family", ["mlp", "lightgbm", "xgboost"])
+def test_fit_frame_fits_the_pipelines_family_in_process_and_scores_new_rows(family):
+    """What the replay's scheduled baselines use: no Ray, the config's features and family."""
+    from sklearn.metrics import roc_auc_score
+
+    from raymlops.model.local_fit import fit_frame, window
+
+    data = smoke_dict()
+    if family != "mlp":
+        data["model"] = {"task": "classification", "family": family}
+    cfg = parse_config(data, source="x.yaml")
+    weather = pd.read_csv(SMOKE_WEATHER).drop_duplicates(["origin", "time_hour"])
+    flights = pd.read_csv(SMOKE_FLIGHTS).merge(weather, on=["origin", "time_hour"], how="left")  # as the join does
+    times = pd.to_datetime(flights["time_hour"], utc=True)
+    history, april = flights[times < "2013-04-01"], flights[times >= "2013-04-01"]
+    model = fit_frame(cfg, history, time_column="time_hour", validation_days=7)
+    assert model.spec.columns and 0 < model.train_rows < len(history)  # the newest 7 days held out
+    scores = model.predict_frame(april)
+    assert scores.shape == (len(april),) and np.all((scores >= 0) & (scores <= 1))
+    assert roc_auc_score(april["delayed"], scores) > 0.55
+    assert len(window(history, "time_hour", 30)) < len(history) == len(window(history, "time_hour", None))
