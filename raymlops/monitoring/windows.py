@@ -108,6 +108,12 @@ class MonitorState:
             return None, len(window)  # AUC needs both classes
         return compute_metrics(self.task, labels, scores), len(window)
 
+    def answers(self, version: str) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, scores) of ``version``'s labelled answers in the window: the rows of its own traffic
+        only (no row is answered by two versions, so comparisons between versions are unpaired)."""
+        window = self.labelled.get(str(version)) or ()
+        return np.array([w[1] for w in window], dtype=float), np.array([w[0] for w in window], dtype=float)
+
     @property
     def gap(self) -> int:
         return sum(self.lost.values())
