@@ -381,8 +381,8 @@ class ComparisonConfig(StrictModel):
 class EvaluationConfig(StrictModel):
     gates: list[str] = Field(default_factory=list, description="Conditions such as 'auc >= 0.70'.")
     slices: list[str] = Field(default_factory=list, description="Columns to report metrics per value of.")
-    comparison: ComparisonConfig = Field(default_factory=ComparisonConfig,
-                                         description="Statistics of champion-relative gates and of the loop's verdicts.")
+    comparison: ComparisonConfig = Field(
+        default_factory=ComparisonConfig, description="Statistics of champion-relative gates and of the loop's verdicts.")
 
 
 class RegistryConfig(StrictModel):
