@@ -9,8 +9,9 @@ One ``tick`` looks at what the monitor saw and at the registry aliases, and take
 
    both judge the interval of the difference (``evaluation.comparison``), not two point values. The
    monitor keeps each version's answers to its own requests, so no row has both versions' scores: the
-   comparison is an *unpaired* bootstrap (or DeLong) over each version's labelled answers, named so in
-   the decision's evidence. Inside the noise they wait, up to ``retraining.max_wait_s``;
+   comparison is an *unpaired* bootstrap (or DeLong) over each version's labelled answers (the
+   champion's cut to requests made while the canary ran), named so in the decision's evidence. Inside
+   the noise they wait, up to ``retraining.max_wait_s``;
 3. otherwise -> ``retrain_decision``: on drift, prediction drift, a quality floor or a schedule (with
    cool-down and a daily cap) run the training stage on the retraining window (``monitoring/retraining.py``);
    a candidate that passes the same gates as always, on the newest labelled days against the champion,
@@ -175,15 +176,25 @@ class LoopController:
 
     def _compare(self, gate: str, champion: Any, challenger: Any, min_samples: int) -> Comparison | None:
         """Unpaired interval of (challenger - champion) on the gate's metric from each version's own
-        labelled answers ([labels, scores]); None where the statistics are off or cannot apply."""
+        labelled answers ([labels, scores, predicted_at]); None where the statistics are off or cannot apply."""
         c, metric = self.cfg.evaluation.comparison, gate_metric(gate)
         if not c.enabled or metric not in HIGHER_IS_BETTER or not champion or not challenger:
             return None
-        (ya, sa), (yb, sb) = champion, challenger
+        (ya, sa), (yb, sb) = champion[:2], challenger[:2]
         if metric == "auc" and (len(set(ya)) < 2 or len(set(yb)) < 2):
             return None
         return compare_unpaired(metric, ya, sa, yb, sb, alpha=c.alpha, min_samples=min_samples,
                                 resamples=c.resamples, test=c.test, seed=c.seed)
+
+    @staticmethod
+    def _concurrent(champion: Any, challenger: Any) -> Any:
+        """The champion's answers to requests made since the challenger's first labelled one: both on the
+        same stretch of traffic (the champion's window also holds older traffic, maybe of another mix)."""
+        if not champion or not challenger or len(champion) < 3 or len(challenger) < 3 or not challenger[2]:
+            return champion
+        start = min(challenger[2])
+        keep = [i for i, t in enumerate(champion[2]) if t >= start]
+        return [[column[i] for i in keep] for column in champion]
 
     def _judge_canary(self, champion: str | None, challenger: str, live, now: float) -> Decision:
         (champ_q, _), (chall_q, n) = live(champion), live(challenger)
@@ -191,8 +202,9 @@ class LoopController:
         if not self.state.canary or self.state.canary.get("version") != str(challenger):
             self.state.canary = {"version": str(challenger), "since": now}
             self._save()
-        comparison = self._compare(r.promote_gate, self._answers.get(str(champion)),
-                                   self._answers.get(str(challenger)), r.canary_min_samples)
+        champion_answers = self._concurrent(self._answers.get(str(champion)), self._answers.get(str(challenger)))
+        comparison = self._compare(r.promote_gate, champion_answers, self._answers.get(str(challenger)),
+                                   r.canary_min_samples)
         decision = canary_decision(r, champ_q, chall_q, n, now, comparison, now - self.state.canary["since"])
         if decision.action == "promote":
             reason = f"canary v{challenger} passed {'; '.join(decision.reasons)} on {n} labelled answers"
@@ -201,7 +213,7 @@ class LoopController:
             # The replaced champion's live quality now is its baseline: it serves no more traffic, and a
             # restarted monitor would not remember it.
             self.state.watch = {"version": str(challenger), "previous": champion, "since": now,
-                                "previous_live": champ_q, "previous_answers": self._answers.get(str(champion))}
+                                "previous_live": champ_q, "previous_answers": champion_answers}
             self.state.canary = None
             self._save()
         elif decision.action == "discard":

@@ -120,6 +120,8 @@ def canary_decision(cfg: RetrainingConfig, champion_live: dict[str, float] | Non
     if challenger_samples < cfg.canary_min_samples or not challenger_live:
         return Decision("canary", "wait", [], [f"{challenger_samples} labelled challenger answers "
                                                f"< {cfg.canary_min_samples}"], ev, at=now)
+    if comparison is not None and comparison.verdict == "wait":  # e.g. few champion answers alongside the canary
+        return Decision("canary", "wait", [], [comparison.describe()], ev, at=now)
     verdict, said, _ = _judged(cfg.promote_gate, champion_live, challenger_live, comparison)
     if verdict == "unsure":
         if waited_s < cfg.max_wait_s:
@@ -143,6 +145,8 @@ def rollback_decision(cfg: RetrainingConfig, new_live: dict[str, float] | None,
         blocked.append(f"{samples} labelled answers < {min_samples}")
     if not previous_live:
         blocked.append("no live quality of the champion it replaced")
+    if not blocked and comparison is not None and comparison.verdict == "wait":
+        blocked.append(comparison.describe())
     if blocked:
         return Decision("rollback", "wait", [], blocked, ev, at=now)
     verdict, said, _ = _judged(cfg.rollback_gate, previous_live, new_live, comparison)

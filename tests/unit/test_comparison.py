@@ -202,3 +202,22 @@ def test_a_rollback_needs_the_interval_and_keeps_after_the_wait():
     yw, w, qw = _live(rng, 1000, 0.2)
     lost = rollback_decision(R, qw, qa, 1000, 100, 0.0, compare_unpaired("auc", ya, a, yw, w))
     assert lost.action == "rollback" and "CI" in lost.reasons[0]
+
+
+def test_a_comparison_with_too_few_rows_on_either_side_waits():
+    rng = np.random.default_rng(15)
+    ya, a, qa = _live(rng, 50, 0.8)
+    yb, b, qb = _live(rng, 400, 2.0)
+    c = compare_unpaired("auc", ya, a, yb, b, min_samples=100)
+    d = canary_decision(R, qa, qb, 400, 0.0, c)
+    assert d.action == "wait" and "50 rows < 100" in d.blocked_by[0]
+    assert rollback_decision(R, qb, qa, 400, 100, 0.0, c).action == "wait"
+
+
+def test_the_loop_compares_the_champion_on_the_canary_stretch_of_traffic_only():
+    from raymlops.loop import LoopController
+
+    champion = [[0, 1, 0, 1], [0.1, 0.9, 0.2, 0.8], [1.0, 2.0, 5.0, 6.0]]
+    challenger = [[1, 0], [0.7, 0.3], [5.5, 7.0]]
+    assert LoopController._concurrent(champion, challenger) == [[1], [0.8], [6.0]]
+    assert LoopController._concurrent(champion, None) == champion
