@@ -129,7 +129,7 @@ def evaluate_gates(gates: list[str], metrics: dict[str, float], champion: dict[s
             threshold = champion[metric] + offset
             c = (comparisons or {}).get(metric)
             if c is not None and c.verdict != "wait":
-                results.append(judge_gate(gate, metric, op, offset, value, threshold, c))
+                results.append(judge_gate(gate, metric, op, offset, value, threshold, c, f"{sign} {number:g}"))
                 continue
             base = f"champion {champion[metric]:.4f} {sign} {number:g} = {threshold:.4f}"
             if c is not None:
@@ -144,12 +144,13 @@ def evaluate_gates(gates: list[str], metrics: dict[str, float], champion: dict[s
 
 
 def judge_gate(gate: str, metric: str, op: str, offset: float, value: float, threshold: float,
-               c: Comparison) -> GateResult:
+               c: Comparison, margin: str = "") -> GateResult:
     """A champion-relative gate on the interval of the difference: fails only when all of it breaks the gate."""
     verdict = c.judge(op, offset)
     ok = verdict != "fails"
     said = {"meets": "meets", "fails": "fails", "unsure": "inside the noise of"}[verdict]
-    detail = (f"{metric} = {value:.4f} {said} {op} champion {offset:+g} = {threshold:.4f}: {c.describe()}"
+    margin = margin or f"{'-' if offset < 0 else '+'} {abs(offset):g}"
+    detail = (f"{metric} = {value:.4f} {said} {op} champion {margin} = {threshold:.4f}: {c.describe()}"
               + ("; passes on the benefit of the doubt" if verdict == "unsure" else ""))
     return GateResult(gate, ok, metric, value, threshold, detail, {**c.to_dict(), "gate_verdict": verdict})
 
