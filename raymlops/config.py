@@ -358,9 +358,33 @@ class TuningConfig(StrictModel):
         return data
 
 
+class ComparisonConfig(StrictModel):
+    """How a model is judged against the champion: on an interval of the difference, not on two point values.
+
+    One AUC on ~6,500 rows has a standard error near 0.007, so ``auc >= champion - 0.005`` on point
+    values is decided by noise. With this on, a champion-relative gate fails only when the whole interval
+    of (candidate - champion) breaks it; the loop promotes, discards or rolls back only when the interval
+    says so, and waits for more labels (up to retraining.max_wait_s) while it straddles the threshold.
+    """
+
+    enabled: bool = Field(True, description="Judge champion-relative gates on a confidence interval of the "
+                          "difference; False: compare the point values, as before.")
+    test: Literal["bootstrap", "delong"] = Field(
+        "bootstrap", description="bootstrap: resample rows (any of auc, log_loss, accuracy, f1, rmse, mae, mse, r2); "
+        "delong: DeLong's test for auc (other metrics still bootstrap).")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="Significance level: intervals cover 1 - alpha.")
+    resamples: int = Field(1000, ge=100, le=100_000, description="Bootstrap resamples.")
+    min_samples: int = Field(
+        200, ge=10, description="Fewest labelled rows for an interval; a test split below it falls back to point "
+        "values (the gate's detail says so).")
+    seed: int = Field(0, description="Seed of the bootstrap: the same rows give the same verdict.")
+
+
 class EvaluationConfig(StrictModel):
     gates: list[str] = Field(default_factory=list, description="Conditions such as 'auc >= 0.70'.")
     slices: list[str] = Field(default_factory=list, description="Columns to report metrics per value of.")
+    comparison: ComparisonConfig = Field(
+        default_factory=ComparisonConfig, description="Statistics of champion-relative gates and of the loop's verdicts.")
 
 
 class RegistryConfig(StrictModel):
@@ -451,6 +475,10 @@ class RetrainingConfig(StrictModel):
         description="Live quality a new champion must keep against the one it replaced, or it is rolled back.")
     rollback_min_samples: int = Field(
         300, ge=10, description="Labelled answers of a new champion before it can be rolled back.")
+    max_wait_s: float = Field(
+        3 * 86_400, ge=0, description="Longest a canary or a new champion on watch waits while the difference is "
+        "inside the noise (evaluation.comparison); then the champion of the time stays: the canary is discarded, "
+        "the new champion kept.")
     window_days: float | None = Field(
         90, gt=0, description="A retrain learns from the latest this many days (of data.split's time column) of "
         "the champion's training data and labelled traffic; None: all of it.")

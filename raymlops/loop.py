@@ -6,6 +6,12 @@ One ``tick`` looks at what the monitor saw and at the registry aliases, and take
    (``canary_decision``): promote it, discard it (the alias is removed and replicas stop serving it), or wait;
 2. a champion promoted by the loop is on watch -> roll it back when its live quality breaks
    ``rollback_gate`` against the champion it replaced (``rollback_decision``), or keep it;
+
+   both judge the interval of the difference (``evaluation.comparison``), not two point values. The
+   monitor keeps each version's answers to its own requests, so no row has both versions' scores: the
+   comparison is an *unpaired* bootstrap (or DeLong) over each version's labelled answers (the
+   champion's cut to requests made while the canary ran), named so in the decision's evidence. Inside
+   the noise they wait, up to ``retraining.max_wait_s``;
 3. otherwise -> ``retrain_decision``: on drift, prediction drift, a quality floor or a schedule (with
    cool-down and a daily cap) run the training stage on the retraining window (``monitoring/retraining.py``);
    a candidate that passes the same gates as always, on the newest labelled days against the champion,
@@ -38,9 +44,11 @@ import pandas as pd
 
 from raymlops.config import PipelineConfig, TimeSplitConfig
 from raymlops.errors import GateFailed, RaymlopsError
-from raymlops.monitoring.policy import Decision, Evidence, canary_decision, retrain_decision, rollback_decision
+from raymlops.monitoring.policy import (Decision, Evidence, canary_decision, gate_metric, retrain_decision,
+                                       rollback_decision)
 from raymlops.monitoring.retraining import labelled_traffic, retraining_config, retraining_window
 from raymlops.registry import CHALLENGER, CHAMPION, Registry
+from raymlops.training.comparison import HIGHER_IS_BETTER, Comparison, compare_unpaired
 from raymlops.workspace import write_json_atomic
 
 Progress = Callable[[str, str], None]
@@ -52,6 +60,7 @@ class LoopState:
     retrains_at: list[float] = field(default_factory=list)
     last_scheduled_at: float | None = None
     watch: dict[str, Any] | None = None  # {"version", "previous", "since"}: a loop promotion on probation
+    canary: dict[str, Any] | None = None  # {"version", "since"}: the canary being judged, for max_wait_s
 
     @classmethod
     def load(cls, path: Path) -> LoopState:
@@ -83,6 +92,7 @@ class LoopController:
         self.state_path = self.dir / "state.json"
         self.decisions_path = self.dir / "decisions.jsonl"
         self.state = LoopState.load(self.state_path)
+        self._answers: dict[str, Any] = {}
 
     # ---------------------------------------------------------------------------- plumbing
     @property
@@ -95,10 +105,10 @@ class LoopController:
             self._monitor = ray.get_actor(monitor_name(self.name, self.cfg.workdir_path), namespace=NAMESPACE)
         return self._monitor
 
-    def evidence(self) -> dict[str, Any]:
+    def evidence(self, answers: bool = True) -> dict[str, Any]:
         import ray
 
-        return ray.get(self.monitor.evidence.remote(), timeout=60)
+        return ray.get(self.monitor.evidence.remote(answers), timeout=60)
 
     def _event(self, kind: str, action: str) -> None:
         try:
@@ -136,6 +146,8 @@ class LoopController:
         challenger = self.registry.version_for_alias(self.name, CHALLENGER)
         quality = ev.get("quality", {})
 
+        self._answers = ev.get("answers") or {}  # version -> [labels, scores] of its own labelled answers
+
         def live(version: str | None) -> tuple[dict[str, float] | None, int]:
             q = quality.get(str(version)) or {}
             return q.get("metrics"), int(q.get("labelled", 0))
@@ -162,9 +174,38 @@ class LoopController:
             return [*kept, self._record(decision)]
         return [*kept, self._retrain(decision, champion, now)]
 
+    def _compare(self, gate: str, champion: Any, challenger: Any, min_samples: int) -> Comparison | None:
+        """Unpaired interval of (challenger - champion) on the gate's metric from each version's own
+        labelled answers ([labels, scores, predicted_at]); None where the statistics are off or cannot apply."""
+        c, metric = self.cfg.evaluation.comparison, gate_metric(gate)
+        if not c.enabled or metric not in HIGHER_IS_BETTER or not champion or not challenger:
+            return None
+        (ya, sa), (yb, sb) = champion[:2], challenger[:2]
+        if metric == "auc" and (len(set(ya)) < 2 or len(set(yb)) < 2):
+            return None
+        return compare_unpaired(metric, ya, sa, yb, sb, alpha=c.alpha, min_samples=min_samples,
+                                resamples=c.resamples, test=c.test, seed=c.seed)
+
+    @staticmethod
+    def _concurrent(champion: Any, challenger: Any) -> Any:
+        """The champion's answers to requests made since the challenger's first labelled one: both on the
+        same stretch of traffic (the champion's window also holds older traffic, maybe of another mix)."""
+        if not champion or not challenger or len(champion) < 3 or len(challenger) < 3 or not challenger[2]:
+            return champion
+        start = min(challenger[2])
+        keep = [i for i, t in enumerate(champion[2]) if t >= start]
+        return [[column[i] for i in keep] for column in champion]
+
     def _judge_canary(self, champion: str | None, challenger: str, live, now: float) -> Decision:
         (champ_q, _), (chall_q, n) = live(champion), live(challenger)
-        decision = canary_decision(self.cfg.retraining, champ_q, chall_q, n, now)
+        r = self.cfg.retraining
+        if not self.state.canary or self.state.canary.get("version") != str(challenger):
+            self.state.canary = {"version": str(challenger), "since": now}
+            self._save()
+        champion_answers = self._concurrent(self._answers.get(str(champion)), self._answers.get(str(challenger)))
+        comparison = self._compare(r.promote_gate, champion_answers, self._answers.get(str(challenger)),
+                                   r.canary_min_samples)
+        decision = canary_decision(r, champ_q, chall_q, n, now, comparison, now - self.state.canary["since"])
         if decision.action == "promote":
             reason = f"canary v{challenger} passed {'; '.join(decision.reasons)} on {n} labelled answers"
             self.registry.promote(self.name, challenger, reason=reason)
@@ -172,11 +213,14 @@ class LoopController:
             # The replaced champion's live quality now is its baseline: it serves no more traffic, and a
             # restarted monitor would not remember it.
             self.state.watch = {"version": str(challenger), "previous": champion, "since": now,
-                                "previous_live": champ_q}
+                                "previous_live": champ_q, "previous_answers": champion_answers}
+            self.state.canary = None
             self._save()
         elif decision.action == "discard":
             self.registry.move_alias(self.name, CHALLENGER, None, action="discard",
                                      reason=f"canary v{challenger} failed {'; '.join(decision.reasons)}")
+            self.state.canary = None
+            self._save()
         return self._record(decision, champion=champion, challenger=challenger)
 
     def _judge_watch(self, champion: str, live, now: float) -> Decision:
@@ -184,7 +228,10 @@ class LoopController:
         (new_q, n), (old_q, _) = live(champion), live(previous)
         old_q = self.state.watch.get("previous_live") or old_q
         r = self.cfg.retraining
-        decision = rollback_decision(r, new_q, old_q, n, r.rollback_min_samples, now)
+        baseline = self.state.watch.get("previous_answers") or self._answers.get(str(previous))
+        comparison = self._compare(r.rollback_gate, baseline, self._answers.get(str(champion)), r.rollback_min_samples)
+        decision = rollback_decision(r, new_q, old_q, n, r.rollback_min_samples, now, comparison,
+                                     now - float(self.state.watch.get("since") or now))
         if decision.action == "rollback":
             self.registry.rollback(self.name, reason=f"v{champion} lost live quality: {'; '.join(decision.reasons)}")
         if decision.action in ("rollback", "keep"):
@@ -256,7 +303,7 @@ class LoopController:
         evidence: dict[str, Any] = {"error": "no live view (not connected to Ray)"}
         if live:
             try:
-                evidence = self.evidence()
+                evidence = self.evidence(answers=False)
             except Exception as exc:  # the service may be down: the registry side is still worth showing
                 evidence = {"error": f"monitor unavailable: {exc}"}
         challenger = self.registry.version_for_alias(self.name, CHALLENGER)

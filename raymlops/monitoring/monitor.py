@@ -160,8 +160,9 @@ class Monitor:
     async def drift(self) -> dict[str, Any] | None:
         return self.check()
 
-    async def evidence(self) -> dict[str, Any]:
-        """What the loop decides on: the latest window's drift and live quality of every version."""
+    async def evidence(self, answers: bool = False) -> dict[str, Any]:
+        """What the loop decides on: the latest window's drift and live quality of every version (with
+        ``answers``, each version's labelled (label, score) pairs too, for the loop's comparisons)."""
         report = self.check()
         pred = self.state.prediction_drift()
         if pred is not None:
@@ -175,7 +176,8 @@ class Monitor:
                 "features": {k: {"psi": v["psi"], "adjusted_p": v["adjusted_p"], "drifted": v["drifted"]}
                              for k, v in (report or {}).get("features", {}).items()},
                 "prediction_drift": bool(pred and pred.drifted), "prediction_psi": pred.psi if pred else None,
-                "quality": quality, "gap": self.state.gap}
+                "quality": quality, "gap": self.state.gap,
+                **({"answers": {v: [a.tolist() for a in self.state.answers(v)] for v in quality}} if answers else {})}
 
     async def feedback(self, items: list[dict[str, Any]], grace_s: float = 1.0) -> dict[str, Any]:
         """Join labels to predictions. Replicas hand samples over every 0.25 s, so ids not seen yet get

@@ -5,6 +5,11 @@ daily cap, too few samples) and the evidence it was judged on, so the audit log 
 decision, taken or not. Quality comparisons reuse the evaluation gates ("auc >= champion - 0.01"), with
 live metrics over labelled traffic in place of test-split metrics.
 
+Given a ``Comparison`` of the gate's metric (the loop builds one from each version's own labelled
+answers: unpaired, since a canary sends each request to one version only), the canary and the rollback
+act only when the interval of the difference settles the gate; while it straddles the threshold they
+wait for more labels, up to ``max_wait_s``, after which the champion of the time stays.
+
 Example::
 
     d = retrain_decision(cfg.retraining, history, Evidence(now, rows=2000, drifted=["temp", "visib"]))
@@ -19,7 +24,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from raymlops.config import MonitoringConfig, RetrainingConfig
-from raymlops.training.evaluation import evaluate_gates
+from raymlops.training.comparison import Comparison
+from raymlops.training.evaluation import evaluate_gates, parse_gate
 
 DAY_S = 86_400.0
 
@@ -85,30 +91,68 @@ def retrain_decision(cfg: RetrainingConfig, monitoring: MonitoringConfig, retrai
     return Decision("retrain", action, reasons, blocked, ev, at=evidence.now)
 
 
+def gate_metric(gate: str) -> str:
+    return parse_gate(gate)[0]
+
+
+def _judged(gate: str, champion_live: dict[str, float] | None, live: dict[str, float],
+            comparison: Comparison | None) -> tuple[str, str, dict[str, Any] | None]:
+    """(meets | fails | unsure, what was compared, the comparison as recorded) for a champion-relative gate."""
+    comparisons = {comparison.metric: comparison} if comparison is not None else None
+    (result,) = evaluate_gates([gate], live, champion_live, comparisons)
+    verdict = (result.comparison or {}).get("gate_verdict") or ("meets" if result.passed else "fails")
+    return verdict, f"{gate!r}: {result.detail}", result.comparison
+
+
+def _waited(reason: str, waited_s: float, max_wait_s: float) -> list[str]:
+    return [f"{reason}; waited {waited_s:.0f} s of retraining.max_wait_s {max_wait_s:g} s for more labels"]
+
+
 def canary_decision(cfg: RetrainingConfig, champion_live: dict[str, float] | None,
-                    challenger_live: dict[str, float] | None, challenger_samples: int, now: float) -> Decision:
+                    challenger_live: dict[str, float] | None, challenger_samples: int, now: float,
+                    comparison: Comparison | None = None, waited_s: float = 0.0) -> Decision:
     """Promote the challenger when its live quality passes ``promote_gate`` against the champion on
-    enough labelled answers; discard it when it fails; wait for samples otherwise."""
+    enough labelled answers; discard it when it fails; wait for samples otherwise. With a ``comparison``
+    the interval decides: inside the noise, wait up to ``max_wait_s``, then keep the champion (discard)."""
     ev = {"champion": champion_live, "challenger": challenger_live, "challenger_samples": challenger_samples}
+    if comparison is not None:
+        ev["comparison"] = comparison.to_dict()
     if challenger_samples < cfg.canary_min_samples or not challenger_live:
         return Decision("canary", "wait", [], [f"{challenger_samples} labelled challenger answers "
                                                f"< {cfg.canary_min_samples}"], ev, at=now)
-    (gate,) = evaluate_gates([cfg.promote_gate], challenger_live, champion_live)
-    action = "promote" if gate.passed else "discard"
-    return Decision("canary", action, [f"{cfg.promote_gate!r}: {gate.detail}"], [], ev, at=now)
+    if comparison is not None and comparison.verdict == "wait":  # e.g. few champion answers alongside the canary
+        return Decision("canary", "wait", [], [comparison.describe()], ev, at=now)
+    verdict, said, _ = _judged(cfg.promote_gate, champion_live, challenger_live, comparison)
+    if verdict == "unsure":
+        if waited_s < cfg.max_wait_s:
+            return Decision("canary", "wait", [], _waited(said, waited_s, cfg.max_wait_s), ev, at=now)
+        return Decision("canary", "discard", [f"{said}; still inside the noise after {waited_s:.0f} s "
+                                              f">= retraining.max_wait_s: the champion stays"], [], ev, at=now)
+    return Decision("canary", "promote" if verdict == "meets" else "discard", [said], [], ev, at=now)
 
 
 def rollback_decision(cfg: RetrainingConfig, new_live: dict[str, float] | None,
-                      previous_live: dict[str, float] | None, samples: int, min_samples: int, now: float) -> Decision:
-    """Roll a new champion back when its live quality breaks ``rollback_gate`` against the one it replaced."""
+                      previous_live: dict[str, float] | None, samples: int, min_samples: int, now: float,
+                      comparison: Comparison | None = None, waited_s: float = 0.0) -> Decision:
+    """Roll a new champion back when its live quality breaks ``rollback_gate`` against the one it replaced.
+    With a ``comparison`` only when the whole interval breaks it; inside the noise, wait up to
+    ``max_wait_s``, then keep it (no evidence that it lost quality)."""
     ev = {"champion": new_live, "previous": previous_live, "samples": samples}
+    if comparison is not None:
+        ev["comparison"] = comparison.to_dict()
     blocked = []
     if samples < min_samples or not new_live:
         blocked.append(f"{samples} labelled answers < {min_samples}")
     if not previous_live:
         blocked.append("no live quality of the champion it replaced")
+    if not blocked and comparison is not None and comparison.verdict == "wait":
+        blocked.append(comparison.describe())
     if blocked:
         return Decision("rollback", "wait", [], blocked, ev, at=now)
-    (gate,) = evaluate_gates([cfg.rollback_gate], new_live, previous_live)
-    action = "keep" if gate.passed else "rollback"
-    return Decision("rollback", action, [f"{cfg.rollback_gate!r}: {gate.detail}"], [], ev, at=now)
+    verdict, said, _ = _judged(cfg.rollback_gate, previous_live, new_live, comparison)
+    if verdict == "unsure":
+        if waited_s < cfg.max_wait_s:
+            return Decision("rollback", "wait", [], _waited(said, waited_s, cfg.max_wait_s), ev, at=now)
+        return Decision("rollback", "keep", [f"{said}; still inside the noise after {waited_s:.0f} s "
+                                             f">= retraining.max_wait_s: no evidence it lost quality"], [], ev, at=now)
+    return Decision("rollback", "keep" if verdict == "meets" else "rollback", [said], [], ev, at=now)

@@ -36,7 +36,7 @@ class MonitorState:
         self.rows: deque[dict[str, Any]] = deque(maxlen=cfg.window_rows)
         self.scores: deque[float] = deque(maxlen=cfg.window_rows)
         self.latencies: deque[float] = deque(maxlen=cfg.window_rows)
-        self.labelled: dict[str, deque[tuple[float, float]]] = {}
+        self.labelled: dict[str, deque[tuple[float, float, float]]] = {}  # (score, label, predicted_at)
         self.references: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {}
         self.received: Counter[str] = Counter()    # samples received per replica
         self.requests: Counter[tuple[str, str]] = Counter()  # (version, alias) -> sampled requests
@@ -73,7 +73,7 @@ class MonitorState:
         labelled, unknown = self.log.join(feedback)
         for row in labelled:
             window = self.labelled.setdefault(row["version"], deque(maxlen=self.cfg.quality_window))
-            window.append((row["score"], row["label"]))
+            window.append((row["score"], row["label"], float(row.get("predicted_at") or 0.0)))
         return labelled, unknown
 
     # ------------------------------------------------------------------------------ answers
@@ -107,6 +107,12 @@ class MonitorState:
         if self.task == "classification" and len(np.unique(labels)) < 2:
             return None, len(window)  # AUC needs both classes
         return compute_metrics(self.task, labels, scores), len(window)
+
+    def answers(self, version: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(labels, scores, predicted_at) of ``version``'s labelled answers in the window: the rows of its
+        own traffic only (no row is answered by two versions, so comparisons between versions are unpaired)."""
+        window = self.labelled.get(str(version)) or ()
+        return tuple(np.array([w[i] for w in window], dtype=float) for i in (1, 0, 2))
 
     @property
     def gap(self) -> int:

@@ -73,10 +73,16 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
 
 
 def _score(cfg: PipelineConfig, data: DataStageResult, package_dir: Path) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Predictions of a package on the raw test split, with labels and slice columns."""
+    """Predictions of a package on the raw test split, with labels and slice columns, in the split's row
+    order (two packages' scores are compared row by row)."""
     keep = [cfg.features.target, PREDICTION, *cfg.evaluation.slices]
-    scored = predict_dataset(data.raw["test"], package_dir, trusted_builders=cfg.model.trusted_builders()
-                             ).select_columns(keep).to_pandas()
+    options = data.raw["test"].context.execution_options  # the context the scoring plan runs under
+    preserve, options.preserve_order = options.preserve_order, True
+    try:
+        scored = predict_dataset(data.raw["test"], package_dir, trusted_builders=cfg.model.trusted_builders()
+                                 ).select_columns(keep).to_pandas()
+    finally:
+        options.preserve_order = preserve
     return (scored[cfg.features.target].to_numpy(dtype=float), scored[PREDICTION].to_numpy(dtype=float),
             {s: scored[s].astype(str).to_numpy() for s in cfg.evaluation.slices})
 
@@ -172,7 +178,10 @@ def run_training_stage(cfg: PipelineConfig, data: DataStageResult, run_name: str
                 champion_dir = reg.download_package(name, champion_version, cached)
             cy, cpred, _ = _score(cfg, data, champion_dir)
             champion_metrics = evaluation.compute_metrics(cfg.model.task, cy, cpred)
-        gates = evaluation.evaluate_gates(cfg.evaluation.gates, metrics, champion_metrics)
+        comparisons = (evaluation.champion_comparisons(cfg.evaluation.gates, cfg.model.task, y, pred, cpred,
+                                                       cfg.evaluation.comparison)
+                       if champion_metrics is not None and np.array_equal(y, cy) else {})
+        gates = evaluation.evaluate_gates(cfg.evaluation.gates, metrics, champion_metrics, comparisons)
         seconds["evaluate"] = time.perf_counter() - t0
         reg.log_metrics(run_id, [{"epoch": 0, **{f"test_{k}": v for k, v in metrics.items()}}])
         report = {"metrics": metrics, "champion": {"version": champion_version, "metrics": champion_metrics},

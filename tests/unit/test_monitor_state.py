@@ -56,6 +56,9 @@ def test_live_quality_per_version_from_joined_labels():
     metrics, n = state.live_quality("1")
     assert len(labelled) == 200 and unknown == [] and n == 200 and metrics["auc"] == 1.0
     assert state.live_quality("9") == (None, 0)
+    y, scores, at = state.answers("1")  # the loop's comparisons resample these
+    assert len(y) == len(scores) == len(at) == 200 and np.array_equal(y, (scores > 0.5).astype(float))
+    assert [len(a) for a in state.answers("9")] == [0, 0, 0]
 
 
 def test_the_gap_is_what_replicas_report_lost_and_survives_reordering():
