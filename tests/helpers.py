@@ -94,3 +94,39 @@ def registered_checkpoints(run_dir: Path) -> int:
     except (OSError, ValueError):
         return 0  # not written yet, or caught mid-write
     return len(snapshot.get("checkpoint_results") or [])
+
+
+def ten_times_the_smoke_flights(tmp_path: Path) -> Path:
+    """The smoke flights ten times over (30,000 rows, flight numbers kept distinct): long enough a run
+    to kill a worker in."""
+    import pandas as pd
+
+    flights = pd.read_csv(SMOKE_FLIGHTS)
+    big = pd.concat([flights.assign(flight=flights["flight"] + 10_000 * i) for i in range(10)], ignore_index=True)
+    path = Path(tmp_path) / "big.csv"
+    big.to_csv(path, index=False)
+    return path
+
+
+def train_killing_a_worker(train, run_dir: Path, timeout_s: float = 300):
+    """Run ``train()`` in a thread, SIGKILL one Ray Train worker once the controller has registered a
+    checkpoint of ``run_dir``, and return (train's result, the killed pid or None if the run ended first)."""
+    import threading
+
+    import psutil
+
+    box: dict = {}
+    thread = threading.Thread(target=lambda: box.update(result=train()))
+    thread.start()
+    killed = None
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and thread.is_alive() and killed is None:
+        if registered_checkpoints(run_dir) >= 1:
+            workers = [p for p in psutil.process_iter(["cmdline"])
+                       if " ".join(p.info["cmdline"] or []).startswith("ray::RayTrainWorker")]
+            if workers:
+                killed = workers[-1].pid
+                os.kill(killed, signal.SIGKILL)
+        time.sleep(0.02)
+    thread.join(timeout=600)
+    return box.get("result"), killed

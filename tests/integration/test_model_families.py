@@ -6,14 +6,9 @@ training row, and a worker killed mid-boosting costs only the rounds since the l
 from __future__ import annotations
 
 import json
-import os
-import signal
-import threading
-import time
 
 import numpy as np
 import pandas as pd
-import psutil
 import pytest
 
 from raymlops.client import Client
@@ -25,7 +20,8 @@ from raymlops.packaging import MANIFEST, load_package
 from raymlops.registry import CHAMPION, Registry
 from raymlops.training.stage import run_training_stage
 from raymlops.training.trainer import run_training
-from tests.helpers import SMOKE_FLIGHTS, registered_checkpoints, serve_port, smoke_dict, write_config
+from tests.helpers import (SMOKE_FLIGHTS, serve_port, smoke_dict, ten_times_the_smoke_flights,
+                           train_killing_a_worker, write_config)
 
 pytestmark = pytest.mark.integration
 FAMILIES = {
@@ -90,17 +86,9 @@ def test_family_trains_on_two_workers_serves_and_http_equals_batch_predict(famil
     model_file.write_bytes(original)
 
 
-def _train_workers() -> list[psutil.Process]:
-    return [p for p in psutil.process_iter(["cmdline"]) if " ".join(p.info["cmdline"] or []).startswith("ray::RayTrainWorker")]
-
-
 def test_killed_worker_mid_boosting_resumes_and_stops_at_the_same_round(ray_session, tmp_path):
-    flights = pd.read_csv(SMOKE_FLIGHTS)
-    big = pd.concat([flights.assign(flight=flights["flight"] + 10_000 * i) for i in range(10)], ignore_index=True)
-    path = tmp_path / "big.csv"
-    big.to_csv(path, index=False)
     data = smoke_dict()
-    data["data"]["sources"][0]["path"] = str(path)
+    data["data"]["sources"][0]["path"] = str(ten_times_the_smoke_flights(tmp_path))
     data["validation"]["row_count"] = {"min": 1000}
     # Ray Train's controller takes a report every 2 s at most, so a few checkpoints keep the run short.
     data["model"] = {"task": "classification", "family": "lightgbm", "num_boost_round": 200, "learning_rate": 0.02,
@@ -110,22 +98,9 @@ def test_killed_worker_mid_boosting_resumes_and_stops_at_the_same_round(ray_sess
     stage = run_data_stage(cfg)
     undisturbed = run_training(cfg, stage, run_name="calm")
 
-    box: dict = {}
-    thread = threading.Thread(target=lambda: box.update(result=run_training(cfg, stage, run_name="stormy")))
-    thread.start()
-    run_dir = cfg.workdir_path / "checkpoints" / "stormy"
-    killed = None
-    deadline = time.time() + 300
-    while time.time() < deadline and thread.is_alive() and killed is None:
-        if registered_checkpoints(run_dir) >= 1:
-            workers = _train_workers()
-            if workers:
-                killed = workers[-1].pid
-                os.kill(killed, signal.SIGKILL)
-        time.sleep(0.02)
-    thread.join(timeout=600)
+    disturbed, killed = train_killing_a_worker(lambda: run_training(cfg, stage, run_name="stormy"),
+                                               cfg.workdir_path / "checkpoints" / "stormy")
     assert killed is not None, "boosting ended before a worker could be killed after its first checkpoint"
-    disturbed = box["result"]
     assert disturbed.final_metrics["round"] == undisturbed.final_metrics["round"] == 200
     assert any(h["started_at_round"] > 0 for h in disturbed.history), f"restarted from scratch: {disturbed.history}"
     assert disturbed.final_metrics["trained_rows"] == stage.split_rows["train"]

@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
-import time
 
-import pandas as pd
-import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -18,7 +12,7 @@ from raymlops.errors import GateFailed
 from raymlops.registry import CHALLENGER, CHAMPION, Registry
 from raymlops.training.stage import run_training_stage
 from raymlops.training.trainer import run_training
-from tests.helpers import SMOKE_FLIGHTS, registered_checkpoints, smoke_dict, write_config
+from tests.helpers import smoke_dict, ten_times_the_smoke_flights, train_killing_a_worker, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -107,44 +101,18 @@ def test_asha_stops_poor_trials_early(ray_session, tmp_path):
     assert len(children) == 4  # every trial is an MLflow run under the pipeline's run
 
 
-def _train_workers() -> list[psutil.Process]:
-    out = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if cmd.startswith("ray::RayTrainWorker"):
-            out.append(p)
-    return out
-
-
 def test_killed_worker_resumes_from_checkpoint_with_same_result(ray_session, tmp_path):
-    flights = pd.read_csv(SMOKE_FLIGHTS)
-    big = pd.concat([flights.assign(flight=flights["flight"] + 10_000 * i) for i in range(10)], ignore_index=True)
-    path = tmp_path / "big.csv"
-    big.to_csv(path, index=False)
     data_dict = smoke_dict()
-    data_dict["data"]["sources"][0]["path"] = str(path)
+    data_dict["data"]["sources"][0]["path"] = str(ten_times_the_smoke_flights(tmp_path))
     data_dict["training"] = {"num_workers": 2, "epochs": 4, "batch_size": 64, "early_stopping_patience": 10,
                              "max_failures": 2}
     cfg = load_config(write_config(tmp_path, data_dict))
     data = run_data_stage(cfg)
     undisturbed = run_training(cfg, data, run_name="calm")
 
-    box: dict = {}
-    thread = threading.Thread(target=lambda: box.update(result=run_training(cfg, data, run_name="stormy")))
-    thread.start()
-    run_dir = cfg.workdir_path / "checkpoints" / "stormy"
-    killed = None
-    deadline = time.time() + 300
-    while time.time() < deadline and thread.is_alive() and killed is None:
-        if registered_checkpoints(run_dir) >= 1:
-            workers = _train_workers()
-            if workers:
-                killed = workers[-1].pid
-                os.kill(killed, signal.SIGKILL)
-        time.sleep(0.05)
-    thread.join(timeout=600)
+    disturbed, killed = train_killing_a_worker(lambda: run_training(cfg, data, run_name="stormy"),
+                                               cfg.workdir_path / "checkpoints" / "stormy")
     assert killed is not None, "training ended before a worker could be killed after its first checkpoint"
-    disturbed = box["result"]
     assert [h["epoch"] for h in disturbed.history] == [0, 1, 2, 3]
     assert any(h["started_at_epoch"] > 0 for h in disturbed.history), f"restarted from scratch: {disturbed.history}"
     assert disturbed.final_metrics["val_loss"] == pytest.approx(undisturbed.final_metrics["val_loss"], rel=0.05)
