@@ -74,3 +74,52 @@ def test_psi_is_zero_for_equal_shares_and_grows_with_the_shift():
 def test_holm_adjustment_matches_the_textbook_example():
     assert adjust_p_values([0.01, 0.04, 0.03, 0.005], "holm") == pytest.approx([0.03, 0.06, 0.06, 0.02])
     assert adjust_p_values([0.01, 0.5], "bonferroni") == pytest.approx([0.02, 1.0])
+
+
+def test_vectorised_numeric_pass_equals_scipy_on_the_same_data():
+    """numeric_drifts gives scipy's KS (asymptotic), Wasserstein and the per-bin PSI, ties and NaN included."""
+    from scipy import stats
+
+    from raymlops.monitoring.drift import numeric_drifts
+    from raymlops.monitoring.profiles import numeric_profile
+
+    rng = np.random.default_rng(3)
+    reference = {"normal": rng.normal(0, 1, 5000), "ties": rng.integers(0, 6, 5000).astype(float),
+                 "gamma": rng.gamma(2.0, 3.0, 5000), "small": rng.normal(0, 1, 40)}
+    window = {"normal": rng.normal(0.2, 1, 3000), "ties": rng.integers(0, 7, 3000).astype(float),
+              "gamma": rng.gamma(2.2, 3.0, 3000), "small": rng.normal(0, 1, 3000)}
+    window["gamma"][::7] = np.nan
+    names = list(reference)
+    refs = [numeric_profile(pd.Series(reference[f])) for f in names]
+    got = numeric_drifts(names, refs, np.column_stack([window[f] for f in names]))
+    for name, ref, d in zip(names, refs, got, strict=True):
+        sample, live = np.asarray(ref["sample"]), window[name][~np.isnan(window[name])]
+        ks = stats.ks_2samp(sample, live, method="asymp")
+        assert d.statistic == pytest.approx(ks.statistic, abs=1e-12), name
+        assert d.p_value == pytest.approx(ks.pvalue, rel=1e-9, abs=1e-300), name
+        assert d.distance == pytest.approx(stats.wasserstein_distance(sample, live) / ref["std"], rel=1e-9), name
+        counts = np.bincount(np.searchsorted(ref["edges"], live, side="right"), minlength=len(ref["edges"]) + 1)
+        assert d.psi == pytest.approx(psi(np.asarray(ref["shares"]), counts / counts.sum()), rel=1e-12), name
+    assert got[2].missing_share == pytest.approx(np.isnan(window["gamma"]).mean())
+
+
+def test_categorical_chi_square_equals_scipys():
+    from scipy import stats
+
+    from raymlops.monitoring.drift import categorical_drift
+    from raymlops.monitoring.profiles import categorical_profile
+
+    rng = np.random.default_rng(5)
+    ref = categorical_profile(pd.Series(rng.choice(list("abcde"), 5000, p=[0.4, 0.25, 0.15, 0.12, 0.08])))
+    live = pd.Series(rng.choice(list("abcdef"), 3000, p=[0.35, 0.25, 0.15, 0.12, 0.08, 0.05]))
+    d = categorical_drift("c", ref, live)
+    observed = live.value_counts().reindex(list("abcde")).to_numpy(float)
+    observed = np.append(observed, (live == "f").sum())  # unseen values: 'other', its own cell (5% > 5 expected?)
+    shares = np.asarray([ref["shares"][c] for c in "abcde"])
+    # With 'other' and 'missing' expected at 0 they are pooled into the smallest cell, as the code does.
+    pooled = observed[:5].copy()
+    pooled[np.argmin(shares)] += observed[5]
+    expected = shares / shares.sum() * pooled.sum()
+    assert d.statistic == pytest.approx(stats.chisquare(pooled, expected).statistic, rel=1e-9)
+    assert d.p_value == pytest.approx(stats.chisquare(pooled, expected).pvalue, rel=1e-9, abs=1e-300)
+    assert d.unseen_share == pytest.approx(0.05, abs=0.01)
