@@ -193,8 +193,13 @@ def run_training_stage(cfg: PipelineConfig, data: DataStageResult, run_name: str
         if failed:
             reg.set_tags(run_id, {"raymlops.gates": "failed"})
             reg.end_run(run_id, "FAILED")
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+            versus = (f"; champion v{champion_version} on the same rows: "
+                      + ", ".join(f"{k} {v:.4f}" for k, v in champion_metrics.items() if isinstance(v, float))
+                      if champion_metrics else "")
             raise GateFailed("the candidate failed " + ", ".join(f"gate '{g.gate}' ({g.detail})" for g in failed)
-                             + "; nothing was registered", run_id=run_id, failed=[g.gate for g in failed])
+                             + f"; nothing was registered. Its test metrics: {shown}{versus} (all in {report_path})",
+                             run_id=run_id, failed=[g.gate for g in failed])
 
         say("register", f"logging the package and registering a version of {name!r}")
         reg.log_artifacts(run_id, package_dir, "model")

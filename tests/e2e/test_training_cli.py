@@ -30,7 +30,10 @@ def test_failing_gate_exits_nonzero_naming_it_and_registers_nothing(tmp_path):
     done = cli("run", str(config), "--num-cpus", "2")
     assert done.returncode == 1
     assert "GateFailed" in done.stderr and "gate 'pr_auc >= 0.95'" in done.stderr
-    assert "auc >= 0.55'" not in done.stderr.split("GateFailed", 1)[1]  # only the failing gate is named
+    message = done.stderr.split("GateFailed", 1)[1]
+    assert "auc >= 0.55'" not in message.split("nothing was registered")[0]  # only the failing gate is named
+    assert "Its test metrics: auc 0." in message and "pr_auc 0." in message  # by how much it missed
+    assert "evaluation.json" in message
     assert Registry.for_workdir(tmp_path / "work").list_versions("flights-smoke") == []
 
 
