@@ -60,6 +60,20 @@ def _bind_loopback() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
+class _TokenAuthIsOnNotice(logging.Filter):
+    """Ray warns on every start that token auth is on by default and how to opt out; raymlops keeps it on
+    on purpose (README, security), so on a run that works the line only says what the user asked for."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
+
+
+def _quiet_token_auth_notice() -> None:
+    logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(isinstance(f, _TokenAuthIsOnNotice) for f in logger.filters):
+        logger.addFilter(_TokenAuthIsOnNotice())
+
+
 @contextmanager
 def ray_runtime(address: str | None = None, num_cpus: int | None = None) -> Iterator[RuntimeInfo]:
     """Connect to Ray for the duration of the block; a cluster started here is stopped at the end."""
@@ -75,6 +89,7 @@ def ray_runtime(address: str | None = None, num_cpus: int | None = None) -> Iter
     address = address or (env_address if env_address and not env_address.startswith("http") else None)
     kwargs = dict(logging_level=logging.WARNING, include_dashboard=False, configure_logging=True,
                   log_to_driver=os.environ.get("RAYMLOPS_WORKER_LOGS", "0") == "1")
+    _quiet_token_auth_notice()
     try:
         if address:
             ray.init(address=address, **kwargs)

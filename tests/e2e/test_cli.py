@@ -30,6 +30,8 @@ def test_run_smoke_then_list_and_show_snapshot(tmp_path):
     config = smoke_config(tmp_path)
     done = cli("run", str(config), "--num-cpus", "2")
     assert done.returncode == 0, done.stderr
+    # A run that works shows what concerns the user, not Ray's notice that token auth is on (it stays on).
+    assert "Token authentication is enabled" not in done.stderr
     snaps = list_snapshots(tmp_path / "work" / "snapshots")
     assert len(snaps) == 1
     sid = snaps[0].snapshot_id
