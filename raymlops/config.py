@@ -525,6 +525,20 @@ class PipelineConfig(StrictModel):
             return {**data, "model": {**data["model"], "family": "mlp"}}
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _live_gates_fit_the_task(cls, data: Any) -> Any:
+        """The loop's default promote/rollback gates compare AUC; a regression model has none, so its
+        defaults compare R² (scale-free, unlike RMSE) unless the config sets its own."""
+        if not (isinstance(data, dict) and isinstance(data.get("model"), dict)
+                and data["model"].get("task") == "regression"):
+            return data
+        retraining = data.get("retraining") if isinstance(data.get("retraining"), dict) else {}
+        defaults = {"promote_gate": "r2 >= champion - 0.0", "rollback_gate": "r2 >= champion - 0.02"}
+        if all(k in retraining for k in defaults) or ("retraining" in data and not isinstance(data["retraining"], dict)):
+            return data
+        return {**data, "retraining": {**defaults, **retraining}}
+
     def search_space(self) -> dict[str, Any]:
         """The tuning search space: the configured one, or the model family's default."""
         if self.tuning.search_space:
@@ -649,7 +663,7 @@ def _model_family_is_installed(cfg: PipelineConfig) -> list[tuple[str, str]]:
 
 @cross_check
 def _gates_are_readable(cfg: PipelineConfig) -> list[tuple[str, str]]:
-    from raymlops.training.evaluation import parse_gate  # pure; imported late to keep config light
+    from raymlops.training.evaluation import check_gate  # pure; imported late to keep config light
 
     problems = []
     gates = [(f"evaluation.gates[{i}]", g) for i, g in enumerate(cfg.evaluation.gates)]
@@ -658,7 +672,7 @@ def _gates_are_readable(cfg: PipelineConfig) -> list[tuple[str, str]]:
                                                   ("rollback_gate", r.rollback_gate)) if g]
     for where, gate in gates:
         try:
-            parse_gate(gate)
+            check_gate(gate, cfg.model.task)
         except ConfigError as exc:
             problems.append((where, str(exc).split(": ", 1)[-1]))
     return problems

@@ -32,6 +32,10 @@ from raymlops.training.comparison import HIGHER_IS_BETTER, Comparison, compare
 
 _GATE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(>=|<=|>|<|==)\s*(champion\s*([+-])\s*)?([0-9.eE+-]+|champion)\s*$")
 _OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
+# What compute_metrics gives per task: the names a gate may use (checked when the config is loaded).
+METRICS = {"classification": ("auc", "pr_auc", "log_loss", "accuracy", "f1", "calibration_error", "positive_rate",
+                              "rows"),
+           "regression": ("rmse", "mae", "r2", "rows")}
 
 
 def calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
@@ -108,7 +112,25 @@ def parse_gate(text: str) -> tuple[str, str, bool, str, float]:
     metric, op, rel, sign, number = m.group(1), m.group(2), m.group(3), m.group(4) or "+", m.group(5)
     if number == "champion":
         return metric, op, True, "+", 0.0
-    return metric, op, bool(rel), sign, float(number)
+    try:
+        value = float(number)
+    except ValueError:
+        raise ConfigError(f"evaluation.gates: cannot read the number {number!r} in gate {text!r}; write e.g. "
+                          "'auc >= 0.70' or 'auc >= champion - 0.005'") from None
+    return metric, op, bool(rel), sign, value
+
+
+def check_gate(text: str, task: str) -> None:
+    """A gate that can be read and names a metric the task's models report; ConfigError otherwise."""
+    import difflib
+
+    metric = parse_gate(text)[0]
+    known = METRICS[task]
+    if metric not in known:
+        close = difflib.get_close_matches(metric, known, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"evaluation.gates: gate {text!r} names metric {metric!r}, which a {task} model does not "
+                          f"report; {hint}its metrics: {', '.join(known)}")
 
 
 def evaluate_gates(gates: list[str], metrics: dict[str, float], champion: dict[str, float] | None = None,

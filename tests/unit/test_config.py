@@ -141,3 +141,30 @@ def test_a_grid_becomes_tune_grid_searches_with_list_choices_by_index():
     space, lookups = search_space(parse_config(data, source="x.yaml"))
     assert space == {"hidden_sizes": {"grid_search": [0, 1]}, "embedding_dim": {"grid_search": [2, 3]}}
     assert lookups == {"hidden_sizes": [[32], [64, 32]]}
+
+
+def test_gates_are_checked_against_the_tasks_metrics_when_the_config_loads():
+    """A misspelled metric or an unreadable number fails at load time, not after training."""
+    data = smoke_dict()
+    data["evaluation"] = {"gates": ["acc >= 0.6", "auc >= 1.2.3"]}
+    data["retraining"] = {"promote_gate": "rmse <= champion + 0"}
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, source="x.yaml")
+    text = str(err.value)
+    assert "evaluation.gates[0]: gate 'acc >= 0.6' names metric 'acc'" in text and "did you mean 'auc'?" in text
+    assert "evaluation.gates[1]: cannot read the number '1.2.3'" in text
+    assert "retraining.promote_gate: gate 'rmse <= champion + 0' names metric 'rmse', which a classification" in text
+
+
+def test_a_regression_pipeline_gets_gates_it_can_judge():
+    data = smoke_dict()
+    data["model"] = {"task": "regression"}
+    data["evaluation"] = {"gates": ["r2 >= 0.1"]}
+    cfg = parse_config(data, source="x.yaml")
+    assert cfg.retraining.promote_gate.startswith("r2 ") and cfg.retraining.rollback_gate.startswith("r2 ")
+    data["retraining"] = {"rollback_gate": "mae <= champion + 5"}
+    cfg = parse_config(data, source="x.yaml")
+    assert cfg.retraining.rollback_gate == "mae <= champion + 5" and cfg.retraining.promote_gate.startswith("r2 ")
+    data["evaluation"] = {"gates": ["auc >= 0.6"]}
+    with pytest.raises(ConfigError, match="names metric 'auc', which a regression model does not report"):
+        parse_config(data, source="x.yaml")
