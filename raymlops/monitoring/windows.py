@@ -37,6 +37,7 @@ class MonitorState:
         self.scores: deque[float] = deque(maxlen=cfg.window_rows)
         self.latencies: deque[float] = deque(maxlen=cfg.window_rows)
         self.labelled: dict[str, deque[tuple[float, float, float]]] = {}  # (score, label, predicted_at)
+        self.unusable_labels: dict[str, int] = {}  # per version: labels in the window the task cannot use
         self.references: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {}
         self.received: Counter[str] = Counter()    # samples received per replica
         self.requests: Counter[tuple[str, str]] = Counter()  # (version, alias) -> sampled requests
@@ -103,16 +104,28 @@ class MonitorState:
         window = self.labelled.get(str(version))
         if not window:
             return None, 0
-        scores, labels = np.array([w[0] for w in window]), np.array([w[1] for w in window])
+        scores, labels = np.array([w[0] for w in window], float), np.array([w[1] for w in window], float)
+        usable = self._usable_labels(labels)
+        if not usable.all():  # labels stored before the route checked them: skipped, and counted
+            self.unusable_labels[str(version)] = int((~usable).sum())
+            scores, labels = scores[usable], labels[usable]
+            if len(labels) == 0:
+                return None, 0
         if self.task == "classification" and len(np.unique(labels)) < 2:
-            return None, len(window)  # AUC needs both classes
-        return compute_metrics(self.task, labels, scores), len(window)
+            return None, len(labels)  # AUC needs both classes
+        return compute_metrics(self.task, labels, scores), len(labels)
+
+    def _usable_labels(self, labels: np.ndarray) -> np.ndarray:
+        finite = np.isfinite(labels)
+        return finite & np.isin(labels, (0.0, 1.0)) if self.task == "classification" else finite
 
     def answers(self, version: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(labels, scores, predicted_at) of ``version``'s labelled answers in the window: the rows of its
         own traffic only (no row is answered by two versions, so comparisons between versions are unpaired)."""
         window = self.labelled.get(str(version)) or ()
-        return tuple(np.array([w[i] for w in window], dtype=float) for i in (1, 0, 2))
+        labels, scores, at = (np.array([w[i] for w in window], dtype=float) for i in (1, 0, 2))
+        usable = self._usable_labels(labels)
+        return labels[usable], scores[usable], at[usable]
 
     @property
     def gap(self) -> int:
@@ -127,5 +140,6 @@ class MonitorState:
     def summary(self) -> dict[str, Any]:
         return {"requests": {f"{v}/{a}": n for (v, a), n in self.requests.items()}, "gap": self.gap,
                 "window_rows": len(self.rows), "labelled": {v: len(w) for v, w in self.labelled.items()},
+                "unusable_labels": dict(self.unusable_labels),
                 "latency_s": self.latency_quantiles(), "kept_predictions": len(self.log),
                 "references": sorted(self.references, key=int)}

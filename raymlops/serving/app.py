@@ -49,6 +49,7 @@ from raymlops.serving.rollout import ModelSlots
 from raymlops.serving.schema import (
     FeedbackRequest,
     FeedbackResponse,
+    feedback_label_problem,
     PredictResponse,
     frame_from_rows,
     predict_request_model,
@@ -400,6 +401,11 @@ def build_app(settings: dict[str, Any]) -> Any:
         async def feedback(self, body: FeedbackRequest) -> FeedbackResponse:
             if self.monitor is None:
                 raise HTTPException(503, "monitoring is disabled for this model (monitoring.enabled: false)")
+            problem = feedback_label_problem(settings["task"], body.items)
+            if problem:  # one bad label would poison every later live-quality figure of that version
+                index, message = problem  # shaped like every other 422 (FastAPI's validation errors)
+                raise HTTPException(422, [{"loc": ["body", "items", index, "label"], "msg": message,
+                                           "type": "value_error"}])
             from ray.exceptions import ActorUnavailableError, RayActorError
 
             pending = self._flush()

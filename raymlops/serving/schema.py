@@ -216,6 +216,18 @@ class FeedbackItem(BaseModel):
     label: float = Field(allow_inf_nan=False, description="The true outcome (class 0/1, or the value).")
 
 
+def feedback_label_problem(task: str, items: list[FeedbackItem]) -> tuple[int, str] | None:
+    """(index, why) of the first item whose label cannot be the task's outcome (a classification label is
+    0 or 1); None when every label fits."""
+    if task != "classification":
+        return None
+    for i, item in enumerate(items):
+        if item.label not in (0.0, 1.0):
+            return i, (f"items[{i}].label: {item.label:g} is not a class of this classification model; a label "
+                       f"is 0 or 1 (request_id {item.request_id}, index {item.index})")
+    return None
+
+
 class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     items: list[FeedbackItem] = Field(min_length=1, max_length=10_000)

@@ -156,6 +156,25 @@ def test_feedback_is_joined_to_the_prediction_by_request_id(service):
     assert abs(joined[0]["score"] - answer["predictions"][1]["score"]) < 1e-12
 
 
+def test_a_label_the_model_cannot_have_gets_422_naming_the_item_and_quality_keeps_working(service):
+    """A label 7 on a binary model used to be stored, and every later live-quality figure raised (500)."""
+    schema = Client(service["url"]).model_info()["input_schema"]
+    record = probe_record(schema)
+    with Client(service["url"], api_key=KEY) as client:
+        answer = client.predict([record, record])
+    rid = answer["request_id"]
+    bad = requests.post(f"{service['url']}/v1/feedback", headers={"Authorization": f"Bearer {KEY}"}, timeout=30,
+                        json={"items": [{"request_id": rid, "index": 0, "label": 1.0},
+                                        {"request_id": rid, "index": 1, "label": 7.0}]})
+    assert bad.status_code == 422, bad.text
+    (detail,) = bad.json()["detail"]
+    assert detail["loc"] == ["body", "items", 1, "label"] and "items[1].label: 7 is not a class" in detail["msg"]
+    log = service["cfg"].workdir_path / "monitoring" / service["name"] / "feedback.jsonl"
+    assert rid not in (log.read_text() if log.exists() else "")  # nothing of the refused body was recorded
+    with Client(service["url"], api_key=KEY) as client:
+        assert client.feedback([(rid, 0, 1.0), (rid, 1, 0.0)]) == {"accepted": 2, "unknown": []}
+
+
 class SteadyLoad:
     """About ``rate`` requests/s from ``threads`` paced threads; records every answer's version and failure."""
 

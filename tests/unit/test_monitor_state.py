@@ -69,3 +69,31 @@ def test_the_gap_is_what_replicas_report_lost_and_survives_reordering():
     state.add(_samples(rng, 10, start=20), replica="b", lost=5)
     state.add(_samples(rng, 10, start=30), replica="a", lost=20)  # an older count arriving late
     assert state.gap == 30 and state.received == {"a": 30, "b": 10}
+
+
+def test_labels_the_task_cannot_use_are_skipped_and_counted_not_fatal():
+    """A label 7 on a binary model (stored before the route checked labels) must not break live quality."""
+    state = MonitorState(CFG, "classification")
+    rng = np.random.default_rng(4)
+    samples = _samples(rng, 120)
+    state.add(samples)
+    labels = [{"request_id": s["request_id"], "index": 0, "label": float(rng.random() < s["scores"][0])}
+              for s in samples]
+    labels[5]["label"], labels[9]["label"] = 7.0, float("nan")
+    state.join(labels)
+    metrics, n = state.live_quality("1")
+    assert n == 118 and 0.0 <= metrics["auc"] <= 1.0 and metrics["rows"] == 118
+    assert state.summary()["unusable_labels"] == {"1": 2}
+    y, scores, _ = state.answers("1")
+    assert len(y) == 118 and set(np.unique(y)) <= {0.0, 1.0}
+
+
+def test_feedback_labels_are_checked_against_the_task_at_the_route():
+    from raymlops.serving.schema import FeedbackItem, feedback_label_problem
+
+    items = [FeedbackItem(request_id="a" * 32, index=0, label=1.0), FeedbackItem(request_id="b" * 32, index=3, label=7.0)]
+    assert feedback_label_problem("classification", items) == (1, (
+        f"items[1].label: 7 is not a class of this classification model; a label is 0 or 1 "
+        f"(request_id {'b' * 32}, index 3)"))
+    assert feedback_label_problem("classification", items[:1]) is None
+    assert feedback_label_problem("regression", items) is None
