@@ -341,9 +341,12 @@ def run_loop(cfg: PipelineConfig, *, address: str | None, once: bool = False, pr
     with ray_runtime(address=address):
         controller = LoopController(cfg, progress=progress)
         while True:
-            decisions += controller.tick()
             if once:
-                return decisions
+                return decisions + controller.tick()
+            try:
+                decisions += controller.tick()
+            except RaymlopsError as exc:  # e.g. the registry away for a while: the next step tries again
+                (progress or (lambda step, msg: None))("loop", f"step failed, retrying in the next one: {exc}")
             time.sleep(every_s or cfg.retraining.check_every_s)
 
 

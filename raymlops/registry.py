@@ -71,11 +71,27 @@ def _retry(fn, what: str):
 
 
 def is_unreachable(exc: BaseException) -> bool:
-    """Whether an MLflow call failed because the tracking server could not be reached (not a refusal)."""
-    text = str(exc)
-    return any(s in text for s in ("Max retries exceeded", "Connection refused", "ConnectionError",
+    """Whether an MLflow call failed because the tracking server could not be reached (not a refusal);
+    the causes of a wrapping error count too."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = str(current)
+        if any(s in text for s in ("Max retries exceeded", "Connection refused", "ConnectionError",
                                    "Failed to establish a new connection", "Read timed out",
-                                   "RemoteDisconnected", "Connection aborted"))
+                                   "RemoteDisconnected", "Connection aborted")):
+            return True
+        current = current.__cause__
+    return False
+
+
+def alias_absent(exc: BaseException) -> bool:
+    """Whether an MLflow error is the registry's answer that the model or alias does not exist."""
+    code = getattr(exc, "error_code", "")
+    text = str(exc)
+    return not is_unreachable(exc) and (code == "RESOURCE_DOES_NOT_EXIST"
+                                        or (code == "INVALID_PARAMETER_VALUE" and "not found" in text))
 
 
 def parse_model_ref(ref: str) -> tuple[str, str | None, str | None]:
@@ -237,10 +253,21 @@ class Registry:
         return str(mv.version)
 
     def version_for_alias(self, name: str, alias: str) -> str | None:
+        """The version ``alias`` points at; None only when the registry answers that there is none.
+
+        A registry that cannot be reached is not an answer: it raises RegistryError, so that no caller
+        takes an outage for "no champion" (settling an interrupted move as abandoned when it happened,
+        or a replica dropping its challenger)."""
         try:
             return str(self.client.get_model_version_by_alias(name, alias).version)
-        except Exception:
-            return None
+        except Exception as exc:
+            if alias_absent(exc):
+                return None
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            if is_unreachable(exc):
+                raise RegistryError(f"the MLflow tracking server at {self.tracking_uri} cannot be reached, so "
+                                    f"where {name!r}@{alias} points is unknown: {first}") from exc
+            raise RegistryError(f"cannot read alias {alias!r} of model {name!r} at {self.tracking_uri}: {first}") from exc
 
     def resolve(self, ref: str) -> tuple[str, str]:
         """A model reference (``NAME``, ``NAME@ALIAS``, ``NAME/VERSION``) -> (name, version) that exists."""

@@ -79,3 +79,40 @@ def test_the_registry_lock_is_reentrant_within_a_thread_and_exclusive_across_thr
         order.append("outer done")
     other.join(timeout=5)
     assert order == ["inner", "outer done", "other"]
+
+
+class _Refusing:
+    """An MLflow client whose alias look-up fails as ``exc`` says (a registry answer, or an outage)."""
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    def get_model_version_by_alias(self, name, alias):
+        raise self.exc
+
+
+def test_an_unreachable_registry_is_not_an_absent_alias(tmp_path):
+    """version_for_alias said None (no champion) for every error, so an outage settled a move that had
+    happened as 'abandoned' and made replicas drop their challenger."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, PERMISSION_DENIED, RESOURCE_DOES_NOT_EXIST
+
+    from raymlops.errors import RegistryError
+    from raymlops.registry import Registry, is_unreachable
+
+    reg = Registry("http://127.0.0.1:9", tmp_path)
+    reg.__dict__["client"] = _Refusing(MlflowException("Registered model alias champion not found.",
+                                                       error_code=INVALID_PARAMETER_VALUE))
+    assert reg.version_for_alias("m", "champion") is None
+    reg.__dict__["client"] = _Refusing(MlflowException("Registered Model with name=m not found",
+                                                       error_code=RESOURCE_DOES_NOT_EXIST))
+    assert reg.version_for_alias("m", "champion") is None
+    reg.__dict__["client"] = _Refusing(MlflowException(
+        "API request to http://127.0.0.1:9/api/2.0/mlflow/registered-models/alias failed with exception "
+        "HTTPConnectionPool(host='127.0.0.1', port=9): Max retries exceeded (Connection refused)"))
+    with pytest.raises(RegistryError, match="cannot be reached, so where 'm'@champion points is unknown") as err:
+        reg.version_for_alias("m", "champion")
+    assert is_unreachable(err.value)
+    reg.__dict__["client"] = _Refusing(MlflowException("permission denied", error_code=PERMISSION_DENIED))
+    with pytest.raises(RegistryError, match="cannot read alias 'champion' of model 'm'"):
+        reg.version_for_alias("m", "champion")
