@@ -1,20 +1,24 @@
 """raymlops: one declarative config from raw data to a monitored, self-retraining HTTP model, on Ray.
 
-The lifecycle, one package or module per stage (see ARCHITECTURE in the docs):
+The lifecycle, one package or module per stage (docs/architecture.md has the data flow):
 
     config.py            PipelineConfig: the YAML schema every stage reads its section of
-    data/sources.py      ingest CSV / Parquet / JSON lines / SQL / object-store URIs with Ray Data
-    data/validation.py   declared expectations -> ValidationReport (per column, with example rows)
-    data/versioning.py   content fingerprint -> immutable, atomically published Parquet snapshot
-    data/splits.py       train / validation / test by seeded hash or by time
-    data/features.py     feature pipeline fitted on train; one transform for batches and requests
-    data/stage.py        the data stage on Ray, tying the above together
+    data/                ingest (Ray Data), validate, snapshot, split, fit features: DataStageResult
+    model/               the model contract (contract.py) and its families: mlp (torch), lgbm (LightGBM),
+                         xgb (XGBoost); local_fit.py fits a family in-process (baselines, small jobs)
+    training/            the family's Ray Train trainer, Ray Tune, evaluation gates, paired comparisons,
+                         the stage that registers a version only after its gates pass
+    packaging.py         the model package (safe formats, checksums); inference.py: batch scoring
+    registry.py          MLflow tracking and the registry: champion / challenger aliases, audit log
+    serving/             Ray Serve + FastAPI: typed requests, rollout, canary, deadlines
+    monitoring/          drift statistics, live quality, the monitor actor; the loop's policy
+    loop.py              the closed loop: canary, watch, retrain
     runtime.py           the only module that connects to Ray (embedded local cluster or an address)
     pipeline.py          runs the stages in order
-    cli.py               `raymlops run CONFIG`, `validate-config`, `schema`, `profile`, `data list/show`
+    cli.py               `raymlops run CONFIG`, `serve`, `predict`, `status`, `loop`, ...
 
-Pure modules (config, validation, versioning, splits, features, profile) never import Ray or MLflow;
-import-linter checks that in `make test`.
+Pure modules (config, validation, versioning, splits, features, profile, drift, policy, evaluation) never
+import Ray or MLflow; import-linter checks that in `make test`.
 """
 
 from raymlops.config import PipelineConfig, load_config
