@@ -37,6 +37,7 @@ bench: setup
 	$(PY) benchmarks/train_bench.py
 	$(PY) benchmarks/serve_bench.py
 	$(PY) benchmarks/monitor_bench.py
+	$(PY) benchmarks/family_bench.py
 
 clean:
 	rm -rf .raymlops examples/flights/data
