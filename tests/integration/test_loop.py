@@ -130,10 +130,15 @@ def test_drift_retrains_canaries_promotes_and_a_losing_champion_is_rolled_back(l
     # Nothing retrains while a canary is out, whatever the drift says.
     wait_for(lambda: (_served(loop["url"]).get(CHALLENGER) or {}).get("version") == version, timeout_s=30, what="the canary")
 
-    with Client(loop["url"], api_key=KEY) as client:
-        replay_labelled(client, far, loop["schema"], "delayed", rows_per_request=8)
-    (canary,) = controller.tick()
-    print(f"canary: {canary.action}: {canary.reasons}")
+    # While the interval of the difference straddles the gate the verdict waits for more labels (issue 14):
+    # more labelled traffic narrows it, a few rounds at most.
+    for _ in range(4):
+        with Client(loop["url"], api_key=KEY) as client:
+            replay_labelled(client, far, loop["schema"], "delayed", rows_per_request=8)
+        (canary,) = controller.tick()
+        print(f"canary: {canary.action}: {canary.reasons or canary.blocked_by}")
+        if canary.action != "wait":
+            break
     assert canary.kind == "canary" and canary.action == "promote"
     assert reg.version_for_alias(name, CHAMPION) == version and reg.version_for_alias(name, CHALLENGER) is None
     assert controller.state.watch["version"] == version and controller.state.watch["previous"] == "1"
@@ -150,7 +155,7 @@ def test_drift_retrains_canaries_promotes_and_a_losing_champion_is_rolled_back(l
     assert reg.version_for_alias(name, CHAMPION) == "1"
     assert reg.audit_log(name)[-1].action == "rollback" and "lost live quality" in reg.audit_log(name)[-1].reason
     wait_for(lambda: _served(loop["url"])[CHAMPION]["version"] == "1", timeout_s=30, what="the rollback to reach the replicas")
-    kinds = [(d["kind"], d["action"]) for d in controller.decisions()]
+    kinds = [(d["kind"], d["action"]) for d in controller.decisions() if d["action"] != "wait"]
     status = loop_status(cfg)
     assert status["champion"] == "1" and status["challenger"] is None and status["traffic"] == {"1": 1.0}
     assert status["evidence"]["quality"][version]["labelled"] > 0 and status["decisions"][-1]["action"] == "rollback"
