@@ -123,14 +123,23 @@ def _tracking_env_kept() -> Iterator[None]:
     which exports MLFLOW_TRACKING_URI, so every later pipeline in the process (and every subprocess)
     would track into this run's store instead of its own workdir's."""
     import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
 
     before = os.environ.get("MLFLOW_TRACKING_URI")
+    # It sets the registry URI too (a module global and MLFLOW_REGISTRY_URI): a later MlflowClient without
+    # registry_uri would then read and write another store's registry.
+    registry_before, registry_env_before = registry_utils._registry_uri, os.environ.get("MLFLOW_REGISTRY_URI")
     try:
         yield
     finally:
         mlflow.set_tracking_uri(before)  # None: back to "not set", and the variable is removed
         if before is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
+        registry_utils._registry_uri = registry_before
+        if registry_env_before is None:
+            os.environ.pop("MLFLOW_REGISTRY_URI", None)
+        else:
+            os.environ["MLFLOW_REGISTRY_URI"] = registry_env_before
 
 
 def run_tuning(cfg: PipelineConfig, data: DataStageResult, run_name: str, *, tracking_uri: str,
