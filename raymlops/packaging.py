@@ -35,7 +35,7 @@ import pandas as pd
 from raymlops.config import BaseModelConfig, ValidationConfig
 from raymlops.data.features import FittedFeatures
 from raymlops.errors import ConfigError, ModelPackageError
-from raymlops.model.contract import ModelSpec, Predictor, get_family
+from raymlops.model.contract import Features, ModelSpec, Predictor, get_family
 
 PACKAGE_FORMAT = 1
 MANIFEST = "manifest.json"
@@ -117,7 +117,7 @@ class LoadedModel:
     def family(self) -> str:
         return self.manifest.get("family", "mlp")
 
-    def predict_features(self, features: pd.DataFrame) -> np.ndarray:
+    def predict_features(self, features: Features) -> np.ndarray:
         """Transformed features in, one score per row out (float64)."""
         return np.asarray(self.predictor.predict(features), dtype=np.float64)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,38 @@ def add_derived(frame: pd.DataFrame, cfg_derived: list[DerivedFeature]) -> pd.Da
     for spec in cfg_derived:
         frame[spec.name] = _derive(frame, spec)
     return frame
+
+
+# ------------------------------------------------------------------- request records, no frame
+_FRAME_ONLY = object()  # a value the record path does not read exactly: the frame path will
+_EXACT_INT = 2**53  # ingestion casts numbers through float64: integers beyond this are the frame's to judge
+
+
+def _time_part(value: Any, kind: str) -> Any:
+    """One derived part of a validated time value, as ``_derive`` computes it over a column (UTC)."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        when = value.astimezone(timezone.utc) if value.tzinfo else value
+    elif isinstance(value, date):
+        when = datetime(value.year, value.month, value.day)
+    else:
+        return _FRAME_ONLY
+    return {"hour": when.hour, "day_of_week": when.weekday(), "month": when.month,
+            "day_of_year": when.timetuple().tm_yday}[kind]
+
+
+def _texts(column: list[Any]) -> list[str | None] | None:
+    """Category text of one column's values, as ``_as_text`` writes it; None when only the frame path can."""
+    present = [v for v in column if v is not None]
+    if all(isinstance(v, str) for v in present):
+        return column
+    if all(isinstance(v, int) and not isinstance(v, bool) and abs(v) < _EXACT_INT for v in present):
+        return [None if v is None else str(v) for v in column]
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer()
+           and abs(v) < _EXACT_INT for v in present):
+        return [None if v is None else str(int(v)) for v in column]  # integral floats print as integers
+    return None
 
 
 # ----------------------------------------------------------------------------------------- fit
@@ -217,6 +250,48 @@ class FittedFeatures:
             if col in frame.columns:
                 result[col] = frame[col]
         return result
+
+    def transform_records(self, records: list[dict[str, Any]]) -> dict[str, np.ndarray] | None:
+        """Features of validated request records straight from their Python values, with no frame.
+
+        The same numbers as ``transform_frame`` of the typed frame built from them (a test holds the two
+        equal, column by column); a frame costs ~20 ms a request, this ~0.1 ms. Returns None when a value
+        is of a kind only the frame path reads exactly (a fractional float as a category, a time given as
+        text, a bool), and the caller takes the frame path.
+        """
+        derived = {}
+        for d in self.derived:
+            parts = [_time_part(r.get(d["source"]), d["kind"]) for r in records]
+            if any(p is _FRAME_ONLY for p in parts):
+                return None
+            derived[d["name"]] = parts
+
+        def values(column: str) -> list[Any]:
+            return derived[column] if column in derived else [r.get(column) for r in records]
+
+        out: dict[str, np.ndarray] = {}
+        for s in self.numeric:
+            column = values(s.column)
+            if not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in column):
+                return None
+            x = np.array([np.nan if v is None else float(v) for v in column], dtype=np.float64)
+            x = np.where(np.isnan(x), s.impute, x)
+            if s.scale == "standard":
+                x = (x - s.mean) / s.std
+            out[s.column] = x.astype(np.float32)
+        for s in self.categorical:
+            text = _texts(values(s.column))
+            if text is None:
+                return None
+            codes_of = self._codes_for(s)
+            codes = np.array([0 if t is None else codes_of.get(t, 0) for t in text], dtype=np.int64)
+            if s.encoding == "index":
+                out[s.column] = codes
+            else:
+                onehot = np.eye(s.cardinality, dtype=np.float32)[codes]
+                for j, name in enumerate(s.output_columns()):
+                    out[name] = onehot[:, j]
+        return out
 
     def transform_record(self, record: dict[str, Any]) -> dict[str, float | int]:
         """Features of one request record, through ``transform_frame`` (no second implementation)."""

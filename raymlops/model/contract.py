@@ -113,7 +113,12 @@ class ModelSpec:
         return [*self.numeric, *self.categorical]
 
 
-def feature_matrix(features: pd.DataFrame | dict[str, np.ndarray], spec: ModelSpec) -> np.ndarray:
+# Transformed features: a frame (batch scoring, training) or column arrays (a request's records, from
+# ``FittedFeatures.transform_records``); every family reads both.
+Features = pd.DataFrame | dict[str, np.ndarray]
+
+
+def feature_matrix(features: Features, spec: ModelSpec) -> np.ndarray:
     """The tree families' input: float32 columns in ``spec.columns`` order, categorical ids as exact
     small integers. Training and scoring both build it here, so a row is split the same way in both."""
     n = len(next(iter(features.values()))) if isinstance(features, dict) else len(features)
@@ -127,7 +132,7 @@ class Predictor(Protocol):
     """A loaded model: transformed features in, one score per row out (probability of the positive
     class for classification, the value in the target's own units for regression)."""
 
-    def predict(self, features: pd.DataFrame) -> np.ndarray: ...
+    def predict(self, features: Features) -> np.ndarray: ...
 
 
 class ModelFamily(Protocol):

@@ -18,7 +18,7 @@ import pandas as pd
 
 from raymlops.config import DEFAULT_SEARCH_SPACES, TUNABLE_BY_FAMILY
 from raymlops.errors import ModelPackageError
-from raymlops.model.contract import ModelSpec, feature_matrix
+from raymlops.model.contract import Features, ModelSpec, feature_matrix
 
 MODEL_FILE = "model.txt"            # the full booster, to resume from
 BEST_MODEL_FILE = "best_model.txt"  # the booster cut at its best round, for the package
@@ -128,7 +128,7 @@ class LightGBMPredictor:
     def __init__(self, booster: Any, spec: ModelSpec) -> None:
         self.booster, self.spec = booster, spec
 
-    def predict(self, features: pd.DataFrame) -> np.ndarray:
+    def predict(self, features: Features) -> np.ndarray:
         out = self.booster.predict(feature_matrix(features, self.spec), num_threads=1)
         return np.asarray(out, dtype=np.float64)
 

@@ -26,7 +26,7 @@ from torch import nn
 
 from raymlops.config import DEFAULT_SEARCH_SPACES, TUNABLE_BY_FAMILY, ModelConfig
 from raymlops.errors import ConfigError, ModelPackageError
-from raymlops.model.contract import ModelSpec
+from raymlops.model.contract import Features, ModelSpec
 
 
 class TabularMLP(nn.Module):
@@ -82,12 +82,13 @@ def build_model(spec: ModelSpec, cfg: ModelConfig) -> nn.Module:
     return model
 
 
-def model_inputs(features: pd.DataFrame, spec: ModelSpec) -> tuple[torch.Tensor, torch.Tensor]:
-    """(numeric float32, categorical int64) tensors of transformed features, as the module takes them."""
-    n = len(features)
-    numeric = (np.stack([features[c].to_numpy(np.float32) for c in spec.numeric], 1)
+def model_inputs(features: pd.DataFrame | dict[str, np.ndarray], spec: ModelSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """(numeric float32, categorical int64) tensors of transformed features (a frame, or the column arrays
+    of ``FittedFeatures.transform_records``), as the module takes them."""
+    n = len(next(iter(features.values()))) if isinstance(features, dict) else len(features)
+    numeric = (np.stack([np.asarray(features[c], dtype=np.float32) for c in spec.numeric], 1)
                if spec.numeric else np.zeros((n, 0), np.float32))
-    categorical = (np.stack([features[c].to_numpy(np.int64) for c in spec.categorical], 1)
+    categorical = (np.stack([np.asarray(features[c], dtype=np.int64) for c in spec.categorical], 1)
                    if spec.categorical else np.zeros((n, 0), np.int64))
     return torch.from_numpy(numeric), torch.from_numpy(categorical)
 
@@ -98,7 +99,7 @@ class MLPPredictor:
     def __init__(self, module: nn.Module, spec: ModelSpec) -> None:
         self.module, self.spec = module, spec
 
-    def predict(self, features: pd.DataFrame) -> np.ndarray:
+    def predict(self, features: Features) -> np.ndarray:
         numeric, categorical = model_inputs(features, self.spec)
         with torch.no_grad():
             out = self.module(numeric, categorical)

@@ -16,7 +16,7 @@ import pandas as pd
 
 from raymlops.config import DEFAULT_SEARCH_SPACES, TUNABLE_BY_FAMILY
 from raymlops.errors import ModelPackageError
-from raymlops.model.contract import ModelSpec, feature_matrix
+from raymlops.model.contract import Features, ModelSpec, feature_matrix
 
 MODEL_FILE = "model.ubj"
 BEST_MODEL_FILE = "best_model.ubj"
@@ -113,7 +113,7 @@ class XGBoostPredictor:
     def __init__(self, booster: Any, spec: ModelSpec) -> None:
         self.booster, self.spec = booster, spec
 
-    def predict(self, features: pd.DataFrame) -> np.ndarray:
+    def predict(self, features: Features) -> np.ndarray:
         out = self.booster.predict(dmatrix(feature_matrix(features, self.spec), self.spec))
         return np.asarray(out, dtype=np.float64)
 
