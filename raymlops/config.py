@@ -128,6 +128,10 @@ class DataConfig(StrictModel):
     joins: list[JoinConfig] = Field(default_factory=list, description="Sources joined onto the base table.")
     cleaning: CleaningConfig = Field(default_factory=CleaningConfig, description="Cleaning before the snapshot.")
     split: SplitConfig = Field(default_factory=RandomSplitConfig, description="How rows are split.")
+    in_process_max_mb: float = Field(
+        64.0, ge=0, description="File sources up to this many MiB in all (as stored) are read and prepared in "
+        "the driver, with the same batch functions and the same snapshot as through Ray Data, which starts "
+        "more slowly than small data takes; 0 always uses Ray Data. SQL sources always use Ray Data.")
 
 
 # ----------------------------------------------------------------------------------- validation
@@ -253,7 +257,13 @@ MODEL_CONFIGS: dict[str, type[BaseModelConfig]] = {
 
 
 class TrainingConfig(StrictModel):
-    num_workers: int = Field(1, ge=1, description="Ray Train workers.")
+    num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        "auto", description="Ray Train workers. 0 trains in the driver's own process (Ray Train's local mode: no "
+        "worker processes to start, the same checkpoints, resume and results). 'auto': 0 when the training split "
+        "has at most local_max_rows rows, use_gpu is off and no tuning runs; 1 otherwise.")
+    local_max_rows: int = Field(
+        250_000, ge=0, description="The most training rows 'auto' trains in the driver (benchmarks/train_bench.py "
+        "measures both sides).")
     use_gpu: bool = Field(False, description="Train on GPUs.")
     cpus_per_worker: float = Field(1, gt=0, description="CPUs reserved per worker.")
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
@@ -265,6 +275,13 @@ class TrainingConfig(StrictModel):
     early_stopping_patience: int = Field(3, ge=1, description="Epochs without improvement before stopping.")
     max_failures: int = Field(2, ge=0, description="Worker failures survived by resuming from a checkpoint.")
     seed: int = Field(0, description="Seed for a reproducible CPU run.")
+
+    def resolved_workers(self, train_rows: int, tuning: bool = False) -> int:
+        """Workers for a run on ``train_rows`` rows, 'auto' resolved: 0 (the driver) for a small CPU run.
+        Tune's trials always get workers: they report to the scheduler through them."""
+        if self.num_workers != "auto":
+            return max(1, int(self.num_workers)) if tuning else int(self.num_workers)
+        return 0 if train_rows <= self.local_max_rows and not self.use_gpu and not tuning else 1
 
 
 class UniformDim(StrictModel):
@@ -487,7 +504,8 @@ class RetrainingConfig(StrictModel):
         14, gt=0, description="The newest days of the window: the gates compare candidate and champion on them.")
     include_history: bool = Field(True, description="Use the champion's training rows inside the window too.")
     min_rows: int = Field(1000, ge=1, description="Fewest rows in the window for a retrain to start.")
-    num_workers: int | None = Field(None, ge=1, description="Ray Train workers of a retrain (default: training's).")
+    num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] | None = Field(
+        None, description="Ray Train workers of a retrain (default: training's; 0 trains in the loop's process).")
     cpus_per_worker: float | None = Field(
         None, gt=0, description="CPUs per retrain worker (default: training's); it shares the cluster with serving.")
     epochs: int | None = Field(None, ge=1, description="Most epochs of a retrain (default: training's).")
@@ -617,6 +635,14 @@ def _feature_columns_are_consistent(cfg: PipelineConfig) -> list[tuple[str, str]
         if derived_names.index(d.name) != i:
             problems.append((f"features.derived[{i}].name", f"derived column {d.name!r} is declared twice"))
     return problems
+
+
+@cross_check
+def _tuning_trials_run_on_workers(cfg: PipelineConfig) -> list[tuple[str, str]]:
+    if cfg.tuning.enabled and cfg.training.num_workers == 0:
+        return [("training.num_workers", "0 trains in the driver, but tuning runs each trial on Ray Train workers "
+                 "that report to the scheduler; use 1 or more (or 'auto') with tuning.enabled")]
+    return []
 
 
 @cross_check

@@ -21,7 +21,7 @@ import ray.data
 
 from raymlops.config import FileSourceConfig, JoinConfig, PipelineConfig, SourceConfig, SqlSourceConfig
 from raymlops.data.columns import SourceColumns, file_source_columns
-from raymlops.data.readers import PROVENANCE_COLUMNS, ROW_COLUMN, SOURCE_COLUMN, expand_paths, read_file
+from raymlops.data.readers import PROVENANCE_COLUMNS, ROW_COLUMN, SOURCE_COLUMN, expand_paths, filesystem_for, read_file
 from raymlops.errors import DataSourceError
 
 
@@ -136,7 +136,7 @@ def _align_keys(left: pd.DataFrame, right: pd.DataFrame, keys: list[str]) -> tup
     return left, right
 
 
-def _broadcast_join(batch: pd.DataFrame, *, right: pd.DataFrame, join: JoinConfig) -> pd.DataFrame:
+def broadcast_join(batch: pd.DataFrame, *, right: pd.DataFrame, join: JoinConfig) -> pd.DataFrame:
     batch, right = _align_keys(batch, right, join.keys)
     return batch.merge(right, how=join.how, on=join.keys, suffixes=("", f"_{join.right}"), sort=False)
 
@@ -156,12 +156,51 @@ def build_dataset(cfg: PipelineConfig, text_columns: Iterable[str] = ()) -> tupl
     for join in cfg.data.joins:
         right_ds, files = read_source(by_name[join.right], cfg, text_columns)
         read[join.right] = files
-        right = right_ds.to_pandas().drop(columns=list(PROVENANCE_COLUMNS), errors="ignore")
-        missing = [k for k in join.keys if k not in right.columns]
-        if missing:
-            raise DataSourceError(f"join with {join.right!r}: key columns {missing} are not in that source")
-        before = len(right)
-        right = right.sort_values(list(right.columns), kind="stable").drop_duplicates(subset=join.keys, keep="first")
-        info["join_duplicates_dropped"][join.right] = before - len(right)
-        base = base.map_batches(partial(_broadcast_join, right=right, join=join), batch_format="pandas")
+        right, dropped = join_table(right_ds.to_pandas(), join)
+        info["join_duplicates_dropped"][join.right] = dropped
+        base = base.map_batches(partial(broadcast_join, right=right, join=join), batch_format="pandas")
     return base, info
+
+
+def join_table(right: pd.DataFrame, join: JoinConfig) -> tuple[pd.DataFrame, int]:
+    """The right-hand table of a join, one row per key (the first in sorted order), and how many it dropped."""
+    right = right.drop(columns=list(PROVENANCE_COLUMNS), errors="ignore")
+    missing = [k for k in join.keys if k not in right.columns]
+    if missing:
+        raise DataSourceError(f"join with {join.right!r}: key columns {missing} are not in that source")
+    before = len(right)
+    right = right.sort_values(list(right.columns), kind="stable").drop_duplicates(subset=join.keys, keep="first")
+    return right, before - len(right)
+
+
+def file_bytes(cfg: PipelineConfig) -> int | None:
+    """Bytes of every file the sources name (as stored: compressed files count compressed), or None when
+    a source is SQL, whose size only its query knows."""
+    total = 0
+    for src in cfg.data.sources:
+        if not isinstance(src, FileSourceConfig):
+            return None
+        paths = [src.path] if isinstance(src.path, str) else src.path
+        for uri in expand_paths([cfg.resolve_path(p) for p in paths], src.storage_options):
+            fs, path = filesystem_for(uri, src.storage_options)
+            total += max(fs.get_file_info(path).size or 0, 0)
+    return total
+
+
+def read_frame(src: SourceConfig, cfg: PipelineConfig,
+               text_columns: Iterable[str] = ()) -> tuple[pd.DataFrame | None, list[str]]:
+    """A file source read whole in this process with the very reader Ray's tasks use, and its files
+    (no frame when the files hold no rows: Ray Data's path says what that means)."""
+    assert isinstance(src, FileSourceConfig), "SQL sources are read by Ray Data"
+    paths = [src.path] if isinstance(src.path, str) else src.path
+    try:
+        files = expand_paths([cfg.resolve_path(p) for p in paths], src.storage_options)
+    except DataSourceError as exc:
+        raise DataSourceError(f"source {src.name!r}: {exc}") from exc
+    tables = [t for f in files for t in read_file(f, src.type, storage_options=src.storage_options, columns=src.columns,
+                                                  text_columns=frozenset(text_columns), delimiter=src.csv.delimiter,
+                                                  null_values=src.csv.null_values)]
+    frames = [t.to_pandas() for t in tables]  # batch by batch, as Ray Data hands them to the batch functions
+    if not frames:
+        return None, files
+    return (pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]), files

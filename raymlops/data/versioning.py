@@ -209,6 +209,9 @@ def publish_snapshot(tmp_dir: Path, manifest: SnapshotManifest) -> Snapshot:
         raise SnapshotError(f"snapshot {manifest.snapshot_id}: manifest lists {len(manifest.files)} files but "
                             f"{tmp_dir} holds {len(files)}")
     (tmp_dir / WRITER).unlink(missing_ok=True)
+    for name in files:  # the data reaches the disk before the manifest that vouches for it
+        with open(tmp_dir / name, "rb") as f:
+            os.fsync(f.fileno())
     manifest_tmp = tmp_dir / f".{MANIFEST}.tmp"
     manifest_tmp.write_text(json.dumps(manifest.to_dict(), indent=2, sort_keys=True))
     with open(manifest_tmp, "rb") as f:

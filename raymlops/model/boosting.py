@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from raymlops.model import checkpointing
 from raymlops.model.contract import STATE, ModelSpec, feature_matrix
 
 MODEL_KEYS_FOR_STATE = ("num_boost_round", "early_stopping_rounds", "checkpoint_every")
@@ -70,11 +70,9 @@ class RoundState:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
-def resume_state(model_file: str) -> tuple[RoundState, bytes | None]:
+def resume_state(model_file: str, config: dict[str, Any]) -> tuple[RoundState, bytes | None]:
     """The state and the full model's bytes from this run's last checkpoint, if any."""
-    import ray.train
-
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = checkpointing.resume_checkpoint(config)
     if not checkpoint:
         return RoundState(), None
     with checkpoint.as_directory() as d:
@@ -88,8 +86,9 @@ class RoundReporter:
     a report to Ray Train with a checkpoint (rank 0 writes the files; every rank reports)."""
 
     def __init__(self, state: RoundState, *, total_rounds: int, every: int, patience: int,
-                 save: Callable[[Path, RoundState], None]) -> None:
+                 save: Callable[[Path, RoundState], None], config: dict[str, Any]) -> None:
         self.state, self.total_rounds, self.every, self.patience, self.save = state, total_rounds, every, patience, save
+        self.config = config
 
     def after_round(self, iteration: int, val_loss: float, extra: dict[str, Any]) -> bool:
         """True when boosting should stop (early stopping)."""
@@ -108,13 +107,11 @@ class RoundReporter:
                    "placement_group_id": ray.get_runtime_context().get_placement_group_id() or ""}
         self.state.metrics = metrics
         self.state.history.append(metrics)
-        with tempfile.TemporaryDirectory() as tmp:
-            checkpoint = None
-            if ray.train.get_context().get_world_rank() == 0:
-                self.save(Path(tmp), self.state)
-                Path(tmp, STATE).write_text(self.state.to_json())
-                checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=checkpoint)
+        def write(folder: Path) -> None:
+            self.save(folder, self.state)
+            (folder / STATE).write_text(self.state.to_json())
+
+        checkpointing.report(self.config, iteration + 1, metrics, write)
         return stop
 
 

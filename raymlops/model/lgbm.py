@@ -70,7 +70,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     train_set = lgb.Dataset(x, y, categorical_feature=categorical, free_raw_data=False, params=params)
     val_set = lgb.Dataset(vx, vy, reference=train_set, categorical_feature=categorical, free_raw_data=False)
 
-    state, model_bytes = resume_state(MODEL_FILE)
+    state, model_bytes = resume_state(MODEL_FILE, config)
     init_model = lgb.Booster(model_str=model_bytes.decode()) if model_bytes else None
     remaining = model["num_boost_round"] - state.rounds
     if state.stopped or remaining <= 0:
@@ -84,7 +84,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     current: dict[str, Any] = {}
     reporter = RoundReporter(state, total_rounds=model["num_boost_round"], every=model["checkpoint_every"],
-                             patience=model["early_stopping_rounds"], save=save)
+                             patience=model["early_stopping_rounds"], save=save, config=config)
     loss_name = "binary_logloss" if spec.task == "classification" else "l2"
 
     def callback(env: lgb.callback.CallbackEnv) -> None:

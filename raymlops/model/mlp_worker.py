@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
 from raymlops.config import ModelConfig, TrainingConfig
+from raymlops.model import checkpointing
 from raymlops.model.contract import STATE, ModelSpec
 from raymlops.model.mlp import build_model
 
@@ -94,7 +94,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.learning_rate)
     start_epoch, best, best_state, bad_epochs, history = 0, math.inf, None, 0, []
 
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = checkpointing.resume_checkpoint(config)
     if checkpoint:
         with checkpoint.as_directory() as d:
             model.load_state_dict(load_file(os.path.join(d, WEIGHTS)))
@@ -109,7 +109,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     fn = collate(spec, target)
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("validation")
-    ctx = ray.train.get_context()
 
     for epoch in range(start_epoch, tcfg.epochs):
         model.train()
@@ -159,15 +158,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         metrics["early_stopped"] = stop and epoch < tcfg.epochs - 1
         history.append(metrics)
 
-        with tempfile.TemporaryDirectory() as tmp:
-            ckpt = None
-            if ctx.get_world_rank() == 0:
-                save_file(_cpu_state(model), os.path.join(tmp, WEIGHTS))
-                save_file(best_state or _cpu_state(model), os.path.join(tmp, BEST_WEIGHTS))
-                torch.save(optimizer.state_dict(), os.path.join(tmp, OPTIMIZER))
-                Path(tmp, STATE).write_text(json.dumps({"epoch": epoch, "best_val_loss": best, "bad_epochs": bad_epochs,
-                                                        "metrics": metrics, "history": history}))
-                ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=ckpt)
+        def write(folder: Path) -> None:
+            save_file(_cpu_state(model), str(folder / WEIGHTS))
+            save_file(best_state or _cpu_state(model), str(folder / BEST_WEIGHTS))
+            torch.save(optimizer.state_dict(), folder / OPTIMIZER)
+            (folder / STATE).write_text(json.dumps({"epoch": epoch, "best_val_loss": best, "bad_epochs": bad_epochs,
+                                                    "metrics": metrics, "history": history}))
+
+        checkpointing.report(config, epoch, metrics, write)
         if stop:
             break

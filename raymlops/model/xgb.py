@@ -58,7 +58,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     vx, vy = shard_arrays("validation", spec, target)
     dtrain, dval = dmatrix(x, spec, y), dmatrix(vx, spec, vy)
 
-    state, model_bytes = resume_state(MODEL_FILE)
+    state, model_bytes = resume_state(MODEL_FILE, config)
     init_model = None
     if model_bytes:
         init_model = xgb.Booster()
@@ -74,7 +74,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     current: dict[str, Any] = {}
     reporter = RoundReporter(state, total_rounds=model["num_boost_round"], every=model["checkpoint_every"],
-                             patience=model["early_stopping_rounds"], save=save)
+                             patience=model["early_stopping_rounds"], save=save, config=config)
     loss_name = "logloss" if spec.task == "classification" else "rmse"
 
     class Callback(xgb.callback.TrainingCallback):

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import yaml
 
 from raymlops.config import DerivedFeature, PipelineConfig
@@ -37,7 +38,7 @@ from raymlops.packaging import input_schema, load_package, write_package
 from raymlops.registry import CHALLENGER, CHAMPION, Registry, git_commit, is_unreachable
 from raymlops.serving.schema import check_servable
 from raymlops.training import evaluation
-from raymlops.training.trainer import TrainingResult, run_training
+from raymlops.training.trainer import TrainingResult, run_training, workers_for
 from raymlops.training.tuning import TuningResult, run_tuning
 from raymlops.workspace import Workspace, write_json_atomic
 
@@ -76,6 +77,12 @@ def _score(cfg: PipelineConfig, data: DataStageResult, package_dir: Path) -> tup
     """Predictions of a package on the raw test split, with labels and slice columns, in the split's row
     order (two packages' scores are compared row by row)."""
     keep = [cfg.features.target, PREDICTION, *cfg.evaluation.slices]
+    if "test" in data.frames:  # the data stage ran in the driver: so does scoring (no actor to start)
+        test = data.frames["test"]
+        scored = pd.DataFrame({c: test[c] for c in keep if c != PREDICTION})
+        scored[PREDICTION] = load_package(package_dir, cfg.model.trusted_builders()).predict_frame(test)
+        return (scored[cfg.features.target].to_numpy(dtype=float), scored[PREDICTION].to_numpy(dtype=float),
+                {s: scored[s].astype(str).to_numpy() for s in cfg.evaluation.slices})
     options = data.raw["test"].context.execution_options  # the context the scoring plan runs under
     preserve, options.preserve_order = options.preserve_order, True
     try:
@@ -141,7 +148,9 @@ def run_training_stage(cfg: PipelineConfig, data: DataStageResult, run_name: str
             reg.set_tags(run_id, {"raymlops.tuning.total_epochs": str(tuned.total_epochs),
                                   "raymlops.tuning.trials": str(len(tuned.trials))})
         else:
-            say("train", f"{cfg.model.family}, {cfg.training.num_workers} worker(s), up to " + (
+            workers = workers_for(cfg, data)
+            where = f"{workers} Ray Train worker(s)" if workers else "in this process (local mode)"
+            say("train", f"{cfg.model.family}, {where}, up to " + (
                 f"{cfg.training.epochs} epochs" if cfg.model.family == "mlp" else f"{cfg.model.num_boost_round} rounds"))
             trained = run_training(cfg, data, run_name)
         seconds["train"] = time.perf_counter() - t0
@@ -149,7 +158,8 @@ def run_training_stage(cfg: PipelineConfig, data: DataStageResult, run_name: str
 
         say("evaluate", "scoring the held-out test split")
         t0 = time.perf_counter()
-        raw_sample = data.raw["train"].limit(PROFILE_SAMPLE_ROWS).to_pandas()
+        raw_sample = (data.frames["train"].head(PROFILE_SAMPLE_ROWS).copy() if "train" in data.frames
+                      else data.raw["train"].limit(PROFILE_SAMPLE_ROWS).to_pandas())
         sample = add_derived(raw_sample.copy(), [DerivedFeature(**d) for d in data.features.derived])
         profile = build_reference_profile(
             sample, [s.column for s in data.features.numeric], [s.column for s in data.features.categorical])

@@ -20,6 +20,7 @@ import ray.train
 from raymlops.config import PipelineConfig
 from raymlops.data.stage import DataStageResult
 from raymlops.errors import TrainingError
+from raymlops.model import checkpointing
 from raymlops.model.contract import STATE, ModelSpec, get_family
 from raymlops.workspace import Workspace
 
@@ -62,17 +63,26 @@ def model_spec(cfg: PipelineConfig, data: DataStageResult) -> ModelSpec:
                                    target_std=std if std > 0 else 1.0)
 
 
+def workers_for(cfg: PipelineConfig, data: DataStageResult, tuning: bool = False) -> int:
+    """Ray Train workers for this run (``TrainingConfig.resolved_workers`` on its training split)."""
+    return cfg.training.resolved_workers(data.split_rows.get("train", 0), tuning=tuning)
+
+
 def build_trainer(cfg: PipelineConfig, data: DataStageResult, run_name: str, storage: Path,
                   overrides: dict[str, Any] | None = None, callbacks: list | None = None,
-                  spec: ModelSpec | None = None) -> Any:
+                  spec: ModelSpec | None = None, workers: int | None = None) -> Any:
     spec = spec or model_spec(cfg, data)
     family = get_family(cfg.model.family)
     t = cfg.training
+    workers = workers_for(cfg, data) if workers is None else workers
+    config = loop_config(cfg, spec, overrides)
+    if workers == 0:  # local mode: the loop writes and finds its own checkpoints (model/checkpointing.py)
+        config[checkpointing.LOCAL_DIR] = str(storage / run_name)
     return family.trainer_class()(
         family.worker(),
-        train_loop_config=loop_config(cfg, spec, overrides),
+        train_loop_config=config,
         scaling_config=ray.train.ScalingConfig(
-            num_workers=t.num_workers, use_gpu=t.use_gpu, placement_strategy=t.placement_strategy,
+            num_workers=workers, use_gpu=t.use_gpu, placement_strategy=t.placement_strategy,
             resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}),
         run_config=ray.train.RunConfig(
             name=run_name, storage_path=str(storage),

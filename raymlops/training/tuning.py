@@ -31,7 +31,7 @@ from raymlops.config import ChoiceDim, IntDim, PipelineConfig, UniformDim
 from raymlops.data.stage import DataStageResult
 from raymlops.errors import TrainingError
 from raymlops.model.contract import ModelSpec
-from raymlops.training.trainer import TrainingResult, build_trainer, model_spec, training_result
+from raymlops.training.trainer import TrainingResult, build_trainer, model_spec, training_result, workers_for
 from raymlops.workspace import Workspace
 
 _PRIMITIVE = (str, int, float, bool, type(None))
@@ -113,7 +113,8 @@ def _trial(params: dict[str, Any], *, cfg: PipelineConfig, data: DataStageResult
            storage: str, lookups: dict[str, list[Any]], spec: ModelSpec) -> None:
     trial_id = tune.get_context().get_trial_id()
     trainer = build_trainer(cfg, data, f"{run_name}-{trial_id}", Path(storage), overrides=_resolve(params, lookups),
-                            callbacks=[TuneReportCallback()], spec=spec)
+                            callbacks=[TuneReportCallback()], spec=spec,
+                            workers=workers_for(cfg, data, tuning=True))
     trainer.fit()
 
 
@@ -160,7 +161,7 @@ def run_tuning(cfg: PipelineConfig, data: DataStageResult, run_name: str, *, tra
     spec = model_spec(cfg, data)
     # Each trial holds a sliver of CPU plus its workers' CPUs; more concurrent trials than fit would
     # reserve their slivers and then wait forever for worker CPUs.
-    need = cfg.training.num_workers * cfg.training.cpus_per_worker + _TRIAL_CPU
+    need = workers_for(cfg, data, tuning=True) * cfg.training.cpus_per_worker + _TRIAL_CPU
     fits = max(1, int(ray.cluster_resources().get("CPU", 1) // need))
     concurrency = min(t.max_concurrent_trials, fits)
     trainable = tune.with_resources(  # the trial process itself needs (almost) no CPU: its Train workers do

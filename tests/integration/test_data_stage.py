@@ -112,3 +112,66 @@ def test_a_csv_and_a_json_lines_source_are_unioned_into_the_same_snapshot(ray_se
     assert any(s.endswith("/first.csv") for s in sources) and any(s.endswith("/rest.jsonl") for s in sources)
     # The same rows from two formats make the same content (the fingerprint ignores representation).
     assert union.snapshot.snapshot_id == run_data_stage(whole).snapshot.snapshot_id
+
+
+def _engines(tmp_path, data: dict):
+    """The data stage of ``data`` through Ray Data (in_process_max_mb 0) and in the driver (the default)."""
+    results = {}
+    for engine, limit in (("ray", 0), ("driver", None)):
+        folder = tmp_path / engine
+        folder.mkdir()
+        run = json.loads(json.dumps(data))
+        if limit is not None:
+            run["data"]["in_process_max_mb"] = limit
+        results[engine] = run_data_stage(load_config(write_config(folder, run)))
+    return results["ray"], results["driver"]
+
+
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sort_values(sorted(frame.columns)).reset_index(drop=True)[sorted(frame.columns)]
+
+
+@pytest.mark.parametrize("case", ["plain", "duplicates", "csv and json lines"])
+def test_the_driver_path_publishes_what_ray_data_does(ray_session, tmp_path, case):
+    flights = pd.read_csv(SMOKE_FLIGHTS)
+    data = smoke_dict()
+    if case == "duplicates":
+        pd.concat([flights, flights.iloc[:40], flights.iloc[:3]]).to_csv(tmp_path / "f.csv", index=False)
+        data["data"]["sources"][0]["path"] = str(tmp_path / "f.csv")
+    elif case == "csv and json lines":
+        flights.iloc[:1800].to_csv(tmp_path / "first.csv", index=False)
+        flights.iloc[1800:].to_json(tmp_path / "rest.jsonl", orient="records", lines=True)
+        data["data"]["sources"] = [{"name": "first", "type": "csv", "path": str(tmp_path / "first.csv")},
+                                   {"name": "rest", "type": "json", "path": str(tmp_path / "rest.jsonl")},
+                                   *[s for s in data["data"]["sources"] if s["name"] != "flights"]]
+        data["data"]["base"] = ["first", "rest"]
+    ray_path, driver = _engines(tmp_path, data)
+    assert driver.snapshot.snapshot_id == ray_path.snapshot.snapshot_id
+    assert driver.snapshot.manifest.rows == ray_path.snapshot.manifest.rows == 3000
+    assert driver.snapshot.manifest.extra == ray_path.snapshot.manifest.extra
+    assert driver.report.to_dict() == ray_path.report.to_dict()
+    assert driver.split_rows == ray_path.split_rows and driver.features == ray_path.features
+    for split in ("train", "test"):
+        a, b = driver.datasets[split].to_pandas(), ray_path.datasets[split].to_pandas()
+        pd.testing.assert_frame_equal(_sorted(a), _sorted(b.astype(a.dtypes.to_dict())), check_exact=True)
+    files = [pd.concat([pd.read_parquet(r.snapshot.path / f) for f in r.snapshot.manifest.files], ignore_index=True)
+             for r in (driver, ray_path)]
+    pd.testing.assert_frame_equal(_sorted(files[0]), _sorted(files[1].astype(files[0].dtypes.to_dict())),
+                                  check_exact=True)
+
+
+def test_both_paths_refuse_a_bad_cell_with_the_same_message(ray_session, tmp_path):
+    flights = pd.read_csv(SMOKE_FLIGHTS, dtype=str, keep_default_na=False)
+    flights.loc[1233, "distance"] = "far"
+    flights.to_csv(tmp_path / "bad.csv", index=False)
+    data = smoke_dict()
+    data["data"]["sources"][0]["path"] = str(tmp_path / "bad.csv")
+    messages = []
+    for engine, limit in (("ray", 0), ("driver", 64)):
+        (tmp_path / engine).mkdir()
+        data["data"]["in_process_max_mb"] = limit
+        with pytest.raises(DataValidationError) as info:
+            run_data_stage(load_config(write_config(tmp_path / engine, data)))
+        messages.append(str(info.value).split("\nfull report:")[0])
+        assert list_snapshots(tmp_path / engine / "work" / "snapshots") == []
+    assert messages[0] == messages[1] and "bad.csv row 1,234: 'far'" in messages[0]

@@ -117,3 +117,45 @@ def test_killed_worker_resumes_from_checkpoint_with_same_result(ray_session, tmp
     assert any(h["started_at_epoch"] > 0 for h in disturbed.history), f"restarted from scratch: {disturbed.history}"
     assert disturbed.final_metrics["val_loss"] == pytest.approx(undisturbed.final_metrics["val_loss"], rel=0.05)
     assert disturbed.final_metrics["val_auc"] == pytest.approx(undisturbed.final_metrics["val_auc"], abs=0.03)
+
+
+@pytest.mark.parametrize("family", ["mlp", "lightgbm", "xgboost"])
+def test_a_small_run_trains_in_the_driver_keeps_its_checkpoints_and_resumes_by_name(ray_session, tmp_path, family):
+    """Local mode (num_workers 'auto' on 1,824 training rows): no worker processes, checkpoints written by
+    the loop itself, and a rerun with the same name continues from the newest one."""
+    import psutil
+
+    from raymlops.training.trainer import workers_for
+
+    short, long_ = ({"epochs": 2}, {"epochs": 4}) if family == "mlp" else (
+        {"num_boost_round": 20, "checkpoint_every": 10, "early_stopping_rounds": 100},
+        {"num_boost_round": 40, "checkpoint_every": 10, "early_stopping_rounds": 100})
+    data = smoke_dict()
+    data["model"] = {"task": "classification", "family": family, **({} if family == "mlp" else short)}
+    if family == "mlp":
+        data["training"].update(short)
+    cfg = load_config(write_config(tmp_path, data))
+    stage = run_data_stage(cfg)
+    assert cfg.training.num_workers == "auto" and workers_for(cfg, stage) == 0
+
+    def train_workers() -> int:
+        return sum(" ".join(p.info["cmdline"] or []).startswith("ray::RayTrainWorker")
+                   for p in psutil.process_iter(["cmdline"]))
+
+    first = run_training(cfg, stage, run_name="local")
+    assert train_workers() == 0
+    run_dir = cfg.workdir_path / "checkpoints" / "local"
+    assert first.checkpoint_dir.parent == run_dir and first.checkpoint_dir.is_dir()
+    assert len(first.history) == (2 if family == "mlp" else 2)  # an epoch, or a checkpoint every 10 rounds
+
+    if family == "mlp":
+        data["training"].update(long_)
+    else:
+        data["model"].update(long_)
+    longer = load_config(write_config(tmp_path, data))
+    second = run_training(longer, stage, run_name="local")
+    starts = [h["started_at_epoch"] for h in second.history]
+    resumed_at = 2 if family == "mlp" else 20
+    assert starts == [0, 0, resumed_at, resumed_at], starts
+    assert len(list(run_dir.glob("checkpoint_*"))) == 2  # the two newest are kept
+    assert second.final_metrics["val_auc"] > 0.5

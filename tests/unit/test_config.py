@@ -168,3 +168,27 @@ def test_a_regression_pipeline_gets_gates_it_can_judge():
     data["evaluation"] = {"gates": ["auc >= 0.6"]}
     with pytest.raises(ConfigError, match="names metric 'auc', which a regression model does not report"):
         parse_config(data, source="x.yaml")
+
+
+def test_auto_workers_train_small_cpu_runs_in_the_driver_and_tuning_always_on_workers():
+    from raymlops.config import TrainingConfig
+
+    auto = TrainingConfig()
+    assert auto.num_workers == "auto"
+    assert auto.resolved_workers(1_824) == 0 and auto.resolved_workers(auto.local_max_rows) == 0
+    assert auto.resolved_workers(auto.local_max_rows + 1) == 1
+    assert TrainingConfig(use_gpu=True).resolved_workers(10) == 1
+    assert auto.resolved_workers(10, tuning=True) == 1
+    assert TrainingConfig(num_workers=0).resolved_workers(10**9) == 0
+    assert TrainingConfig(num_workers=3).resolved_workers(10) == 3
+    assert TrainingConfig(num_workers=0).resolved_workers(10, tuning=True) == 1  # a retrain's copy, say
+    data = smoke_dict()
+    data["training"]["num_workers"] = 0
+    data["tuning"] = {"enabled": True}
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, source="x.yaml")
+    assert info.value.problems == [
+        "x.yaml: training.num_workers: 0 trains in the driver, but tuning runs each trial on Ray Train workers that report "
+        "to the scheduler; use 1 or more (or 'auto') with tuning.enabled"], info.value.problems
+    with pytest.raises(ConfigError):
+        parse_config({**smoke_dict(), "training": {"num_workers": -1}}, source="x.yaml")
