@@ -325,6 +325,10 @@ def make_config(case: str, months: int, workdir: str):
         if months < 2 and (rc.get("min") or 0) > 1000:
             rc["min"] = 1000
             notes.append("validation.row_count.min -> 1000 (fewer than 2 months)")
+    engine = os.environ.get("RAYMLOPS_BENCH_ENGINE", "default")
+    if engine != "default":  # the same data through the other engine, to measure both sides of the crossover
+        data["data"]["in_process_max_mb"] = 0 if engine == "ray" else 1e6
+        notes.append(f"data.in_process_max_mb: {data['data']['in_process_max_mb']:g} (--engine {engine})")
     notes.append("workdir: a fresh temporary directory per repetition")
     cfg = parse_config(data, source=f"{path.name} (benchmark copy)", base_dir=base.base_dir)
     return cfg, notes
@@ -646,6 +650,9 @@ def main() -> None:
     parser.add_argument("--months", type=int, default=12, help="first N months of 2013 (default 12: 336,776 rows)")
     parser.add_argument("--repeat", type=int, default=2, help="timed repetitions per side and case (default 2)")
     parser.add_argument("--no-smoke", action="store_true", help="skip the 3,000-row small-data case")
+    parser.add_argument("--engine", choices=["default", "driver", "ray"], default="default",
+                        help="raymlops' data engine: the config's choice (data.in_process_max_mb), always the "
+                             "driver, or always Ray Data")
     parser.add_argument("--no-reused", action="store_true", help="skip the run that re-uses an existing snapshot")
     parser.add_argument("--max-wait", type=float, default=120.0,
                         help="before each side, wait up to this many seconds for other processes to leave the "
@@ -654,6 +661,8 @@ def main() -> None:
     parser.add_argument("--_case", choices=["flights", "smoke"], help=argparse.SUPPRESS)
     parser.add_argument("--_out", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not args._child:  # the children inherit the parent's choice
+        os.environ["RAYMLOPS_BENCH_ENGINE"] = args.engine  # read by make_config, here and in the children
     if not 1 <= args.months <= 12:
         parser.error("--months must be between 1 and 12")
     if args.repeat < 1:

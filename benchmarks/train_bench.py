@@ -122,6 +122,7 @@ NOISY_SHARE = 0.05
 HC_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 PLAIN_REPEAT = 3  # plain-torch runs are cheap: best (fastest) of 3 after a warm-up run; raymlops runs once each
 CKPT_RE = re.compile(r"^checkpoint_(\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}\.\d{6})$")
+LOCAL_CKPT_RE = re.compile(r"^checkpoint_\d{6}$")  # written by the loop itself in local mode
 
 if str(REPO) not in sys.path:  # run as a script from anywhere: import the repository's raymlops
     sys.path.insert(0, str(REPO))
@@ -444,6 +445,9 @@ class RunWatcher:
             try:
                 if self.run_dir.is_dir():
                     for entry in os.listdir(self.run_dir):
+                        if LOCAL_CKPT_RE.match(entry) and entry not in self.ckpts:  # local mode: renamed at report
+                            seen = time.perf_counter() - self.t0
+                            self.ckpts[entry] = {"seen_s": seen, "reported_s": seen}
                         m = CKPT_RE.match(entry)
                         if m and entry not in self.ckpts:
                             named = datetime.strptime(m.group(1), "%Y-%m-%d_%H-%M-%S.%f")
@@ -710,7 +714,7 @@ def print_throughput(res: dict[str, Any]) -> None:
     for d in res.get("ray_data_iteration", []):
         print(f"   Ray Data iter_torch_batches in the driver, no model, shuffle buffer "
               f"{'4xbatch' if d['shuffle_buffer'] else 'off    '}: {d['samples_per_s']:9,.0f}/s ({d['seconds']:.2f} s/epoch)")
-    for key in ("raymlops_w1", "raymlops_w2"):
+    for key in ("raymlops_w0", "raymlops_w1", "raymlops_w2"):
         r = res.get(key)
         if not r:
             continue
@@ -724,7 +728,7 @@ def print_throughput(res: dict[str, Any]) -> None:
               f"{' '.join(_f(x) for x in r.get('epoch_report_intervals_s', []))} s)   rows/epoch "
               f"{r['rows_trained_per_epoch']}")
     print("\n   ratios raymlops / plain torch (samples/s; <1 = raymlops slower):")
-    for key in ("raymlops_w1", "raymlops_w2"):
+    for key in ("raymlops_w0", "raymlops_w1", "raymlops_w2"):
         r = res.get(key)
         if not r or "error" in r:
             continue
@@ -743,7 +747,7 @@ def print_first_step(res: dict[str, Any]) -> None:
         print(f"   plain torch ({plabel}): first optimizer.step() done {p['first_step_from_start_s']:.2f} s after start "
               f"(to_pandas + collate {p['load_s']:.2f} s, then {p['first_step_from_model_build_s'] * 1000:.1f} ms from "
               f"model build); first epoch (train+val) done at {p['first_epoch_end_from_start_s']:.2f} s")
-    for key in ("raymlops_w1", "raymlops_w2"):
+    for key in ("raymlops_w0", "raymlops_w1", "raymlops_w2"):
         r = res.get(key)
         if not r or "first_report_s" not in r:
             continue
@@ -801,7 +805,7 @@ def print_tuning(res: dict[str, Any]) -> None:
 def print_poll_variant(thr: dict[str, Any], var: dict[str, Any], interval: float) -> None:
     print(f"\n== 4. diagnostic: the same raymlops runs with {HC_ENV}={interval:g} (Ray's default 2 s), Ray restarted ==")
     p1 = thr["plain"]["threads1"]
-    for key in ("raymlops_w1", "raymlops_w2"):
+    for key in ("raymlops_w0", "raymlops_w1", "raymlops_w2"):
         a, b = thr.get(key) or {}, var.get(key) or {}
         if "error" in a or "error" in b or not a or not b:
             print(f"   {key}: n/a ({a.get('error') or b.get('error') or 'not run'})")
@@ -895,7 +899,8 @@ def main() -> None:
                 thr["ray_data_iteration"] = [ray_data_iteration(cfg1, data, shuffle=s) for s in (True, False)]
             torch.set_num_threads(2)
 
-            for key, workers in (("raymlops_w1", 1), ("raymlops_w2", 2)):
+            # 0 workers: Ray Train's local mode, the loop in this process (what num_workers auto picks here)
+            for key, workers in (("raymlops_w0", 0), ("raymlops_w1", 1), ("raymlops_w2", 2)):
                 cfg = make_config(case, tmp / "work", training_section(case, epochs, workers, 1, args.seed))
                 with section(f"raymlops {workers} worker(s)", args.max_wait):
                     try:

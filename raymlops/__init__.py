@@ -3,7 +3,8 @@
 The lifecycle, one package or module per stage (docs/architecture.md has the data flow):
 
     config.py            PipelineConfig: the YAML schema every stage reads its section of
-    data/                ingest (Ray Data), validate, snapshot, split, fit features: DataStageResult
+    data/                ingest, validate, snapshot, split, fit features (Ray Data, or in the driver when
+                         the data is small): DataStageResult
     model/               the model contract (contract.py) and its families: mlp (torch), lgbm (LightGBM),
                          xgb (XGBoost); local_fit.py fits a family in-process (baselines, small jobs)
     training/            the family's Ray Train trainer, Ray Tune, evaluation gates, paired comparisons,
@@ -17,10 +18,14 @@ The lifecycle, one package or module per stage (docs/architecture.md has the dat
     pipeline.py          runs the stages in order
     cli.py               `raymlops run CONFIG`, `serve`, `predict`, `status`, `loop`, ...
 
+In a notebook: ``raymlops.run(config)``, ``raymlops.load_model(name).predict(frame)``,
+``raymlops.serve(config)`` (``api.py``: thin calls of what the CLI runs).
+
 Pure modules (config, validation, versioning, splits, features, profile, drift, policy, evaluation) never
 import Ray or MLflow; import-linter checks that in `make test`.
 """
 
+from raymlops.api import Model, load_model, run, serve, shutdown
 from raymlops.config import PipelineConfig, load_config
 from raymlops.errors import (
     ConfigError,
@@ -41,6 +46,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
+    "Model",
     "DataSourceError",
     "DataValidationError",
     "FeatureError",
@@ -55,4 +61,8 @@ __all__ = [
     "TrainingError",
     "__version__",
     "load_config",
+    "load_model",
+    "run",
+    "serve",
+    "shutdown",
 ]

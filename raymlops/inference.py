@@ -17,7 +17,7 @@ import pandas as pd
 import ray.data
 
 from raymlops.errors import DataValidationError
-from raymlops.packaging import load_package, verify_package
+from raymlops.packaging import LoadedModel, load_package, verify_package
 
 PREDICTION = "prediction"
 
@@ -31,23 +31,28 @@ class _Scorer:
         self.model = load_package(self.package_dir, self.trusted_builders)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        frame = batch
-        if self.cast:
-            from raymlops.serving.schema import coerce_to_schema
-
-            schema = self.model.manifest["input_schema"]
-            missing = [c for c in schema if c not in batch.columns]
-            if missing:
-                raise DataValidationError(f"input lacks the model's input columns {missing}")
-            frame, failures = coerce_to_schema(batch, schema)
-            if failures:
-                col, bad = next(iter(failures.items()))
-                raise DataValidationError(
-                    f"column {col!r} has values that are not {schema[col].get('type')}: "
-                    f"{list(bad.astype(str).head(3))} ({sum(len(v) for v in failures.values())} bad cells in this batch)")
+        scores = score_frame(self.model, batch) if self.cast else self.model.predict_frame(batch)
         batch = batch.copy()
-        batch[PREDICTION] = self.model.predict_frame(frame)
+        batch[PREDICTION] = scores
         return batch
+
+
+def score_frame(model: LoadedModel, frame: pd.DataFrame) -> Any:
+    """Scores of raw rows whose columns are cast to the model's input schema first, as serving casts a
+    request: what ``raymlops predict`` and ``raymlops.load_model(...).predict`` compute."""
+    from raymlops.serving.schema import coerce_to_schema
+
+    schema = model.manifest["input_schema"]
+    missing = [c for c in schema if c not in frame.columns]
+    if missing:
+        raise DataValidationError(f"input lacks the model's input columns {missing}")
+    typed, failures = coerce_to_schema(frame, schema)
+    if failures:
+        col, bad = next(iter(failures.items()))
+        raise DataValidationError(
+            f"column {col!r} has values that are not {schema[col].get('type')}: "
+            f"{list(bad.astype(str).head(3))} ({sum(len(v) for v in failures.values())} bad cells in this batch)")
+    return model.predict_frame(typed)
 
 
 SCORER_CPUS = 0.5

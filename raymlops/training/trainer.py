@@ -70,7 +70,8 @@ def workers_for(cfg: PipelineConfig, data: DataStageResult, tuning: bool = False
 
 def build_trainer(cfg: PipelineConfig, data: DataStageResult, run_name: str, storage: Path,
                   overrides: dict[str, Any] | None = None, callbacks: list | None = None,
-                  spec: ModelSpec | None = None, workers: int | None = None) -> Any:
+                  spec: ModelSpec | None = None, workers: int | None = None,
+                  max_failures: int | None = None) -> Any:
     spec = spec or model_spec(cfg, data)
     family = get_family(cfg.model.family)
     t = cfg.training
@@ -86,7 +87,7 @@ def build_trainer(cfg: PipelineConfig, data: DataStageResult, run_name: str, sto
             resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}),
         run_config=ray.train.RunConfig(
             name=run_name, storage_path=str(storage),
-            failure_config=ray.train.FailureConfig(max_failures=t.max_failures),
+            failure_config=ray.train.FailureConfig(max_failures=t.max_failures if max_failures is None else max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             callbacks=callbacks or []),
         # Materialised first: when the workers hold every CPU (2 workers on 2 cores), a lazy dataset's

@@ -112,9 +112,13 @@ class _ReleaseStoppedTrialResources(tune.Callback):
 def _trial(params: dict[str, Any], *, cfg: PipelineConfig, data: DataStageResult, run_name: str,
            storage: str, lookups: dict[str, list[Any]], spec: ModelSpec) -> None:
     trial_id = tune.get_context().get_trial_id()
+    # No retries inside a trial: when Tune stops a trial, _ReleaseStoppedTrialResources removes its
+    # placement group, and a controller allowed to retry would start a new group that outlives the trial
+    # (seen with fast controller polls: the next test waited forever for CPUs). A trial whose worker
+    # fails ends as an errored trial; the search goes on with the others.
     trainer = build_trainer(cfg, data, f"{run_name}-{trial_id}", Path(storage), overrides=_resolve(params, lookups),
                             callbacks=[TuneReportCallback()], spec=spec,
-                            workers=workers_for(cfg, data, tuning=True))
+                            workers=workers_for(cfg, data, tuning=True), max_failures=0)
     trainer.fit()
 
 
