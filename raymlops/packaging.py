@@ -156,10 +156,10 @@ def check_builder(path: Path, manifest: dict[str, Any], trusted_builders: Collec
     """
     if manifest.get("family", "mlp") != "mlp":
         return  # the tree families name no code: their model file is data read by the library
-    from raymlops.model.mlp import BUILDERS
+    from raymlops.model.mlp_family import BUILTIN_BUILDERS
 
     builder = (manifest.get("model_config") or {}).get("builder", "mlp")
-    if builder in BUILDERS or builder in trusted_builders:
+    if builder in BUILTIN_BUILDERS or builder in trusted_builders:
         return
     raise ModelPackageError(
         f"{path}: the package asks for model builder {builder!r}, code this process was not configured to run; "

@@ -159,7 +159,7 @@ class ModelFamily(Protocol):
     def default_search_space(self) -> dict[str, dict[str, Any]]: ...
 
 
-FAMILY_MODULES = {"mlp": "raymlops.model.mlp", "lightgbm": "raymlops.model.lgbm", "xgboost": "raymlops.model.xgb"}
+FAMILY_MODULES = {"mlp": "raymlops.model.mlp_family", "lightgbm": "raymlops.model.lgbm", "xgboost": "raymlops.model.xgb"}
 FAMILY_LIBRARIES = {"mlp": "torch", "lightgbm": "lightgbm", "xgboost": "xgboost"}
 
 

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from raymlops.config import DEFAULT_SEARCH_SPACES, TUNABLE_BY_FAMILY, ModelConfig
+from raymlops.config import ModelConfig
 from raymlops.errors import ConfigError, ModelPackageError
 from raymlops.model.contract import Features, ModelSpec
 
@@ -149,51 +149,22 @@ def fit_local(spec: ModelSpec, model: dict[str, Any], training: dict[str, Any], 
     return MLPPredictor(net.eval(), spec)
 
 
-class MLPFamily:
-    """Ray Train's TorchTrainer (DDP), weights as safetensors."""
+def load_module_predictor(path: Path, spec: ModelSpec, cfg: ModelConfig) -> MLPPredictor:
+    """A package's weights in the module its (trusted) builder makes: the path for user builders."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
 
-    name = "mlp"
-    model_file = "weights.safetensors"
-    tunable = TUNABLE_BY_FAMILY["mlp"]
-    split_validation = True
-
-    def fit_local(self, spec, model, training, train, validation, target) -> MLPPredictor:
-        return fit_local(spec, model, training, train, validation, target)
-
-    def worker(self) -> Callable[[dict[str, Any]], None]:
-        from raymlops.model.mlp_worker import train_loop_per_worker
-
-        return train_loop_per_worker
-
-    def trainer_class(self) -> type:
-        from ray.train.torch import TorchTrainer
-
-        return TorchTrainer
-
-    def checkpoint_files(self, checkpoint_dir: Path) -> dict[str, Path]:
-        from raymlops.model.mlp_worker import BEST_WEIGHTS
-
-        return {self.model_file: Path(checkpoint_dir) / BEST_WEIGHTS}
-
-    def load(self, package_dir: Path, manifest: dict[str, Any], spec: ModelSpec) -> MLPPredictor:
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        module = build_model(spec, ModelConfig(**manifest["model_config"]))
-        try:
-            weights = load_file(str(Path(package_dir) / self.model_file))
-        except SafetensorError as exc:  # e.g. a pickle (torch.save) put in its place: never unpickled
-            raise ModelPackageError(f"{package_dir}: {self.model_file} is not a safetensors file ({exc}); raymlops "
-                                    "loads weights only as safetensors and never unpickles a model") from exc
-        try:
-            module.load_state_dict(weights)
-        except RuntimeError as exc:
-            raise ModelPackageError(f"{package_dir}: weights do not fit the model: {exc}") from exc
-        module.eval()
-        return MLPPredictor(module, spec)
-
-    def default_search_space(self) -> dict[str, dict[str, Any]]:
-        return DEFAULT_SEARCH_SPACES["mlp"]
+    module = build_model(spec, cfg)
+    try:
+        weights = load_file(str(path))
+    except SafetensorError as exc:  # e.g. a pickle (torch.save) put in its place: never unpickled
+        raise ModelPackageError(f"{path.parent}: {path.name} is not a safetensors file ({exc}); raymlops "
+                                "loads weights only as safetensors and never unpickles a model") from exc
+    try:
+        module.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise ModelPackageError(f"{path.parent}: weights do not fit the model: {exc}") from exc
+    module.eval()
+    return MLPPredictor(module, spec)
 
 
-FAMILY = MLPFamily()

@@ -28,9 +28,9 @@ from raymlops.config import ModelConfig, TrainingConfig
 from raymlops.model import checkpointing
 from raymlops.model.contract import STATE, ModelSpec
 from raymlops.model.mlp import build_model
+from raymlops.model.mlp_family import BEST_WEIGHTS
 
 WEIGHTS = "model.safetensors"
-BEST_WEIGHTS = "best_model.safetensors"
 OPTIMIZER = "optimizer.pt"
 
 

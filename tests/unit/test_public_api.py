@@ -1,4 +1,5 @@
-"""The names a notebook imports are pinned: adding one is a decision, removing one breaks users."""
+"""The public names are pinned (moved here from test_errors): adding one is a decision, removing one
+breaks users; and importing the package stays cheap."""
 
 from __future__ import annotations
 
