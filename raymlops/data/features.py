@@ -165,6 +165,25 @@ def fit_features(partials: list[dict[str, Any]], cfg: FeaturesConfig) -> FittedF
 
 
 # ------------------------------------------------------------------------------- fitted state
+def _scaled(x: np.ndarray, s: NumericState) -> np.ndarray:
+    """One numeric feature (float64 in, NaN = missing): imputed, scaled, float32."""
+    x = np.where(np.isnan(x), s.impute, x)
+    if s.scale == "standard":
+        x = (x - s.mean) / s.std
+    return x.astype(np.float32)
+
+
+def _encode(s: CategoricalState, codes: np.ndarray, out: dict[str, np.ndarray]) -> None:
+    """One categorical feature's ids (0 = unknown) into ``out``: as they are, or one-hot."""
+    if s.encoding == "index":
+        out[s.column] = codes
+        return
+    onehot = np.eye(s.cardinality, dtype=np.float32)[codes]
+    for j, name in enumerate(s.output_columns()):
+        out[name] = onehot[:, j]
+
+
+
 @dataclass(frozen=True)
 class NumericState:
     column: str
@@ -232,19 +251,11 @@ class FittedFeatures:
         out: dict[str, np.ndarray] = {}
         for s in self.numeric:
             x = pd.to_numeric(frame[s.column], errors="coerce").astype("float64").to_numpy(na_value=np.nan)
-            x = np.where(np.isnan(x), s.impute, x)
-            if s.scale == "standard":
-                x = (x - s.mean) / s.std
-            out[s.column] = x.astype(np.float32)
+            out[s.column] = _scaled(x, s)
         for s in self.categorical:
             text = _as_text(frame[s.column])
             codes = text.map(self._codes_for(s)).fillna(0).astype("int64").to_numpy()
-            if s.encoding == "index":
-                out[s.column] = codes
-            else:
-                onehot = np.eye(s.cardinality, dtype=np.float32)[codes]
-                for j, name in enumerate(s.output_columns()):
-                    out[name] = onehot[:, j]
+            _encode(s, codes, out)
         result = pd.DataFrame(out, index=frame.index)
         for col in keep or []:
             if col in frame.columns:
@@ -275,22 +286,14 @@ class FittedFeatures:
             if not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in column):
                 return None
             x = np.array([np.nan if v is None else float(v) for v in column], dtype=np.float64)
-            x = np.where(np.isnan(x), s.impute, x)
-            if s.scale == "standard":
-                x = (x - s.mean) / s.std
-            out[s.column] = x.astype(np.float32)
+            out[s.column] = _scaled(x, s)
         for s in self.categorical:
             text = _texts(values(s.column))
             if text is None:
                 return None
             codes_of = self._codes_for(s)
             codes = np.array([0 if t is None else codes_of.get(t, 0) for t in text], dtype=np.int64)
-            if s.encoding == "index":
-                out[s.column] = codes
-            else:
-                onehot = np.eye(s.cardinality, dtype=np.float32)[codes]
-                for j, name in enumerate(s.output_columns()):
-                    out[name] = onehot[:, j]
+            _encode(s, codes, out)
         return out
 
     def transform_record(self, record: dict[str, Any]) -> dict[str, float | int]:
