@@ -34,8 +34,9 @@ def _config(tmp_path, name: str):
                   ignore_index=True).to_csv(big, index=False)
     data = smoke_dict()
     data["data"]["sources"][0]["path"] = str(big)
-    # 8 epochs: the kill after checkpoint 2 lands mid-training even when checkpoints reach disk late.
-    data["training"] = {"num_workers": 1, "epochs": 8, "batch_size": 32, "early_stopping_patience": 10}
+    # 16 short epochs (batch 128): the kill after checkpoint 2 lands mid-training, 14 epochs before the end,
+    # even when checkpoints reach disk late (the same guarantee as 8 epochs of batch 32, at half the steps).
+    data["training"] = {"num_workers": 1, "epochs": 16, "batch_size": 128, "early_stopping_patience": 20}
     data["evaluation"]["gates"] = ["auc >= 0.5"]
     folder = tmp_path / name
     folder.mkdir(exist_ok=True)

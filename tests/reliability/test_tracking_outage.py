@@ -32,7 +32,9 @@ def test_training_survives_a_tracking_outage_and_registers_once_the_server_is_ba
     big.to_csv(tmp_path / "flights.csv", index=False)
     data = smoke_dict()
     data["data"]["sources"][0]["path"] = str(tmp_path / "flights.csv")
-    data["training"] = {"num_workers": 1, "epochs": 5, "batch_size": 32, "early_stopping_patience": 10}
+    # batch 64: the epochs after the first checkpoint still outlast stopping the server (the run cannot
+    # finish without it anyway), at half the steps of batch 32.
+    data["training"] = {"num_workers": 1, "epochs": 5, "batch_size": 64, "early_stopping_patience": 10}
     data["evaluation"]["gates"] = ["auc >= 0.5"]
     config = write_config(tmp_path, data)
     env = {**os.environ, "RAYMLOPS_PROGRESS": "0", "MLFLOW_TRACKING_URI": server.url,
