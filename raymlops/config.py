@@ -395,6 +395,10 @@ class ComparisonConfig(StrictModel):
         200, ge=10, description="Fewest labelled rows for an interval; a test split below it falls back to point "
         "values (the gate's detail says so).")
     seed: int = Field(0, description="Seed of the bootstrap: the same rows give the same verdict.")
+    group_by_day: bool = Field(
+        True, description="With a time split, resample whole days of its column rather than rows (rows of one day "
+        "share its weather and delays, so they are not independent and a row bootstrap is overconfident). "
+        "Used by the gates on the test split and by the loop's canary and rollback verdicts.")
 
 
 class EvaluationConfig(StrictModel):
@@ -478,6 +482,14 @@ class RetrainingConfig(StrictModel):
     enabled: bool = Field(False, description="Retrain when the policy says so.")
     min_drifted_features: int = Field(2, ge=1, description="Retrain when at least this many features drift.")
     on_prediction_drift: bool = Field(True, description="Retrain when the score distribution drifts.")
+    drift_trigger: Literal["without_labels", "always"] = Field(
+        "without_labels", description="When input or score drift alone triggers a retrain: 'without_labels' "
+        "(only while the champion has too few labelled answers to judge its quality: with labels, lost quality "
+        "is the trigger and drift is recorded as context) or 'always'.")
+    quality_drop: float | None = Field(
+        0.02, ge=0, description="Retrain when the champion's live quality (the promote gate's metric, over its "
+        "labelled answers) is below its own test quality by more than this, for the whole interval "
+        "(evaluation.comparison's alpha); None: off.")
     quality_floor: str | None = Field(
         None, description="Retrain when live quality breaks this, e.g. 'auc >= 0.62' (over labelled traffic).")
     every_s: float | None = Field(None, gt=0, description="Also retrain on this schedule (seconds).")
@@ -496,6 +508,10 @@ class RetrainingConfig(StrictModel):
         3 * 86_400, ge=0, description="Longest a canary or a new champion on watch waits while the difference is "
         "inside the noise (evaluation.comparison); then the champion of the time stays: the canary is discarded, "
         "the new champion kept.")
+    after_wait: Literal["champion", "challenger"] = Field(
+        "champion", description="Who serves when a canary's interval still straddles promote_gate after "
+        "max_wait_s: 'champion' (nothing changes without evidence) or 'challenger' (it passed the offline gates "
+        "and is not shown worse live; choose it where newer data is known to help, as in seasonal data).")
     window_days: float | None = Field(
         90, gt=0, description="A retrain learns from the latest this many days (of data.split's time column) of "
         "the champion's training data and labelled traffic; None: all of it.")

@@ -7,11 +7,11 @@ One ``tick`` looks at what the monitor saw and at the registry aliases, and take
 2. a champion promoted by the loop is on watch -> roll it back when its live quality breaks
    ``rollback_gate`` against the champion it replaced (``rollback_decision``), or keep it;
 
-   both judge the interval of the difference (``evaluation.comparison``), not two point values. The
-   monitor keeps each version's answers to its own requests, so no row has both versions' scores: the
-   comparison is an *unpaired* bootstrap (or DeLong) over each version's labelled answers (the
-   champion's cut to requests made while the canary ran), named so in the decision's evidence. Inside
-   the noise they wait, up to ``retraining.max_wait_s``;
+   both judge the interval of the difference (``evaluation.comparison``), not two point values, and both
+   are *paired*: the loop scores the two versions itself on every labelled request predicted since the
+   canary began (or since the promotion), from the inputs the monitor keeps in ``feedback.jsonl``
+   (``monitoring/shadow.py``), so they are compared on the same rows and not on two different weeks.
+   Inside the noise they wait, up to ``retraining.max_wait_s``;
 3. otherwise -> ``retrain_decision``: on drift, prediction drift, a quality floor or a schedule (with
    cool-down and a daily cap) run the training stage on the retraining window (``monitoring/retraining.py``);
    a candidate that passes the same gates as always, on the newest labelled days against the champion,
@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from raymlops.config import PipelineConfig, TimeSplitConfig
@@ -48,7 +49,7 @@ from raymlops.monitoring.policy import (Decision, Evidence, canary_decision, gat
                                        rollback_decision)
 from raymlops.monitoring.retraining import labelled_traffic, retraining_config, retraining_window
 from raymlops.registry import CHALLENGER, CHAMPION, Registry
-from raymlops.training.comparison import HIGHER_IS_BETTER, Comparison, compare_unpaired
+from raymlops.training.comparison import HIGHER_IS_BETTER, Comparison, compare, day_groups, interval
 from raymlops.workspace import write_json_atomic
 
 Progress = Callable[[str, str], None]
@@ -92,7 +93,7 @@ class LoopController:
         self.state_path = self.dir / "state.json"
         self.decisions_path = self.dir / "decisions.jsonl"
         self.state = LoopState.load(self.state_path)
-        self._answers: dict[str, Any] = {}
+        self._packages: dict[str, Any] = {}
 
     # ---------------------------------------------------------------------------- plumbing
     @property
@@ -146,8 +147,6 @@ class LoopController:
         challenger = self.registry.version_for_alias(self.name, CHALLENGER)
         quality = ev.get("quality", {})
 
-        self._answers = ev.get("answers") or {}  # version -> [labels, scores] of its own labelled answers
-
         def live(version: str | None) -> tuple[dict[str, float] | None, int]:
             q = quality.get(str(version)) or {}
             return q.get("metrics"), int(q.get("labelled", 0))
@@ -165,57 +164,109 @@ class LoopController:
             self._save()
         if not self.cfg.retraining.enabled:
             return kept
+        if self.cfg.retraining.every_s is not None and self.state.last_scheduled_at is None \
+                and not self.state.retrains_at:
+            self.state.last_scheduled_at = now  # the schedule runs from the loop's first step, not at once
+            self._save()
         metrics, labelled = live(champion)
         evidence_ = Evidence(now=now, rows=int(ev.get("rows", 0)), drifted=list(ev.get("drifted", [])),
-                             prediction_drift=bool(ev.get("prediction_drift")), live=metrics, labelled=labelled)
+                             prediction_drift=bool(ev.get("prediction_drift")), live=metrics, labelled=labelled,
+                             quality_drop=self._quality_drop(champion, (ev.get("answers") or {}).get(str(champion))))
         decision = retrain_decision(self.cfg.retraining, self.cfg.monitoring, self.state.retrains_at, evidence_,
                                     self.state.last_scheduled_at)
         if decision.action != "retrain":
             return [*kept, self._record(decision)]
         return [*kept, self._retrain(decision, champion, now)]
 
-    def _compare(self, gate: str, champion: Any, challenger: Any, min_samples: int) -> Comparison | None:
-        """Unpaired interval of (challenger - champion) on the gate's metric from each version's own
-        labelled answers ([labels, scores, predicted_at]); None where the statistics are off or cannot apply."""
-        c, metric = self.cfg.evaluation.comparison, gate_metric(gate)
-        if not c.enabled or metric not in HIGHER_IS_BETTER or not champion or not challenger:
+    def _quality_drop(self, champion: str | None, answers: Any) -> str | None:
+        """Why the champion's live quality is below its own test quality by more than
+        ``retraining.quality_drop`` over the whole interval, or None (also when that cannot be judged)."""
+        r, c = self.cfg.retraining, self.cfg.evaluation.comparison
+        metric = gate_metric(r.promote_gate)
+        if r.quality_drop is None or not champion or not answers or metric not in HIGHER_IS_BETTER:
             return None
-        (ya, sa), (yb, sb) = champion[:2], challenger[:2]
-        if metric == "auc" and (len(set(ya)) < 2 or len(set(yb)) < 2):
+        y, scores = (np.asarray(a, dtype=float) for a in answers[:2])
+        if len(y) < self.cfg.monitoring.min_window_rows or (metric == "auc" and len(set(y.tolist())) < 2):
             return None
-        return compare_unpaired(metric, ya, sa, yb, sb, alpha=c.alpha, min_samples=min_samples,
-                                resamples=c.resamples, test=c.test, seed=c.seed)
+        try:
+            tested = float((self.registry.version_info(self.name, champion).tags or {})[f"raymlops.metric.{metric}"])
+        except (KeyError, ValueError, RaymlopsError):
+            return None  # registered before test metrics were tagged, or the registry is away this step
+        value, low, high = interval(metric, y, scores, alpha=c.alpha, resamples=c.resamples, seed=c.seed)
+        higher = HIGHER_IS_BETTER[metric]
+        below = (high < tested - r.quality_drop) if higher else (low > tested + r.quality_drop)
+        if not below:
+            return None
+        return (f"live {metric} {value:.4f} ({1 - c.alpha:.0%} CI [{low:.4f}, {high:.4f}], n = {len(y)}) is below "
+                f"v{champion}'s test {metric} {tested:.4f} by more than retraining.quality_drop {r.quality_drop:g}")
 
-    @staticmethod
-    def _concurrent(champion: Any, challenger: Any) -> Any:
-        """The champion's answers to requests made since the challenger's first labelled one: both on the
-        same stretch of traffic (the champion's window also holds older traffic, maybe of another mix)."""
-        if not champion or not challenger or len(champion) < 3 or len(challenger) < 3 or not challenger[2]:
-            return champion
-        start = min(challenger[2])
-        keep = [i for i, t in enumerate(champion[2]) if t >= start]
-        return [[column[i] for i in keep] for column in champion]
+    def _paired(self, gate: str, champion: str | None, challenger: str, since: float,
+                min_samples: int) -> tuple[Comparison | None, dict[str, float] | None, dict[str, float] | None, int]:
+        """(challenger - champion) on the gate's metric, both versions scored by this process on the same
+        labelled traffic predicted since ``since`` (wall clock): a paired comparison. Returns it with each
+        version's point value on those rows and how many rows there were; (None, None, None, 0) where the
+        statistics are off, the metric is not one they know, or there is no champion."""
+        c, metric = self.cfg.evaluation.comparison, gate_metric(gate)
+        if not c.enabled or metric not in HIGHER_IS_BETTER or not champion:
+            return None, None, None, 0
+        rows = self._labelled_since(champion, since)
+        target = self.cfg.features.target
+        if len(rows) == 0:
+            return None, None, None, 0
+        y = rows[target].to_numpy(float)
+        if metric == "auc" and len(set(y)) < 2:
+            return None, None, None, len(rows)
+        a, b = (self._package(v).predict_frame(rows) for v in (champion, challenger))
+        split = self.cfg.data.split
+        groups = (day_groups(rows[split.column]) if c.group_by_day and isinstance(split, TimeSplitConfig)
+                  and split.column in rows.columns else None)
+        comparison = compare(metric, y, a, b, alpha=c.alpha, min_samples=min_samples, resamples=c.resamples,
+                             test=c.test, seed=c.seed, groups=groups)
+        return comparison, {metric: comparison.champion}, {metric: comparison.challenger}, len(rows)
+
+    def _labelled_since(self, champion: str, since: float) -> pd.DataFrame:
+        """Labelled requests predicted since ``since``, typed by the champion's input schema."""
+        from raymlops.monitoring.shadow import feedback_since
+
+        schema = _input_schema(self.registry, self.name, champion, self.cfg.workdir_path)
+        time_column = self.cfg.data.split.column if isinstance(self.cfg.data.split, TimeSplitConfig) else None
+        lines = feedback_since(self.cfg.workdir_path / "monitoring" / self.name / "feedback.jsonl", since)
+        return labelled_traffic(lines, schema, self.cfg.features.target, self.cfg.model.task, time_column)
+
+    def _package(self, version: str) -> Any:
+        """A version's verified package, loaded once per controller (downloaded next to the others)."""
+        from raymlops.packaging import load_package
+
+        if str(version) not in self._packages:
+            cached = self.cfg.workdir_path / "packages" / f"{self.name}-v{version}" / "model"
+            if not cached.is_dir():
+                cached = self.registry.download_package(self.name, version, cached.parent)
+            self._packages[str(version)] = load_package(cached, self.cfg.model.trusted_builders())
+        return self._packages[str(version)]
+
+    def _since(self, version: str) -> float:
+        """When a challenger's canary began: when the loop registered it, else the version's creation."""
+        if self.state.canary and self.state.canary.get("version") == str(version) and self.state.canary.get("wall"):
+            return float(self.state.canary["wall"])
+        created = getattr(self.registry.version_info(self.name, version), "creation_timestamp", None)
+        return float(created) / 1000 if created else time.time()
 
     def _judge_canary(self, champion: str | None, challenger: str, live, now: float) -> Decision:
-        (champ_q, _), (chall_q, n) = live(champion), live(challenger)
         r = self.cfg.retraining
         if not self.state.canary or self.state.canary.get("version") != str(challenger):
-            self.state.canary = {"version": str(challenger), "since": now}
+            self.state.canary = {"version": str(challenger), "since": now, "wall": self._since(challenger)}
             self._save()
-        champion_answers = self._concurrent(self._answers.get(str(champion)), self._answers.get(str(challenger)))
-        comparison = self._compare(r.promote_gate, champion_answers, self._answers.get(str(challenger)),
-                                   r.canary_min_samples)
+        comparison, champ_q, chall_q, n = self._paired(r.promote_gate, champion, challenger,
+                                                       float(self.state.canary["wall"]), r.canary_min_samples)
+        if comparison is None:  # statistics off: each version's own live quality, as before
+            (champ_q, _), (chall_q, n) = live(champion), live(challenger)
         decision = canary_decision(r, champ_q, chall_q, n, now, comparison, now - self.state.canary["since"])
         if decision.action == "promote":
             reason = f"canary v{challenger} passed {'; '.join(decision.reasons)} on {n} labelled answers"
             self.registry.promote(self.name, challenger, reason=reason)
             self.registry.move_alias(self.name, CHALLENGER, None, action="promoted", reason=reason)
-            # The replaced champion's live quality now is its baseline: it serves no more traffic, and a
-            # restarted monitor would not remember it.
-            self.state.watch = {"version": str(challenger), "previous": champion, "since": now,
-                                "previous_live": champ_q, "previous_answers": champion_answers}
             self.state.canary = None
-            self._save()
+            self.watch(challenger, champion, now=now, previous_live=champ_q)
         elif decision.action == "discard":
             self.registry.move_alias(self.name, CHALLENGER, None, action="discard",
                                      reason=f"canary v{challenger} failed {'; '.join(decision.reasons)}")
@@ -223,13 +274,24 @@ class LoopController:
             self._save()
         return self._record(decision, champion=champion, challenger=challenger)
 
+    def watch(self, version: str, previous: str | None, *, now: float | None = None,
+              previous_live: dict[str, float] | None = None) -> None:
+        """Put champion ``version`` on probation against ``previous``, the champion it replaced: from now on
+        both are scored on the labelled traffic, and the loop rolls back when ``rollback_gate`` breaks.
+        The loop calls it after its own promotions; call it after promoting by hand to get the same guard."""
+        self.state.watch = {"version": str(version), "previous": previous, "since": time.time() if now is None else now,
+                            "wall": time.time(), "previous_live": previous_live}
+        self._save()
+
     def _judge_watch(self, champion: str, live, now: float) -> Decision:
         previous = self.state.watch["previous"]
-        (new_q, n), (old_q, _) = live(champion), live(previous)
-        old_q = self.state.watch.get("previous_live") or old_q
         r = self.cfg.retraining
-        baseline = self.state.watch.get("previous_answers") or self._answers.get(str(previous))
-        comparison = self._compare(r.rollback_gate, baseline, self._answers.get(str(champion)), r.rollback_min_samples)
+        since = float(self.state.watch.get("wall") or 0)
+        comparison, old_q, new_q, n = (self._paired(r.rollback_gate, previous, champion, since, r.rollback_min_samples)
+                                       if previous else (None, None, None, 0))
+        if comparison is None:
+            (new_q, n), (old_q, _) = live(champion), live(previous)
+            old_q = self.state.watch.get("previous_live") or old_q
         decision = rollback_decision(r, new_q, old_q, n, r.rollback_min_samples, now, comparison,
                                      now - float(self.state.watch.get("since") or now))
         if decision.action == "rollback":
@@ -243,7 +305,7 @@ class LoopController:
     def _retrain(self, decision: Decision, champion: str | None, now: float) -> Decision:
         r = self.cfg.retraining
         try:
-            table, end = self.window(champion)
+            table, end = self.window(champion, until=pd.Timestamp(now, unit="s", tz="UTC"))
         except (RaymlopsError, OSError, ValueError) as exc:
             return self._record(decision, outcome={"result": "failed", "error": f"building the window: {exc}"})
         if len(table) < r.min_rows:
@@ -251,6 +313,9 @@ class LoopController:
                                [f"retraining window has {len(table)} rows < retraining.min_rows {r.min_rows}"],
                                decision.evidence, at=now)
             return self._record(blocked)
+        thin = _thin_splits(table, self.cfg, end)
+        if thin:  # e.g. labels lost while the monitor restarted leave the newest days empty
+            return self._record(Decision("retrain", "hold", decision.reasons, [thin], decision.evidence, at=now))
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
         run_name = f"{self.cfg.name}-retrain-{stamp}"
         path = self.dir / "windows" / f"{stamp}.parquet"
@@ -268,6 +333,9 @@ class LoopController:
             outcome.update(result="challenger", version=getattr(result, "version", None),
                            metrics=getattr(result, "metrics", None),
                            champion_metrics=getattr(result, "champion_metrics", None))
+            if outcome["version"] is not None:  # its canary is judged on the traffic labelled from now on
+                self.state.canary = {"version": str(outcome["version"]), "since": now, "wall": time.time()}
+                self._save()
         except GateFailed as exc:
             outcome.update(result="rejected by the gates", error=str(exc))
         except RaymlopsError as exc:
@@ -275,8 +343,10 @@ class LoopController:
         outcome["seconds"] = round(time.perf_counter() - started, 1)
         return self._record(decision, outcome=outcome)
 
-    def window(self, champion: str | None) -> tuple[pd.DataFrame, pd.Timestamp | None]:
-        """The retraining table: the champion's training rows and labelled traffic, cut to the window."""
+    def window(self, champion: str | None,
+               until: pd.Timestamp | None = None) -> tuple[pd.DataFrame, pd.Timestamp | None]:
+        """The retraining table: the champion's training rows and labelled traffic, cut to the window (and
+        to rows timed at or before ``until``, the loop's clock)."""
         r = self.cfg.retraining
         version = self.registry.version_info(self.name, champion) if champion else None
         schema = _input_schema(self.registry, self.name, champion, self.cfg.workdir_path)
@@ -291,7 +361,7 @@ class LoopController:
             wanted = [c for c in traffic.columns]
             files = sorted(Path(snapshot).glob("*.parquet"))
             history = pd.concat([pd.read_parquet(f, columns=wanted) for f in files], ignore_index=True) if files else None
-        return retraining_window(history, traffic, time_column, r.window_days)
+        return retraining_window(history, traffic, time_column, r.window_days, until=until)
 
     # ------------------------------------------------------------------------------- status
     def status(self, live: bool = True) -> dict[str, Any]:
@@ -360,6 +430,25 @@ def _input_schema(registry: Registry, name: str, version: str | None, workdir: P
     if not cached.is_dir():
         cached = registry.download_package(name, version, cached.parent)
     return verify_package(cached)["input_schema"]
+
+
+MIN_SPLIT_ROWS = 100
+
+
+def _thin_splits(table: pd.DataFrame, cfg: PipelineConfig, end: pd.Timestamp | None) -> str | None:
+    """Why the window's newest days cannot serve as the retrain's validation and test splits, or None."""
+    if end is None or not isinstance(cfg.data.split, TimeSplitConfig):
+        return None
+    r = cfg.retraining
+    times = pd.to_datetime(table[cfg.data.split.column], utc=True)
+    test_start = end - pd.Timedelta(days=r.test_days)
+    validation_start = test_start - pd.Timedelta(days=r.validation_days)
+    test, validation = int((times >= test_start).sum()), int(((times >= validation_start) & (times < test_start)).sum())
+    if min(test, validation) >= MIN_SPLIT_ROWS:
+        return None
+    return (f"the window's newest days are too thin to judge a candidate: {validation} rows in the "
+            f"{r.validation_days:g} validation days and {test} in the {r.test_days:g} test days before {end} "
+            f"(at least {MIN_SPLIT_ROWS} each; labels may be missing, e.g. while the monitor restarted)")
 
 
 def _write_parquet_atomic(frame: pd.DataFrame, path: Path) -> Path:

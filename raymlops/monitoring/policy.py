@@ -5,10 +5,11 @@ daily cap, too few samples) and the evidence it was judged on, so the audit log 
 decision, taken or not. Quality comparisons reuse the evaluation gates ("auc >= champion - 0.01"), with
 live metrics over labelled traffic in place of test-split metrics.
 
-Given a ``Comparison`` of the gate's metric (the loop builds one from each version's own labelled
-answers: unpaired, since a canary sends each request to one version only), the canary and the rollback
+Given a ``Comparison`` of the gate's metric (the loop builds a paired one: both versions scored on the
+same labelled traffic, ``monitoring/shadow.py``), the canary and the rollback
 act only when the interval of the difference settles the gate; while it straddles the threshold they
-wait for more labels, up to ``max_wait_s``, after which the champion of the time stays.
+wait for more labels, up to ``max_wait_s``, after which the champion of the time stays (or, with
+``after_wait: challenger``, a challenger not shown worse takes over).
 
 Example::
 
@@ -40,6 +41,7 @@ class Evidence:
     prediction_drift: bool = False
     live: dict[str, float] | None = None  # live quality of the champion over labelled traffic
     labelled: int = 0
+    quality_drop: str | None = None  # why the champion's live quality is below its own test quality, if it is
 
 
 @dataclass(frozen=True)
@@ -63,14 +65,22 @@ def retrain_decision(cfg: RetrainingConfig, monitoring: MonitoringConfig, retrai
                      evidence: Evidence, last_scheduled_at: float | None = None) -> Decision:
     """Retrain on enough drift, on prediction drift, on live quality below the floor, or on schedule,
     unless the window is too small, the cool-down runs, or today's cap is reached."""
-    reasons, blocked = [], []
+    reasons, blocked, drift = [], [], []
     ev = asdict(evidence)
     if evidence.rows >= monitoring.min_window_rows:
         if len(evidence.drifted) >= cfg.min_drifted_features:
-            reasons.append(f"{len(evidence.drifted)} features drifted ({', '.join(evidence.drifted)}) "
-                           f">= {cfg.min_drifted_features}")
+            drift.append(f"{len(evidence.drifted)} features drifted ({', '.join(evidence.drifted)}) "
+                         f">= {cfg.min_drifted_features}")
         if cfg.on_prediction_drift and evidence.prediction_drift:
-            reasons.append("the score distribution drifted")
+            drift.append("the score distribution drifted")
+    labels = evidence.labelled >= monitoring.min_window_rows
+    if cfg.drift_trigger == "always" or not labels:
+        reasons += drift
+    elif drift:  # with labels the quality decides: drift (seasons change the weather) is context only
+        ev["drift_noted"] = f"{'; '.join(drift)}: not a trigger while the champion has {evidence.labelled} " \
+                            f"labelled answers (retraining.drift_trigger {cfg.drift_trigger!r})"
+    if evidence.quality_drop:
+        reasons.append(evidence.quality_drop)
     if cfg.quality_floor and evidence.live and evidence.labelled >= monitoring.min_window_rows:
         (gate,) = evaluate_gates([cfg.quality_floor], evidence.live)
         if not gate.passed:
@@ -118,7 +128,7 @@ def canary_decision(cfg: RetrainingConfig, champion_live: dict[str, float] | Non
     if comparison is not None:
         ev["comparison"] = comparison.to_dict()
     if challenger_samples < cfg.canary_min_samples or not challenger_live:
-        return Decision("canary", "wait", [], [f"{challenger_samples} labelled challenger answers "
+        return Decision("canary", "wait", [], [f"{challenger_samples} labelled answers since the canary began "
                                                f"< {cfg.canary_min_samples}"], ev, at=now)
     if comparison is not None and comparison.verdict == "wait":  # e.g. few champion answers alongside the canary
         return Decision("canary", "wait", [], [comparison.describe()], ev, at=now)
@@ -126,6 +136,11 @@ def canary_decision(cfg: RetrainingConfig, champion_live: dict[str, float] | Non
     if verdict == "unsure":
         if waited_s < cfg.max_wait_s:
             return Decision("canary", "wait", [], _waited(said, waited_s, cfg.max_wait_s), ev, at=now)
+        if cfg.after_wait == "challenger":
+            return Decision("canary", "promote", [f"{said}; still inside the noise after {waited_s:.0f} s "
+                                                  f">= retraining.max_wait_s: the challenger, not shown worse and "
+                                                  f"trained on newer data, takes over (retraining.after_wait)"],
+                            [], ev, at=now)
         return Decision("canary", "discard", [f"{said}; still inside the noise after {waited_s:.0f} s "
                                               f">= retraining.max_wait_s: the champion stays"], [], ev, at=now)
     return Decision("canary", "promote" if verdict == "meets" else "discard", [said], [], ev, at=now)

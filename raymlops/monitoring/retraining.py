@@ -61,8 +61,12 @@ def labelled_traffic(lines: Iterable[str], schema: dict[str, dict[str, Any]], ta
 
 
 def retraining_window(history: pd.DataFrame | None, traffic: pd.DataFrame, time_column: str | None,
-                      days: float | None) -> tuple[pd.DataFrame, pd.Timestamp | None]:
-    """History and traffic together, cut to the latest ``days`` before the newest row; (table, end)."""
+                      days: float | None, until: pd.Timestamp | None = None) -> tuple[pd.DataFrame, pd.Timestamp | None]:
+    """History and traffic together, cut to the latest ``days`` before the newest row; (table, end).
+
+    ``until`` drops rows timed after it: what is known at the loop's clock. Live, that is every row; in a
+    replay on the stream's clock, the champion's snapshot may hold rows the stream has not reached yet
+    (its test month is also the first month replayed), and a retrain must not learn from them."""
     parts = [f for f in (history, traffic) if f is not None and len(f)]
     if not parts:
         return traffic.iloc[0:0], None
@@ -73,6 +77,11 @@ def retraining_window(history: pd.DataFrame | None, traffic: pd.DataFrame, time_
     if not time_column:
         return table, None
     times = pd.to_datetime(table[time_column], utc=True)
+    if until is not None:
+        known = (times <= until).to_numpy()
+        table, times = table[known].reset_index(drop=True), times[known].reset_index(drop=True)
+        if not len(table):
+            return table, None
     end = times.max()
     if days is None:
         return table, end

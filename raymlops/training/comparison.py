@@ -79,29 +79,40 @@ class Comparison:
 
 
 def compare(metric: str, y: np.ndarray, champion: np.ndarray, challenger: np.ndarray, *, alpha: float = 0.05,
-            min_samples: int = 200, resamples: int = 1000, test: str = "bootstrap", seed: int = 0) -> Comparison:
-    """Paired: ``champion`` and ``challenger`` are the two models' scores of the same rows ``y``."""
+            min_samples: int = 200, resamples: int = 1000, test: str = "bootstrap", seed: int = 0,
+            groups: np.ndarray | None = None) -> Comparison:
+    """Paired: ``champion`` and ``challenger`` are the two models' scores of the same rows ``y``.
+
+    ``groups`` (one label per row, e.g. the day a flight departed) makes the bootstrap resample whole
+    groups instead of rows: rows of one day share its weather and its delays, so they are not independent,
+    and a row bootstrap's interval is too narrow for them (a model "significantly" better one week and
+    "significantly" worse the next). DeLong's test assumes independent rows, so with groups the
+    bootstrap is used."""
     y, a, b = (np.asarray(v, dtype=float) for v in (y, champion, challenger))
-    if not (len(y) == len(a) == len(b)):
+    if not (len(y) == len(a) == len(b)) or (groups is not None and len(groups) != len(y)):
         raise ValueError(f"a paired comparison needs scores of the same rows: {len(y)} labels, "
-                         f"{len(a)} champion scores, {len(b)} challenger scores")
+                         f"{len(a)} champion scores, {len(b)} challenger scores"
+                         + (f", {len(groups)} groups" if groups is not None else ""))
     _check(metric, test)
     n = len(y)
     by_champion = np.argsort(a, kind="stable")  # the champion's AUC then needs no reordering per resample
     y, a, b = y[by_champion], a[by_champion], b[by_champion]
+    inverse = np.unique(np.asarray(groups)[by_champion], return_inverse=True)[1].ravel() if groups is not None else None
+    k = int(inverse.max()) + 1 if inverse is not None and n else n
+    name = (f"paired bootstrap of {k} groups ({resamples} resamples)" if inverse is not None
+            else f"paired {_name(metric, test, resamples)}")
     va, vb = (float(_metric(metric, y, s, np.ones((1, n)))[0]) for s in (a, b))
     if n < min_samples:
-        return _wait(metric, va, vb, alpha, f"paired {_name(metric, test, resamples)}", n, n, n, min_samples)
-    if metric == "auc" and test == "delong":
+        return _wait(metric, va, vb, alpha, name, n, n, n, min_samples)
+    if metric == "auc" and test == "delong" and inverse is None:
         est, se = _delong_paired(y, a, b)
         return _normal(metric, va, vb, est, se, alpha, "paired DeLong", n, n, n, min_samples)
     rng = np.random.default_rng(seed)
     diffs = []
     for size in _chunks(resamples, n):
-        w = _counts(rng, size, n)
+        w = _counts(rng, size, n) if inverse is None else _counts(rng, size, k)[:, inverse]
         diffs.append(_metric(metric, y, b, w) - _metric(metric, y, a, w))
-    return _percentile(metric, va, vb, np.concatenate(diffs), alpha, f"paired bootstrap ({resamples} resamples)",
-                       n, n, n, min_samples)
+    return _percentile(metric, va, vb, np.concatenate(diffs), alpha, name, n, n, n, min_samples)
 
 
 def compare_unpaired(metric: str, y_champion: np.ndarray, champion: np.ndarray, y_challenger: np.ndarray,
@@ -127,6 +138,33 @@ def compare_unpaired(metric: str, y_champion: np.ndarray, champion: np.ndarray, 
         diffs.append(_metric(metric, yb, b, _counts(rng, size, nb)) - _metric(metric, ya, a, _counts(rng, size, na)))
     return _percentile(metric, va, vb, np.concatenate(diffs), alpha, f"unpaired bootstrap ({resamples} resamples)",
                        n, na, nb, min_samples)
+
+
+def interval(metric: str, y: np.ndarray, scores: np.ndarray, *, alpha: float = 0.05, resamples: int = 1000,
+             seed: int = 0) -> tuple[float, float, float]:
+    """One model's ``metric`` on labelled rows with its (1 - alpha) bootstrap percentile interval:
+    (value, low, high). The loop asks whether a champion's live quality is really below its test quality."""
+    y, s = np.asarray(y, dtype=float), np.asarray(scores, dtype=float)
+    _check(metric, "bootstrap")
+    n = len(y)
+    value = float(_metric(metric, y, s, np.ones((1, n)))[0]) if n else math.nan
+    if n < 2:
+        return value, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    values = np.concatenate([_metric(metric, y, s, _counts(rng, size, n)) for size in _chunks(resamples, n)])
+    values = values[~np.isnan(values)]
+    if len(values) == 0:
+        return value, math.nan, math.nan
+    low, high = (float(q) for q in np.quantile(values, [alpha / 2, 1 - alpha / 2]))
+    return value, low, high
+
+
+def day_groups(times: Any) -> np.ndarray:
+    """The UTC day of each timestamp (an integer per row): the groups of a day-clustered bootstrap."""
+    import pandas as pd
+
+    t = pd.to_datetime(pd.Series(times), utc=True)
+    return ((t - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(days=1)).fillna(-1).astype("int64").to_numpy()
 
 
 # ------------------------------------------------------------------------------------ verdicts

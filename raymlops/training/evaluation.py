@@ -178,7 +178,7 @@ def judge_gate(gate: str, metric: str, op: str, offset: float, value: float, thr
 
 
 def champion_comparisons(gates: list[str], task: str, y: np.ndarray, pred: np.ndarray, champion_pred: np.ndarray,
-                         cfg: ComparisonConfig) -> dict[str, Comparison]:
+                         cfg: ComparisonConfig, groups: np.ndarray | None = None) -> dict[str, Comparison]:
     """Paired comparisons (candidate - champion, scored on the same rows) for the metrics that
     champion-relative gates name; metrics without an interval (e.g. pr_auc) are left to point values."""
     if not cfg.enabled:
@@ -187,7 +187,7 @@ def champion_comparisons(gates: list[str], task: str, y: np.ndarray, pred: np.nd
     if task == "classification" and len(np.unique(y)) < 2:
         names.discard("auc")
     return {m: compare(m, y, champion_pred, pred, alpha=cfg.alpha, min_samples=cfg.min_samples,
-                       resamples=cfg.resamples, test=cfg.test, seed=cfg.seed)
+                       resamples=cfg.resamples, test=cfg.test, seed=cfg.seed, groups=groups)
             for m in sorted(names) if m in HIGHER_IS_BETTER}
 
 

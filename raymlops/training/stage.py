@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from raymlops.config import DerivedFeature, PipelineConfig
+from raymlops.config import DerivedFeature, PipelineConfig, TimeSplitConfig
 from raymlops.data.features import add_derived
 from raymlops.data.stage import DataStageResult
 from raymlops.errors import GateFailed, RegistryError, TrainingError
@@ -38,6 +38,7 @@ from raymlops.packaging import input_schema, load_package, write_package
 from raymlops.registry import CHALLENGER, CHAMPION, Registry, git_commit, is_unreachable
 from raymlops.serving.schema import check_servable
 from raymlops.training import evaluation
+from raymlops.training.comparison import day_groups
 from raymlops.training.trainer import TrainingResult, run_training, workers_for
 from raymlops.training.tuning import TuningResult, run_tuning
 from raymlops.workspace import Workspace, write_json_atomic
@@ -73,25 +74,29 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _score(cfg: PipelineConfig, data: DataStageResult, package_dir: Path) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Predictions of a package on the raw test split, with labels and slice columns, in the split's row
-    order (two packages' scores are compared row by row)."""
-    keep = [cfg.features.target, PREDICTION, *cfg.evaluation.slices]
+def _score(cfg: PipelineConfig, data: DataStageResult,
+           package_dir: Path) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray | None]:
+    """Predictions of a package on the raw test split, with labels, slice columns and (with a time split
+    and ``evaluation.comparison.group_by_day``) each row's day, in the split's row order (two packages'
+    scores are compared row by row)."""
+    day = (cfg.data.split.column if isinstance(cfg.data.split, TimeSplitConfig)
+           and cfg.evaluation.comparison.group_by_day else None)
+    keep = list(dict.fromkeys([cfg.features.target, PREDICTION, *cfg.evaluation.slices, *([day] if day else [])]))
     if "test" in data.frames:  # the data stage ran in the driver: so does scoring (no actor to start)
         test = data.frames["test"]
         scored = pd.DataFrame({c: test[c] for c in keep if c != PREDICTION})
         scored[PREDICTION] = load_package(package_dir, cfg.model.trusted_builders()).predict_frame(test)
-        return (scored[cfg.features.target].to_numpy(dtype=float), scored[PREDICTION].to_numpy(dtype=float),
-                {s: scored[s].astype(str).to_numpy() for s in cfg.evaluation.slices})
-    options = data.raw["test"].context.execution_options  # the context the scoring plan runs under
-    preserve, options.preserve_order = options.preserve_order, True
-    try:
-        scored = predict_dataset(data.raw["test"], package_dir, trusted_builders=cfg.model.trusted_builders()
-                                 ).select_columns(keep).to_pandas()
-    finally:
-        options.preserve_order = preserve
+    else:
+        options = data.raw["test"].context.execution_options  # the context the scoring plan runs under
+        preserve, options.preserve_order = options.preserve_order, True
+        try:
+            scored = predict_dataset(data.raw["test"], package_dir, trusted_builders=cfg.model.trusted_builders()
+                                     ).select_columns(keep).to_pandas()
+        finally:
+            options.preserve_order = preserve
+    days = day_groups(scored[day]) if day else None
     return (scored[cfg.features.target].to_numpy(dtype=float), scored[PREDICTION].to_numpy(dtype=float),
-            {s: scored[s].astype(str).to_numpy() for s in cfg.evaluation.slices})
+            {s: scored[s].astype(str).to_numpy() for s in cfg.evaluation.slices}, days)
 
 
 def run_training_stage(cfg: PipelineConfig, data: DataStageResult, run_name: str,
@@ -175,7 +180,7 @@ def run_training_stage(cfg: PipelineConfig, data: DataStageResult, run_name: str
             write_package(package_dir, profile=profile, **package)
             if "scores" not in profile:
                 profile = {**profile, "scores": score_profile(load_package(package_dir, cfg.model.trusted_builders()).predict_frame(raw_sample))}
-        y, pred, groups = _score(cfg, data, package_dir)
+        y, pred, groups, days = _score(cfg, data, package_dir)
         metrics = evaluation.compute_metrics(cfg.model.task, y, pred)
         slices = {s: evaluation.slice_metrics(cfg.model.task, y, pred, g) for s, g in groups.items()}
         champion_version = reg.version_for_alias(name, CHAMPION)
@@ -186,10 +191,10 @@ def run_training_stage(cfg: PipelineConfig, data: DataStageResult, run_name: str
             champion_dir = cached / "model"
             if not champion_dir.is_dir():
                 champion_dir = reg.download_package(name, champion_version, cached)
-            cy, cpred, _ = _score(cfg, data, champion_dir)
+            cy, cpred, _, _ = _score(cfg, data, champion_dir)
             champion_metrics = evaluation.compute_metrics(cfg.model.task, cy, cpred)
         comparisons = (evaluation.champion_comparisons(cfg.evaluation.gates, cfg.model.task, y, pred, cpred,
-                                                       cfg.evaluation.comparison)
+                                                       cfg.evaluation.comparison, groups=days)
                        if champion_metrics is not None and np.array_equal(y, cy) else {})
         gates = evaluation.evaluate_gates(cfg.evaluation.gates, metrics, champion_metrics, comparisons)
         seconds["evaluate"] = time.perf_counter() - t0

@@ -41,7 +41,10 @@ def loop(ray_session, tmp_path_factory):
                        "max_replicas": 1, "cpus_per_replica": 0.25, "watch_interval_s": 0.5}
     data["monitoring"] = {"window_rows": 400, "min_window_rows": 200, "quality_window": 2000,
                           "metrics_port": free_port()}
+    # drift_trigger 'always': the test drives the loop with drifted, labelled traffic (the shipped default
+    # lets drift trigger only without labels; its unit test is in test_policy.py).
     data["retraining"] = {"enabled": True, "min_drifted_features": 1, "cooldown_s": 0, "canary_share": 0.5,
+                          "drift_trigger": "always",
                           "canary_min_samples": 150, "rollback_min_samples": 150, "window_days": None,
                           "min_rows": 500, "epochs": 3, "test_days": 10, "validation_days": 10}
     path = write_config(tmp, data)

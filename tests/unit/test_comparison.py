@@ -181,6 +181,14 @@ def test_a_canary_inside_the_noise_waits_then_the_champion_stays():
     assert d.evidence["comparison"]["n"] == 400 and d.evidence["comparison"]["low"] < 0
     late = canary_decision(R, qa, qb, 400, 0.0, c, waited_s=3600)
     assert late.action == "discard" and "the champion stays" in late.reasons[0]
+    # after_wait 'challenger': a challenger not shown worse takes over once the wait is over, not before.
+    fresh = R.model_copy(update={"after_wait": "challenger"})
+    assert canary_decision(fresh, qa, qb, 400, 0.0, c, waited_s=60).action == "wait"
+    taken = canary_decision(fresh, qa, qb, 400, 0.0, c, waited_s=3600)
+    assert taken.action == "promote" and "retraining.after_wait" in taken.reasons[0]
+    yw, w, qw = _live(rng, 1000, 0.1)
+    assert canary_decision(fresh, qa, qw, 1000, 0.0, compare_unpaired("auc", ya, a, yw, w),
+                           waited_s=3600).action == "discard"  # shown worse: never promoted by waiting
 
 
 def test_a_clearly_better_canary_is_promoted_and_a_clearly_worse_one_discarded():
@@ -214,10 +222,34 @@ def test_a_comparison_with_too_few_rows_on_either_side_waits():
     assert rollback_decision(R, qb, qa, 400, 100, 0.0, c).action == "wait"
 
 
-def test_the_loop_compares_the_champion_on_the_canary_stretch_of_traffic_only():
-    from raymlops.loop import LoopController
+def _clustered(seed: int, days: int = 30, per_day: int = 100):
+    """Two exchangeable models whose quality moves with the day (a day's weather favours one or the other):
+    the true difference is 0 by symmetry, but rows of one day are not independent."""
+    r = np.random.default_rng(seed)
+    day = np.repeat(np.arange(days), per_day)
+    y = r.integers(0, 2, days * per_day)
+    lift_a, lift_b = r.normal(0, 0.6, days)[day], r.normal(0, 0.6, days)[day]
+    return y, y * (1 + lift_a) + r.normal(size=len(y)), y * (1 + lift_b) + r.normal(size=len(y)), day
 
-    champion = [[0, 1, 0, 1], [0.1, 0.9, 0.2, 0.8], [1.0, 2.0, 5.0, 6.0]]
-    challenger = [[1, 0], [0.7, 0.3], [5.5, 7.0]]
-    assert LoopController._concurrent(champion, challenger) == [[1], [0.8], [6.0]]
-    assert LoopController._concurrent(champion, None) == champion
+
+def test_resampling_whole_days_covers_a_day_clustered_difference_where_rows_do_not():
+    rows_cover = days_cover = 0
+    for seed in range(60):
+        y, a, b, day = _clustered(seed)
+        rows = compare("auc", y, a, b, alpha=0.1, resamples=300, seed=seed)
+        days = compare("auc", y, a, b, alpha=0.1, resamples=300, seed=seed, groups=day)
+        rows_cover += rows.low <= 0 <= rows.high
+        days_cover += days.low <= 0 <= days.high
+        assert days.test == "paired bootstrap of 30 groups (300 resamples)"
+    print(f"\ncoverage of the true difference at 90%: rows {rows_cover / 60:.0%}, days {days_cover / 60:.0%}")
+    assert days_cover >= 0.8 * 60 and rows_cover <= 0.7 * 60
+
+
+def test_day_groups_are_utc_days():
+    import pandas as pd
+
+    from raymlops.training.comparison import day_groups
+
+    t = pd.Series(pd.to_datetime(["2013-01-01 00:00", "2013-01-01 23:59", "2013-01-02 00:00"], utc=True))
+    g = day_groups(t.astype("datetime64[us, UTC]"))
+    assert g[0] == g[1] != g[2] and g[2] - g[0] == 1

@@ -77,3 +77,20 @@ def test_unreadable_policy_gates_are_config_errors(tmp_path):
 
     with pytest.raises(ConfigError, match="retraining.promote_gate"):
         load_config(smoke_config(tmp_path, retraining={"promote_gate": "auc better than champion"}))
+
+
+def test_with_labels_drift_is_context_and_lost_quality_is_the_trigger():
+    """Issue 14: seasons move the weather every month; once the champion has labelled answers, drift
+    alone does not retrain (it is recorded), a quality drop does; drift_trigger 'always' restores it."""
+    drifted = Evidence(NOW, rows=2000, drifted=["temp", "visib"], live={"auc": 0.7}, labelled=800)
+    held = retrain_decision(CFG, MON, [], drifted)
+    assert held.action == "hold" and held.reasons == []
+    assert "2 features drifted (temp, visib)" in held.evidence["drift_noted"]
+    assert "not a trigger while the champion has 800 labelled answers" in held.evidence["drift_noted"]
+    few_labels = Evidence(NOW, rows=2000, drifted=["temp", "visib"], live={"auc": 0.7}, labelled=100)
+    assert retrain_decision(CFG, MON, [], few_labels).action == "retrain"
+    always = CFG.model_copy(update={"drift_trigger": "always"})
+    assert retrain_decision(always, MON, [], drifted).action == "retrain"
+    dropped = Evidence(NOW, rows=2000, live={"auc": 0.7}, labelled=800, quality_drop="live auc 0.61 is below ...")
+    d = retrain_decision(CFG, MON, [], dropped)
+    assert d.action == "retrain" and d.reasons == ["live auc 0.61 is below ..."]

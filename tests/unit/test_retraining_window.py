@@ -51,6 +51,13 @@ def test_window_keeps_the_latest_days_of_history_and_traffic_together():
     assert len(everything) == 4 and end_all == end
     untimed, no_end = retraining_window(history, traffic, None, days=90)
     assert len(untimed) == 4 and no_end is None
+    # On a replay's clock the snapshot may hold rows the stream has not reached: they are not known yet.
+    known, end_known = retraining_window(history, traffic, "time_hour", days=None,
+                                         until=pd.Timestamp("2013-04-01", tz="UTC"))
+    assert known["distance"].tolist() == [1.0, 2.0] and end_known == pd.Timestamp("2013-03-10", tz="UTC")
+    nothing, no_end = retraining_window(history, traffic, "time_hour", days=None,
+                                        until=pd.Timestamp("2012-12-31", tz="UTC"))
+    assert len(nothing) == 0 and no_end is None
 
 
 def test_derived_config_reads_the_window_splits_relative_to_its_end_and_uses_retrain_resources(tmp_path):
@@ -77,3 +84,18 @@ def test_time_split_without_rows_is_a_clear_error(tmp_path):
     cfg = load_config(smoke_config(tmp_path))
     with pytest.raises(ConfigError, match="time_hour"):
         retraining_config(cfg, tmp_path / "w.parquet", None)
+
+
+def test_a_window_whose_newest_days_are_empty_holds_the_retrain_and_says_why(tmp_path):
+    """Labels lost while the monitor restarted can leave the newest days nearly empty: the retrain would fail
+    on an empty validation split 4 s in (seen in the flights replay); the loop holds it instead."""
+    from raymlops.loop import MIN_SPLIT_ROWS, _thin_splits
+
+    cfg = load_config(smoke_config(tmp_path))
+    cfg = cfg.model_copy(update={"retraining": cfg.retraining.model_copy(update={"test_days": 7, "validation_days": 7})})
+    times = pd.date_range("2013-05-01", "2013-06-30", freq="15min", tz="UTC")
+    full = pd.DataFrame({"time_hour": times})
+    assert _thin_splits(full, cfg, times.max()) is None
+    gap = full[(full.time_hour < "2013-06-10") | (full.time_hour > "2013-06-29 22:00")]  # a few rows at the end
+    reason = _thin_splits(gap, cfg, times.max())
+    assert reason and "0 rows in the 7 validation days" in reason and f"at least {MIN_SPLIT_ROWS}" in reason
