@@ -99,6 +99,22 @@ def _score(cfg: PipelineConfig, data: DataStageResult,
             {s: scored[s].astype(str).to_numpy() for s in cfg.evaluation.slices}, days)
 
 
+def _reference_sample(data: DataStageResult) -> pd.DataFrame:
+    """A seeded uniform sample of the whole training split (at most ``PROFILE_SAMPLE_ROWS``): drift is judged
+    against everything the champion learned from. The first rows would be its oldest (January of a
+    January-March split), and every later month would look drifted against them."""
+    if "train" in data.frames:
+        train = data.frames["train"]
+        if len(train) <= PROFILE_SAMPLE_ROWS:
+            return train.copy()
+        return train.sample(n=PROFILE_SAMPLE_ROWS, random_state=0).sort_index()
+    rows = int(data.split_rows.get("train", 0))
+    ds = data.raw["train"]
+    if rows > PROFILE_SAMPLE_ROWS:
+        ds = ds.random_sample(min(1.0, 1.05 * PROFILE_SAMPLE_ROWS / rows), seed=0)
+    return ds.limit(PROFILE_SAMPLE_ROWS).to_pandas()
+
+
 def run_training_stage(cfg: PipelineConfig, data: DataStageResult, run_name: str,
                        progress: Progress | None = None) -> TrainingStageResult:
     say = progress or (lambda step, msg: None)
@@ -163,8 +179,7 @@ def run_training_stage(cfg: PipelineConfig, data: DataStageResult, run_name: str
 
         say("evaluate", "scoring the held-out test split")
         t0 = time.perf_counter()
-        raw_sample = (data.frames["train"].head(PROFILE_SAMPLE_ROWS).copy() if "train" in data.frames
-                      else data.raw["train"].limit(PROFILE_SAMPLE_ROWS).to_pandas())
+        raw_sample = _reference_sample(data)
         sample = add_derived(raw_sample.copy(), [DerivedFeature(**d) for d in data.features.derived])
         profile = build_reference_profile(
             sample, [s.column for s in data.features.numeric], [s.column for s in data.features.categorical])
