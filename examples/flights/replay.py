@@ -120,7 +120,9 @@ def main() -> int:
     base = load_config(args.config)
     r = base.retraining
     cfg = base.model_copy(update={
-        "workdir": str(work), "serving": base.serving.model_copy(update={"api_key_file": str(out / "api.key")}),
+        # Replicas check the aliases every 0.5 s: each step waits for them to serve what the loop decided.
+        "workdir": str(work), "serving": base.serving.model_copy(update={"api_key_file": str(out / "api.key"),
+                                                                         "watch_interval_s": 0.5}),
         # A sampled stream judges canaries on proportionally fewer labelled answers.
         "retraining": r.model_copy(update={k: max(200, int(getattr(r, k) * min(1.0, args.sample)))
                                            for k in ("canary_min_samples", "rollback_min_samples")})})
