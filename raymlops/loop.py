@@ -47,7 +47,7 @@ from raymlops.config import PipelineConfig, TimeSplitConfig
 from raymlops.errors import GateFailed, RaymlopsError
 from raymlops.monitoring.policy import (Decision, Evidence, canary_decision, gate_metric, retrain_decision,
                                        rollback_decision)
-from raymlops.monitoring.retraining import labelled_traffic, retraining_config, retraining_window
+from raymlops.monitoring.retraining import labelled_traffic, retraining_config, retraining_window, split_starts
 from raymlops.registry import CHALLENGER, CHAMPION, Registry
 from raymlops.training.comparison import HIGHER_IS_BETTER, Comparison, compare, day_groups, interval
 from raymlops.workspace import write_json_atomic
@@ -228,7 +228,7 @@ class LoopController:
         """Labelled requests predicted since ``since``, typed by the champion's input schema."""
         from raymlops.monitoring.shadow import feedback_since
 
-        schema = _input_schema(self.registry, self.name, champion, self.cfg.workdir_path)
+        schema = self._package(champion).manifest["input_schema"]  # loaded (and verified) once per controller
         time_column = self.cfg.data.split.column if isinstance(self.cfg.data.split, TimeSplitConfig) else None
         lines = feedback_since(self.cfg.workdir_path / "monitoring" / self.name / "feedback.jsonl", since)
         return labelled_traffic(lines, schema, self.cfg.features.target, self.cfg.model.task, time_column)
@@ -441,8 +441,7 @@ def _thin_splits(table: pd.DataFrame, cfg: PipelineConfig, end: pd.Timestamp | N
         return None
     r = cfg.retraining
     times = pd.to_datetime(table[cfg.data.split.column], utc=True)
-    test_start = end - pd.Timedelta(days=r.test_days)
-    validation_start = test_start - pd.Timedelta(days=r.validation_days)
+    validation_start, test_start = split_starts(r, end)
     test, validation = int((times >= test_start).sum()), int(((times >= validation_start) & (times < test_start)).sum())
     if min(test, validation) >= MIN_SPLIT_ROWS:
         return None

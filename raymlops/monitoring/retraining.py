@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from raymlops.config import FileSourceConfig, PipelineConfig, TimeSplitConfig
+from raymlops.config import FileSourceConfig, PipelineConfig, RetrainingConfig, TimeSplitConfig
 from raymlops.errors import ConfigError
 from raymlops.serving.schema import coerce_to_schema
 
@@ -89,6 +89,13 @@ def retraining_window(history: pd.DataFrame | None, traffic: pd.DataFrame, time_
     return table[keep.to_numpy()].reset_index(drop=True), end
 
 
+def split_starts(r: RetrainingConfig, end: pd.Timestamp) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """(validation_start, test_start) of a retrain whose window ends at ``end``: the newest ``test_days``
+    are its test split, the ``validation_days`` before them its early stopping."""
+    test_start = end - pd.Timedelta(days=r.test_days)
+    return test_start - pd.Timedelta(days=r.validation_days), test_start
+
+
 def retraining_config(cfg: PipelineConfig, table_path: str | Path, end: pd.Timestamp | None) -> PipelineConfig:
     """The pipeline config of a retrain: the window as its only source, a split relative to ``end``,
     expectations kept for the columns the window has, and the retraining resource overrides."""
@@ -100,8 +107,7 @@ def retraining_config(cfg: PipelineConfig, table_path: str | Path, end: pd.Times
     if isinstance(cfg.data.split, TimeSplitConfig):
         if end is None:
             raise ConfigError(f"retraining with a time split needs rows with {cfg.data.split.column!r}")
-        test_start = end - pd.Timedelta(days=r.test_days)
-        validation_start = test_start - pd.Timedelta(days=r.validation_days)
+        validation_start, test_start = split_starts(r, end)
         data = data.model_copy(update={"split": cfg.data.split.model_copy(update={
             "validation_start": validation_start.isoformat(), "test_start": test_start.isoformat()})})
     validation = cfg.validation.model_copy(update={
@@ -115,4 +121,4 @@ def retraining_config(cfg: PipelineConfig, table_path: str | Path, end: pd.Times
                                   "tuning": cfg.tuning.model_copy(update={"enabled": r.tune})})
 
 
-__all__ = ["labelled_traffic", "retraining_config", "retraining_window"]
+__all__ = ["labelled_traffic", "retraining_config", "retraining_window", "split_starts"]
