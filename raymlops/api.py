@@ -60,9 +60,15 @@ class Model:
     def input_schema(self) -> dict[str, dict[str, Any]]:
         return self.package.manifest["input_schema"]
 
+    @property
+    def classes(self) -> list[str]:
+        """A multiclass model's class names (the columns of ``predict``); empty otherwise."""
+        return list(self.package.spec.classes)
+
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """One score per row of raw input columns (cast to the input schema as serving casts a request):
-        the positive class's probability for classification, the value for regression."""
+        the positive class's probability for classification, the value for regression; for multiclass a
+        row of class probabilities per record, columns in ``classes`` order."""
         from raymlops.inference import score_frame
 
         return score_frame(self.package, frame)

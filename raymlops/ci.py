@@ -23,7 +23,7 @@ from raymlops.config import PipelineConfig
 from raymlops.errors import GateFailed
 
 TASK_METRICS = {"classification": ["auc", "pr_auc", "log_loss", "accuracy", "f1", "calibration_error"],
-                "regression": ["rmse", "mae", "r2"]}
+                "regression": ["rmse", "mae", "r2"], "multiclass": ["auc", "log_loss", "accuracy", "macro_f1"]}
 LOWER_IS_BETTER = {"log_loss", "calibration_error", "rmse", "mae"}
 
 

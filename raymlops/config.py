@@ -181,6 +181,10 @@ class DerivedFeature(StrictModel):
 
 class FeaturesConfig(StrictModel):
     target: str = Field(description="The label column.")
+    target_classes: list[str] = Field(
+        default_factory=list,
+        description="For model.task multiclass: the target's class names, in the order the model numbers them "
+                    "(class i is the label value target_classes[i]; the HTTP response names them).")
     numeric: list[NumericFeature] = Field(default_factory=list, description="Numeric inputs.")
     categorical: list[CategoricalFeature] = Field(default_factory=list, description="Categorical inputs.")
     derived: list[DerivedFeature] = Field(default_factory=list, description="Columns derived before fitting.")
@@ -190,7 +194,9 @@ class FeaturesConfig(StrictModel):
 class BaseModelConfig(StrictModel):
     """What every model family shares; each family adds its own hyperparameters."""
 
-    task: Literal["classification", "regression"] = Field("classification", description="What is predicted.")
+    task: Literal["classification", "regression", "multiclass"] = Field(
+        "classification", description="What is predicted: classification (binary, labels 0/1), multiclass "
+                                      "(labels named by features.target_classes) or regression.")
 
     def trusted_builders(self) -> tuple[str, ...]:
         """Import paths of code a package of this model may name (only a user's MLP builder)."""
@@ -343,6 +349,10 @@ class TuningConfig(StrictModel):
                               "dimensions, num_samples times over (1 unless num_samples is set).")
     grace_period: int = Field(1, ge=1, description="ASHA: epochs every trial runs before it can be stopped.")
     reduction_factor: int = Field(2, ge=2, description="ASHA: keep 1/reduction_factor of trials per rung.")
+    stall_timeout_s: float = Field(
+        600, gt=0, description="Stop the search with an error naming what holds the CPUs when no trial has "
+                               "reported for this long (a trial waiting forever for resources, not a slow one: "
+                               "set it above your slowest epoch or report interval).")
     search_space: dict[str, SearchDim] = Field(
         default_factory=dict, description="Parameter -> distribution; the parameters depend on model.family: "
         + "; ".join(f"{f}: {', '.join(names)}" for f, names in TUNABLE_BY_FAMILY.items())
@@ -700,6 +710,25 @@ def _model_family_is_installed(cfg: PipelineConfig) -> list[tuple[str, str]]:
     if importlib.util.find_spec(library) is None:
         return [("model.family", f"family {cfg.model.family} needs the {library!r} package, which is not "
                                   f"installed here: pip install {library}")]
+    return []
+
+
+@cross_check
+def _multiclass_names_its_classes(cfg: PipelineConfig) -> list[tuple[str, str]]:
+    classes, task = cfg.features.target_classes, cfg.model.task
+    if task != "multiclass":
+        return ([("features.target_classes", f"only a multiclass model has target classes; model.task is {task}: "
+                                             "remove target_classes or set model.task: multiclass")]
+                if classes else [])
+    if cfg.retraining.enabled:
+        return [("retraining.enabled", "the closed loop does not judge multiclass models yet (its paired canary and "
+                                       "rollback verdicts compare binary scores or values): set it to false and "
+                                       "retrain with raymlops run")]
+    if len(classes) < 3:
+        return [("features.target_classes", f"a multiclass target needs at least 3 class names, got {classes}; "
+                                            "for two classes use model.task: classification with labels 0/1")]
+    if len(set(classes)) != len(classes):
+        return [("features.target_classes", f"class names repeat: {classes}")]
     return []
 
 

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import ray.data
 
@@ -20,6 +21,24 @@ from raymlops.errors import DataValidationError
 from raymlops.packaging import LoadedModel, load_package, verify_package
 
 PREDICTION = "prediction"
+PROBABILITY = "probability_"  # a multiclass model's columns: probability_<class name>, one per class
+
+
+def probability_columns(classes: list[str]) -> list[str]:
+    return [f"{PROBABILITY}{c}" for c in classes]
+
+
+def with_predictions(batch: pd.DataFrame, scores: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    """``batch`` plus its scores: a ``prediction`` column (the score; for multiclass the most probable
+    class's name) and, for multiclass, one ``probability_<class>`` column per class."""
+    batch = batch.copy()
+    if not classes:
+        batch[PREDICTION] = scores
+        return batch
+    batch[PREDICTION] = np.asarray(classes, dtype=object)[np.asarray(scores).argmax(axis=1)]
+    for i, column in enumerate(probability_columns(classes)):
+        batch[column] = scores[:, i]
+    return batch
 
 
 class _Scorer:
@@ -32,9 +51,7 @@ class _Scorer:
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         scores = score_frame(self.model, batch) if self.cast else self.model.predict_frame(batch)
-        batch = batch.copy()
-        batch[PREDICTION] = scores
-        return batch
+        return with_predictions(batch, scores, self.model.spec.classes)
 
 
 def score_frame(model: LoadedModel, frame: pd.DataFrame) -> Any:
@@ -61,7 +78,8 @@ SCORER_CPUS = 0.5
 def predict_dataset(ds: ray.data.Dataset, package_dir: str | Path, *, batch_size: int = 4096,
                     concurrency: int = 1, cast: bool = False,
                     trusted_builders: tuple[str, ...] = ()) -> ray.data.Dataset:
-    """Add a ``prediction`` column to every row of ``ds`` (raw input columns in).
+    """Add a ``prediction`` column to every row of ``ds`` (raw input columns in), and for a multiclass
+    model a ``probability_<class>`` column per class (``with_predictions``).
 
     Scorers reserve half a CPU: with a whole one, a scorer and the read tasks feeding it could not both
     be scheduled beside serving replicas on a small machine, and the job waited forever.

@@ -161,7 +161,7 @@ def fit_features(partials: list[dict[str, Any]], cfg: FeaturesConfig) -> FittedF
         categorical.append(CategoricalState(column=spec.column, encoding=spec.encoding,
                                             vocabulary=kept[: spec.max_categories]))
     return FittedFeatures(target=cfg.target, derived=[d.model_dump() for d in cfg.derived],
-                          numeric=numeric, categorical=categorical)
+                          numeric=numeric, categorical=categorical, target_classes=list(cfg.target_classes))
 
 
 # ------------------------------------------------------------------------------- fitted state
@@ -218,6 +218,7 @@ class FittedFeatures:
     derived: list[dict[str, str]]
     numeric: list[NumericState]
     categorical: list[CategoricalState]
+    target_classes: list[str] = field(default_factory=list)  # a multiclass target's names, by class index
     format_version: int = FORMAT_VERSION
     _codes: dict[str, dict[str, int]] = field(default_factory=dict, compare=False, repr=False)
 
@@ -259,8 +260,21 @@ class FittedFeatures:
         result = pd.DataFrame(out, index=frame.index)
         for col in keep or []:
             if col in frame.columns:
-                result[col] = frame[col]
+                result[col] = self.encode_target(frame[col]) if col == self.target and self.target_classes else frame[col]
         return result
+
+    def encode_target(self, values: pd.Series) -> np.ndarray:
+        """A multiclass target's values (class names) as class indices, in ``target_classes`` order; a
+        value that names no class is a FeatureError naming it and its row."""
+        index = {c: i for i, c in enumerate(self.target_classes)}
+        codes = values.astype("string").map(index)
+        bad = codes.isna().to_numpy()
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise FeatureError(f"target {self.target!r}: value {values.iloc[row]!r} (row {row} of this batch, "
+                               f"{int(bad.sum())} such rows) is none of features.target_classes "
+                               f"{self.target_classes}")
+        return codes.astype("int64").to_numpy()
 
     def transform_records(self, records: list[dict[str, Any]]) -> dict[str, np.ndarray] | None:
         """Features of validated request records straight from their Python values, with no frame.
@@ -313,7 +327,8 @@ class FittedFeatures:
                                f"(this raymlops reads {FORMAT_VERSION})")
         return cls(target=data["target"], derived=data["derived"],
                    numeric=[NumericState(**s) for s in data["numeric"]],
-                   categorical=[CategoricalState(**s) for s in data["categorical"]])
+                   categorical=[CategoricalState(**s) for s in data["categorical"]],
+                   target_classes=list(data.get("target_classes", [])))
 
     def save(self, path: str | Path) -> Path:
         return write_json_atomic(path, self.to_dict())

@@ -61,7 +61,7 @@ Adding a family, worked through for a hypothetical "catboost" family:
 from __future__ import annotations
 
 import importlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
@@ -81,6 +81,7 @@ class ModelSpec:
 
     ``target_mean``/``target_std`` standardise a regression target during training (fitted on the training
     split); predictions are mapped back with them, so a model never sees a target in the thousands.
+    ``classes`` names a multiclass model's classes: it outputs one probability per class, in this order.
     """
 
     task: str
@@ -89,6 +90,7 @@ class ModelSpec:
     cardinalities: list[int]
     target_mean: float = 0.0
     target_std: float = 1.0
+    classes: list[str] = field(default_factory=list)
 
     @classmethod
     def from_features(cls, fitted: FittedFeatures, task: str, target_mean: float = 0.0,
@@ -102,10 +104,16 @@ class ModelSpec:
             else:
                 numeric.extend(s.output_columns())
         return cls(task=task, numeric=numeric, categorical=categorical, cardinalities=cards,
-                   target_mean=target_mean, target_std=target_std)
+                   target_mean=target_mean, target_std=target_std,
+                   classes=list(fitted.target_classes) if task == "multiclass" else [])
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def outputs(self) -> int:
+        """Scores per row: one per class for multiclass, one otherwise."""
+        return len(self.classes) if self.task == "multiclass" else 1
 
     @property
     def columns(self) -> list[str]:
@@ -130,7 +138,8 @@ def feature_matrix(features: Features, spec: ModelSpec) -> np.ndarray:
 
 class Predictor(Protocol):
     """A loaded model: transformed features in, one score per row out (probability of the positive
-    class for classification, the value in the target's own units for regression)."""
+    class for classification, the value in the target's own units for regression), or for multiclass
+    a row of class probabilities [n, len(spec.classes)] summing to 1."""
 
     def predict(self, features: Features) -> np.ndarray: ...
 

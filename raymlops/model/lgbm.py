@@ -26,10 +26,10 @@ BEST_MODEL_FILE = "best_model.txt"  # the booster cut at its best round, for the
 
 def lightgbm_params(spec: ModelSpec, model: dict[str, Any], training: dict[str, Any], world_size: int) -> dict[str, Any]:
     """LightGBM's parameters from the family's config (pure: unit-tested without Ray)."""
-    classification = spec.task == "classification"
+    objective, metric = {"classification": ("binary", ["binary_logloss", "auc"]),
+                         "multiclass": ("multiclass", ["multi_logloss"])}.get(spec.task, ("regression", ["l2"]))
     params = {
-        "objective": "binary" if classification else "regression",
-        "metric": ["binary_logloss", "auc"] if classification else ["l2"],
+        "objective": objective, "metric": metric,
         "learning_rate": model["learning_rate"], "num_leaves": model["num_leaves"], "max_depth": model["max_depth"],
         "min_child_samples": model["min_child_samples"], "feature_fraction": model["feature_fraction"],
         "bagging_fraction": model["bagging_fraction"], "bagging_freq": model["bagging_freq"],
@@ -38,6 +38,8 @@ def lightgbm_params(spec: ModelSpec, model: dict[str, Any], training: dict[str, 
         "num_threads": max(1, int(training.get("cpus_per_worker", 1))), "verbose": -1,
         "feature_pre_filter": False,
     }
+    if spec.task == "multiclass":
+        params["num_class"] = spec.outputs
     if training.get("use_gpu"):
         params["device_type"] = "gpu"
     if world_size > 1:
@@ -85,7 +87,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     current: dict[str, Any] = {}
     reporter = RoundReporter(state, total_rounds=model["num_boost_round"], every=model["checkpoint_every"],
                              patience=model["early_stopping_rounds"], save=save, config=config)
-    loss_name = "binary_logloss" if spec.task == "classification" else "l2"
+    loss_name = params["metric"][0]
 
     def callback(env: lgb.callback.CallbackEnv) -> None:
         current["booster"] = env.model

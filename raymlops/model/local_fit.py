@@ -59,10 +59,11 @@ def fit_frame(cfg: PipelineConfig, frame: pd.DataFrame, *, time_column: str, val
     if len(train) == 0 or len(validation) == 0:
         raise TrainingError(f"cannot fit on {len(frame)} rows: the training or the validation part is empty")
     fitted = fit_features([fit_partial(train, cfg.features)], cfg.features)
-    y = pd.to_numeric(train[target]).astype("float64")
-    spec = ModelSpec.from_features(fitted, cfg.model.task, **(
-        {"target_mean": float(y.mean()), "target_std": float(y.std(ddof=0)) or 1.0}
-        if cfg.model.task == "regression" else {}))
+    scaling = {}
+    if cfg.model.task == "regression":
+        y = pd.to_numeric(train[target]).astype("float64")
+        scaling = {"target_mean": float(y.mean()), "target_std": float(y.std(ddof=0)) or 1.0}
+    spec = ModelSpec.from_features(fitted, cfg.model.task, **scaling)
     training = cfg.training.model_dump() | {"cpus_per_worker": threads or os.cpu_count() or 1}
     predictor = get_family(cfg.model.family).fit_local(
         spec, cfg.model.model_dump(), training, fitted.transform_frame(train, keep=[target]),

@@ -3,7 +3,8 @@
 A builder has the signature ``build(spec: ModelSpec, cfg: ModelConfig) -> torch.nn.Module`` and the
 module's ``forward(numeric, categorical)`` takes a float tensor ``[batch, len(spec.numeric)]`` and a
 long tensor ``[batch, len(spec.categorical)]`` (ids, 0 = unknown) and returns ``[batch]`` (a logit for
-classification, the value for regression). Example config: ``model: {builder: "mypkg.models:build"}``.
+classification, the value for regression), or for multiclass ``[batch, spec.outputs]`` (one logit per
+class of ``spec.classes``). Example config: ``model: {builder: "mypkg.models:build"}``.
 
 Example::
 
@@ -41,12 +42,14 @@ class TabularMLP(nn.Module):
         for hidden in cfg.hidden_sizes:
             layers += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(cfg.dropout)]
             width = hidden
-        layers.append(nn.Linear(width, 1))
+        layers.append(nn.Linear(width, spec.outputs))
         self.mlp = nn.Sequential(*layers)
+        self.multiclass = spec.task == "multiclass"
 
     def forward(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
         parts = [numeric] + [emb(categorical[:, i]) for i, emb in enumerate(self.embeddings)]
-        return self.mlp(torch.cat(parts, dim=1)).squeeze(-1)
+        out = self.mlp(torch.cat(parts, dim=1))
+        return out if self.multiclass else out.squeeze(-1)
 
 
 def build_mlp(spec: ModelSpec, cfg: ModelConfig) -> nn.Module:
@@ -93,6 +96,24 @@ def model_inputs(features: pd.DataFrame | dict[str, np.ndarray], spec: ModelSpec
     return torch.from_numpy(numeric), torch.from_numpy(categorical)
 
 
+def loss_for(task: str, reduction: str = "mean") -> nn.Module:
+    """The training loss of a task on the module's raw outputs (logits, or the standardised value)."""
+    if task == "multiclass":
+        return nn.CrossEntropyLoss(reduction=reduction)
+    return nn.BCEWithLogitsLoss(reduction=reduction) if task == "classification" else nn.MSELoss(reduction=reduction)
+
+
+def target_tensor(y: np.ndarray, spec: ModelSpec) -> torch.Tensor:
+    """The loss's target: class indices (int64) for multiclass, 0/1 for classification, the standardised
+    value for regression (fitted on the training split; predictions are mapped back)."""
+    if spec.task == "multiclass":
+        return torch.from_numpy(np.asarray(y).astype(np.int64))
+    y = np.asarray(y, dtype=np.float32)
+    if spec.task == "regression":
+        y = (y - spec.target_mean) / spec.target_std
+    return torch.from_numpy(y.astype(np.float32))
+
+
 class MLPPredictor:
     """A torch module in eval mode; sigmoid for classification, the target's scaling undone for regression."""
 
@@ -103,6 +124,8 @@ class MLPPredictor:
         numeric, categorical = model_inputs(features, self.spec)
         with torch.no_grad():
             out = self.module(numeric, categorical)
+        if self.spec.task == "multiclass":
+            return torch.softmax(out.double(), dim=1).numpy()
         if self.spec.task == "classification":
             return torch.sigmoid(out).numpy().astype(np.float64)
         return out.numpy().astype(np.float64) * self.spec.target_std + self.spec.target_mean
@@ -117,14 +140,10 @@ def fit_local(spec: ModelSpec, model: dict[str, Any], training: dict[str, Any], 
     torch.manual_seed(training.get("seed", 0))
     net = build_model(spec, ModelConfig(**model))
     optimizer = torch.optim.Adam(net.parameters(), lr=training["learning_rate"])
-    classification = spec.task == "classification"
-    loss_fn = torch.nn.BCEWithLogitsLoss() if classification else torch.nn.MSELoss()
+    loss_fn = loss_for(spec.task)
 
     def tensors(frame: pd.DataFrame):
-        y = frame[target].to_numpy(np.float32)
-        if not classification:
-            y = (y - spec.target_mean) / spec.target_std
-        return (*model_inputs(frame, spec), torch.from_numpy(y.astype(np.float32)))
+        return (*model_inputs(frame, spec), target_tensor(frame[target].to_numpy(), spec))
 
     xn, xc, y = tensors(train)
     vn, vc, vy = tensors(validation)

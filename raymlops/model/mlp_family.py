@@ -33,6 +33,12 @@ def numpy_inputs(features: Features, spec: ModelSpec) -> tuple[np.ndarray, np.nd
     return numeric, categorical
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Class probabilities of logits [n, K], rows summing to 1 (shifted by the row max: no overflow)."""
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
 class NumpyMLPPredictor:
     """The built-in TabularMLP's forward pass in numpy (float32), from its state dict."""
 
@@ -53,7 +59,7 @@ class NumpyMLPPredictor:
                 raise ModelPackageError(f"{where}: weights do not fit the model: embedding {i} is "
                                         f"{None if emb is None else emb.shape}, the spec has {card} ids")
             width += emb.shape[1]
-        for (w, b), out in zip(self.layers, [*cfg.hidden_sizes, 1]):
+        for (w, b), out in zip(self.layers, [*cfg.hidden_sizes, spec.outputs]):
             if w.shape != (width, out) or b.shape != (out,):
                 raise ModelPackageError(f"{where}: weights do not fit the model: a layer of shape "
                                         f"{w.shape[::-1]} where the config makes ({out}, {width})")
@@ -71,6 +77,8 @@ class NumpyMLPPredictor:
             x = x @ w + b
             if j < len(self.layers) - 1:
                 np.maximum(x, 0, out=x)
+        if self.spec.task == "multiclass":
+            return softmax(x.astype(np.float64))
         out = x[:, 0].astype(np.float32)
         if self.spec.task == "classification":
             return (1.0 / (1.0 + np.exp(-out.astype(np.float64))))

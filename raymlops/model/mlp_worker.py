@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from raymlops.config import ModelConfig, TrainingConfig
 from raymlops.model import checkpointing
 from raymlops.model.contract import STATE, ModelSpec
-from raymlops.model.mlp import build_model
+from raymlops.model.mlp import build_model, loss_for, target_tensor
 from raymlops.model.mlp_family import BEST_WEIGHTS
 
 WEIGHTS = "model.safetensors"
@@ -42,10 +42,7 @@ def collate(spec: ModelSpec, target: str):
                    if spec.numeric else np.zeros((n, 0), np.float32))
         categorical = (np.stack([batch[c].astype(np.int64) for c in spec.categorical], axis=1)
                        if spec.categorical else np.zeros((n, 0), np.int64))
-        y = batch[target].astype(np.float32)
-        if spec.task == "regression":  # standardised on the training split; predictions are mapped back
-            y = ((y - spec.target_mean) / spec.target_std).astype(np.float32)
-        return torch.from_numpy(numeric), torch.from_numpy(categorical), torch.from_numpy(y)
+        return torch.from_numpy(numeric), torch.from_numpy(categorical), target_tensor(batch[target], spec)
     return fn
 
 
@@ -104,7 +101,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             start_epoch, best, bad_epochs = state["epoch"] + 1, state["best_val_loss"], state["bad_epochs"]
             history = state.get("history", [])
     model = ray.train.torch.prepare_model(model)
-    loss_fn = torch.nn.BCEWithLogitsLoss(reduction="sum") if classification else torch.nn.MSELoss(reduction="sum")
+    loss_fn = loss_for(spec.task, reduction="sum")
     use_amp = device.type == "cuda"
     fn = collate(spec, target)
     train_shard = ray.train.get_dataset_shard("train")

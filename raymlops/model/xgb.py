@@ -24,10 +24,11 @@ BEST_MODEL_FILE = "best_model.ubj"
 
 def xgboost_params(spec: ModelSpec, model: dict[str, Any], training: dict[str, Any]) -> dict[str, Any]:
     """XGBoost's parameters from the family's config (pure: unit-tested without Ray)."""
-    classification = spec.task == "classification"
+    objective, metric = {"classification": ("binary:logistic", ["logloss", "auc"]),
+                         "multiclass": ("multi:softprob", ["mlogloss"])}.get(spec.task, ("reg:squarederror", ["rmse"]))
     return {
-        "objective": "binary:logistic" if classification else "reg:squarederror",
-        "eval_metric": ["logloss", "auc"] if classification else ["rmse"],
+        "objective": objective, "eval_metric": metric,
+        **({"num_class": spec.outputs} if spec.task == "multiclass" else {}),
         "eta": model["learning_rate"], "max_depth": model["max_depth"], "min_child_weight": model["min_child_weight"],
         "subsample": model["subsample"], "colsample_bytree": model["colsample_bytree"],
         "lambda": model["reg_lambda"], "max_bin": model["max_bin"], "tree_method": "hist",
@@ -75,7 +76,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     current: dict[str, Any] = {}
     reporter = RoundReporter(state, total_rounds=model["num_boost_round"], every=model["checkpoint_every"],
                              patience=model["early_stopping_rounds"], save=save, config=config)
-    loss_name = "logloss" if spec.task == "classification" else "rmse"
+    loss_name = params["eval_metric"][0]
 
     class Callback(xgb.callback.TrainingCallback):
         def after_iteration(self, booster, epoch, evals_log) -> bool:

@@ -241,12 +241,19 @@ def detect_drift(profile: dict[str, Any], window: pd.DataFrame, *, alpha: float 
     return DriftReport(rows=len(window), alpha=alpha, correction=correction, min_psi=min_psi, features=result)
 
 
+def prediction_values(scores: np.ndarray | list[float]) -> np.ndarray:
+    """What prediction drift watches: the score, or for a multiclass model's probabilities [n, K] the
+    index of the class it predicts (a shift in which classes are predicted)."""
+    values = np.asarray(scores, float)
+    return values.argmax(axis=1).astype(float) if values.ndim == 2 else values
+
+
 def score_profile(scores: np.ndarray | list[float]) -> dict[str, Any]:
     """Reference of the model's own scores (for prediction drift), in the numeric profile format."""
     from raymlops.monitoring.profiles import numeric_profile
 
-    return numeric_profile(pd.Series(np.asarray(scores, float)))
+    return numeric_profile(pd.Series(prediction_values(scores)))
 
 
 def prediction_drift(reference: dict[str, Any], scores: np.ndarray | list[float]) -> FeatureDrift:
-    return numeric_drift("prediction", reference, np.asarray(scores, float))
+    return numeric_drift("prediction", reference, prediction_values(scores))

@@ -44,10 +44,15 @@ class PredictionLog:
                 unknown.append(item["request_id"] if pred is None else f"{item['request_id']}[{index}]")
                 continue
             row = {"request_id": item["request_id"], "index": index, "label": float(item["label"]),
-                   "score": float(pred["scores"][index]), "version": pred["version"],
+                   "score": _score(pred["scores"][index]), "version": pred["version"],
                    "alias": pred["alias"], "predicted_at": pred["time"]}
             records = pred.get("records") or []
             if index < len(records):  # the inputs too: labelled traffic is training data for the next model
                 row["record"] = records[index]
             labelled.append(row)
         return labelled, unknown
+
+
+def _score(value: float | list[float]) -> float | list[float]:
+    """A row's score as stored: a float, or a multiclass model's list of class probabilities."""
+    return [float(p) for p in value] if isinstance(value, (list, tuple)) else float(value)

@@ -27,6 +27,14 @@ from raymlops.monitoring.feedback import PredictionLog
 from raymlops.training.evaluation import compute_metrics
 
 
+def _drift_value(score: float | list[float]) -> float:
+    """The value prediction drift watches for one answer: its score, or for a multiclass model's row of
+    class probabilities the index of the class it predicts (as ``drift.prediction_values``)."""
+    if isinstance(score, (list, tuple)):
+        return float(max(range(len(score)), key=score.__getitem__))
+    return float(score)
+
+
 class MonitorState:
     def __init__(self, cfg: MonitoringConfig, task: str, capacity: int | None = None) -> None:
         self.cfg = cfg
@@ -64,7 +72,7 @@ class MonitorState:
             if s["version"] != self.champion:
                 self.champion = s["version"]
                 self.scores.clear()  # prediction drift is about one model's scores; inputs stay comparable
-            self.scores.extend(float(x) for x in s["scores"])
+            self.scores.extend(_drift_value(x) for x in s["scores"])
             for record in s.get("records") or []:
                 self.rows.append(record)
                 self.rows_since_check += 1
@@ -105,7 +113,7 @@ class MonitorState:
         if not window:
             return None, 0
         scores, labels = np.array([w[0] for w in window], float), np.array([w[1] for w in window], float)
-        usable = self._usable_labels(labels)
+        usable = self._usable_labels(labels, scores)
         if not usable.all():  # labels stored before the route checked them: skipped, and counted
             self.unusable_labels[str(version)] = int((~usable).sum())
             scores, labels = scores[usable], labels[usable]
@@ -115,8 +123,10 @@ class MonitorState:
             return None, len(labels)  # AUC needs both classes
         return compute_metrics(self.task, labels, scores), len(labels)
 
-    def _usable_labels(self, labels: np.ndarray) -> np.ndarray:
+    def _usable_labels(self, labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
         finite = np.isfinite(labels)
+        if self.task == "multiclass":  # a class index of the model's probability rows
+            return finite & np.isin(labels, np.arange(scores.shape[1] if scores.ndim == 2 else 0, dtype=float))
         return finite & np.isin(labels, (0.0, 1.0)) if self.task == "classification" else finite
 
     def answers(self, version: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -124,7 +134,7 @@ class MonitorState:
         own traffic only (no row is answered by two versions, so comparisons between versions are unpaired)."""
         window = self.labelled.get(str(version)) or ()
         labels, scores, at = (np.array([w[i] for w in window], dtype=float) for i in (1, 0, 2))
-        usable = self._usable_labels(labels)
+        usable = self._usable_labels(labels, scores)
         return labels[usable], scores[usable], at[usable]
 
     @property

@@ -349,7 +349,7 @@ def build_app(settings: dict[str, Any]) -> Any:
                 scores = await self.calls.run(served.model.predict_frame, self.probe, timeout_s=self.probe_timeout_s)
             except ModelCallTimeout as exc:
                 raise ModelPackageError(f"champion v{served.version} did not score the probe record: {exc}") from None
-            score = float(scores[0])
+            score = float(np.max(scores[0]))  # a multiclass model's row: its most probable class's probability
             if not math.isfinite(score):
                 raise ModelPackageError(f"champion v{served.version} predicts {score} for a valid record")
             return score
@@ -389,7 +389,8 @@ def build_app(settings: dict[str, Any]) -> Any:
             except ModelCallTimeout as exc:
                 raise HTTPException(504, f"{exc} (serving.request_timeout_s)") from None
             request_id = uuid.uuid4().hex
-            values = [float(s) for s in scores]
+            values = ([[float(p) for p in row] for row in scores] if np.ndim(scores) == 2
+                      else [float(s) for s in scores])
             if self.sample_rate and self.rng.random() < self.sample_rate:
                 self.samples.append({"request_id": request_id, "scores": values, "version": version, "alias": alias,
                                      "time": time.time(), "latency_s": time.perf_counter() - started,
@@ -397,14 +398,14 @@ def build_app(settings: dict[str, Any]) -> Any:
             response.headers["X-Model-Version"] = version
             response.headers["X-Request-Id"] = request_id
             return PredictResponse(request_id=request_id, model=model_name, version=version, alias=alias,
-                                   predictions=predictions_for(settings["task"], values))
+                                   predictions=predictions_for(settings["task"], values, settings.get("classes")))
 
         @api.post("/v1/feedback", response_model=FeedbackResponse, dependencies=[admin_key],
                   summary="Report true outcomes of earlier predictions", responses=_errors(400, 401, 403, 408, 413, 503))
         async def feedback(self, body: FeedbackRequest) -> FeedbackResponse:
             if self.monitor is None:
                 raise HTTPException(503, "monitoring is disabled for this model (monitoring.enabled: false)")
-            problem = feedback_label_problem(settings["task"], body.items)
+            problem = feedback_label_problem(settings["task"], body.items, len(settings.get("classes") or ()))
             if problem:  # one bad label would poison every later live-quality figure of that version
                 index, message = problem  # shaped like every other 422 (FastAPI's validation errors)
                 raise HTTPException(422, [{"loc": ["body", "items", index, "label"], "msg": message,

@@ -46,6 +46,7 @@ def settings_for(cfg: PipelineConfig, **serving_overrides: Any) -> dict[str, Any
     serving = cfg.serving.model_copy(update=serving_overrides).model_dump()
     return {"model": name, "tracking_uri": registry.tracking_uri, "workdir": str(cfg.workdir_path.resolve()),
             "input_schema": manifest["input_schema"], "task": manifest["spec"]["task"],
+            "classes": manifest["spec"].get("classes", []),
             "serving": serving, "monitoring": cfg.monitoring.model_dump(), "trusted_builders": list(cfg.model.trusted_builders())}
 
 

@@ -189,9 +189,13 @@ def predict_request_model(record: type[BaseModel], max_records: int) -> type[Bas
 
 
 class Prediction(BaseModel):
-    score: float = Field(description="Probability of the positive class (classification) or the predicted value.")
-    label: int | None = Field(None, description="Predicted class (score >= 0.5); classification only.")
-    probabilities: dict[str, float] | None = Field(None, description="Probability per class; classification only.")
+    score: float = Field(description="Probability of the positive class (classification), of the predicted class "
+                                     "(multiclass), or the predicted value (regression).")
+    label: int | None = Field(None, description="Predicted class: 1 when score >= 0.5 (classification), the class's "
+                                                "index in features.target_classes (multiclass).")
+    class_name: str | None = Field(None, description="The predicted class's name; multiclass only.")
+    probabilities: dict[str, float] | None = Field(None, description="Probability per class (by class name for "
+                                                                     "multiclass); classification only.")
 
 
 class PredictResponse(BaseModel):
@@ -202,7 +206,15 @@ class PredictResponse(BaseModel):
     predictions: list[Prediction]
 
 
-def predictions_for(task: str, scores: list[float]) -> list[Prediction]:
+def predictions_for(task: str, scores: list[float] | list[list[float]], classes: list[str] | None = None) -> list[Prediction]:
+    """The response's predictions; a multiclass model's ``scores`` are rows of class probabilities."""
+    if task == "multiclass":
+        out = []
+        for row in scores:
+            best = max(range(len(row)), key=row.__getitem__)
+            out.append(Prediction(score=row[best], label=best, class_name=classes[best],
+                                  probabilities=dict(zip(classes, row))))
+        return out
     if task == "classification":
         return [Prediction(score=s, label=int(s >= 0.5), probabilities={"0": 1.0 - s, "1": s}) for s in scores]
     return [Prediction(score=s) for s in scores]
@@ -213,12 +225,20 @@ class FeedbackItem(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     request_id: str = Field(pattern=REQUEST_ID_PATTERN, description="The request_id of a prediction.")
     index: int = Field(0, ge=0, description="Which record of that request (0 for a single record).")
-    label: float = Field(allow_inf_nan=False, description="The true outcome (class 0/1, or the value).")
+    label: float = Field(allow_inf_nan=False, description="The true outcome: class 0/1 (classification), the "
+                                                          "class's index in features.target_classes (multiclass), "
+                                                          "or the value (regression).")
 
 
-def feedback_label_problem(task: str, items: list[FeedbackItem]) -> tuple[int, str] | None:
+def feedback_label_problem(task: str, items: list[FeedbackItem], classes: int = 0) -> tuple[int, str] | None:
     """(index, why) of the first item whose label cannot be the task's outcome (a classification label is
-    0 or 1); None when every label fits."""
+    0 or 1, a multiclass label one of the ``classes`` indices); None when every label fits."""
+    if task == "multiclass":
+        for i, item in enumerate(items):
+            if not (item.label.is_integer() and 0 <= item.label < classes):
+                return i, (f"items[{i}].label: {item.label:g} is not a class of this multiclass model; a label is "
+                           f"the class's index, 0 to {classes - 1} (request_id {item.request_id}, index {item.index})")
+        return None
     if task != "classification":
         return None
     for i, item in enumerate(items):

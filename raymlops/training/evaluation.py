@@ -35,7 +35,8 @@ _OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt
 # What compute_metrics gives per task: the names a gate may use (checked when the config is loaded).
 METRICS = {"classification": ("auc", "pr_auc", "log_loss", "accuracy", "f1", "calibration_error", "positive_rate",
                               "rows"),
-           "regression": ("rmse", "mae", "r2", "rows")}
+           "regression": ("rmse", "mae", "r2", "rows"),
+           "multiclass": ("log_loss", "accuracy", "macro_f1", "auc", "rows")}
 
 
 def calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
@@ -77,7 +78,34 @@ def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     }
 
 
+def multiclass_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    """Log loss, accuracy, macro F1 and one-vs-rest macro AUC of class probabilities ``proba`` [n, K]
+    against class indices ``y``. AUC averages the classes present in ``y`` with at least one row of
+    another class beside them (NaN when fewer than two classes are present)."""
+    y = np.asarray(y).astype(np.int64)
+    proba = np.asarray(proba, dtype=float)
+    if proba.ndim != 2:
+        raise ValueError(f"multiclass metrics need class probabilities [rows, classes], got shape {proba.shape}")
+    k = proba.shape[1]
+    if len(y) == 0:
+        return {"log_loss": math.nan, "accuracy": math.nan, "macro_f1": math.nan, "auc": math.nan, "rows": 0.0}
+    p = np.clip(proba, 1e-7, 1.0)
+    p = p / p.sum(axis=1, keepdims=True)
+    pred = p.argmax(axis=1)
+    present = [c for c in range(k) if 0 < (y == c).sum() < len(y)]
+    aucs = [skm.roc_auc_score(y == c, p[:, c]) for c in present]
+    return {
+        "log_loss": float(skm.log_loss(y, p, labels=list(range(k)))),
+        "accuracy": float(skm.accuracy_score(y, pred)),
+        "macro_f1": float(skm.f1_score(y, pred, average="macro", zero_division=0)),
+        "auc": float(np.mean(aucs)) if len(present) >= 2 else math.nan,
+        "rows": float(len(y)),
+    }
+
+
 def compute_metrics(task: str, y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    if task == "multiclass":
+        return multiclass_metrics(y, pred)
     return classification_metrics(y, pred) if task == "classification" else regression_metrics(y, pred)
 
 
@@ -181,7 +209,7 @@ def champion_comparisons(gates: list[str], task: str, y: np.ndarray, pred: np.nd
                          cfg: ComparisonConfig, groups: np.ndarray | None = None) -> dict[str, Comparison]:
     """Paired comparisons (candidate - champion, scored on the same rows) for the metrics that
     champion-relative gates name; metrics without an interval (e.g. pr_auc) are left to point values."""
-    if not cfg.enabled:
+    if not cfg.enabled or task == "multiclass":  # the intervals are of binary scores; multiclass: point values
         return {}
     names = {parse_gate(g)[0] for g in gates if parse_gate(g)[2]}
     if task == "classification" and len(np.unique(y)) < 2:

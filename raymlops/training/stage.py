@@ -31,7 +31,7 @@ from raymlops.config import DerivedFeature, PipelineConfig, TimeSplitConfig
 from raymlops.data.features import add_derived
 from raymlops.data.stage import DataStageResult
 from raymlops.errors import GateFailed, RegistryError, TrainingError
-from raymlops.inference import PREDICTION, predict_dataset
+from raymlops.inference import PREDICTION, predict_dataset, probability_columns, with_predictions
 from raymlops.monitoring.drift import score_profile
 from raymlops.monitoring.profiles import build_reference_profile
 from raymlops.packaging import input_schema, load_package, write_package
@@ -81,11 +81,13 @@ def _score(cfg: PipelineConfig, data: DataStageResult,
     scores are compared row by row)."""
     day = (cfg.data.split.column if isinstance(cfg.data.split, TimeSplitConfig)
            and cfg.evaluation.comparison.group_by_day else None)
-    keep = list(dict.fromkeys([cfg.features.target, PREDICTION, *cfg.evaluation.slices, *([day] if day else [])]))
+    classes = cfg.features.target_classes if cfg.model.task == "multiclass" else []
+    outputs = probability_columns(classes) if classes else [PREDICTION]
+    keep = list(dict.fromkeys([cfg.features.target, *outputs, *cfg.evaluation.slices, *([day] if day else [])]))
     if "test" in data.frames:  # the data stage ran in the driver: so does scoring (no actor to start)
         test = data.frames["test"]
-        scored = pd.DataFrame({c: test[c] for c in keep if c != PREDICTION})
-        scored[PREDICTION] = load_package(package_dir, cfg.model.trusted_builders()).predict_frame(test)
+        scores = load_package(package_dir, cfg.model.trusted_builders()).predict_frame(test)
+        scored = with_predictions(pd.DataFrame({c: test[c] for c in keep if c not in outputs}), scores, classes)
     else:
         options = data.raw["test"].context.execution_options  # the context the scoring plan runs under
         preserve, options.preserve_order = options.preserve_order, True
@@ -95,7 +97,12 @@ def _score(cfg: PipelineConfig, data: DataStageResult,
         finally:
             options.preserve_order = preserve
     days = day_groups(scored[day]) if day else None
-    return (scored[cfg.features.target].to_numpy(dtype=float), scored[PREDICTION].to_numpy(dtype=float),
+    if classes:  # labels as class indices, scores as the [rows, classes] probabilities
+        y = data.features.encode_target(scored[cfg.features.target]).astype(float)
+        pred = scored[outputs].to_numpy(dtype=float)
+    else:
+        y, pred = scored[cfg.features.target].to_numpy(dtype=float), scored[PREDICTION].to_numpy(dtype=float)
+    return (y, pred,
             {s: scored[s].astype(str).to_numpy() for s in cfg.evaluation.slices}, days)
 
 

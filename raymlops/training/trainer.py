@@ -19,7 +19,7 @@ import ray.train
 
 from raymlops.config import PipelineConfig
 from raymlops.data.stage import DataStageResult
-from raymlops.errors import TrainingError
+from raymlops.errors import ConfigError, TrainingError
 from raymlops.model import checkpointing
 from raymlops.model.contract import STATE, ModelSpec, get_family
 from raymlops.workspace import Workspace
@@ -54,9 +54,19 @@ def loop_config(cfg: PipelineConfig, spec: ModelSpec, overrides: dict[str, Any] 
 def model_spec(cfg: PipelineConfig, data: DataStageResult) -> ModelSpec:
     """The model's inputs, and for regression the training target's mean and std (the MLP learns the
     standardised target; predictions are mapped back)."""
+    target = cfg.features.target
+    if cfg.model.task == "multiclass":
+        if "train" in data.frames:  # the raw split in the driver: class names
+            names = sorted(set(data.frames["train"][target].astype(str)))
+        else:  # the transformed split: class indices
+            names = [data.features.target_classes[int(i)]
+                     for i in sorted(data.datasets["train"].select_columns([target]).unique(target))]
+        if len(names) < 2:
+            raise ConfigError(f"features.target: the training split holds only class {names} of "
+                              f"{data.features.target_classes}; a multiclass model needs at least two classes "
+                              "in it: move data.split's boundaries or add data")
     if cfg.model.task != "regression":
         return ModelSpec.from_features(data.features, cfg.model.task)
-    target = cfg.features.target
     column = data.datasets["train"].select_columns([target]).to_pandas()[target].astype("float64")
     mean, std = float(column.mean()), float(column.std(ddof=0))
     return ModelSpec.from_features(data.features, cfg.model.task, target_mean=mean,

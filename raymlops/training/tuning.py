@@ -36,6 +36,7 @@ from raymlops.workspace import Workspace
 
 _PRIMITIVE = (str, int, float, bool, type(None))
 _TRIAL_CPU = 0.01
+_FREE_CPU_WAIT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,44 @@ class _ReleaseStoppedTrialResources(tune.Callback):
         self._release(trial)
 
 
+class _StallStopper(tune.Stopper):
+    """Ends the search when no trial has reported for ``stall_s`` seconds, so that a trial waiting forever
+    for CPUs (held by something outside the search) becomes an error that says so instead of a hang."""
+
+    def __init__(self, stall_s: float) -> None:
+        self.stall_s, self.last = stall_s, time.monotonic()
+        self.stalled_for: float | None = None
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        self.last = time.monotonic()
+        return False
+
+    def stop_all(self) -> bool:
+        idle = time.monotonic() - self.last
+        if idle > self.stall_s and self.stalled_for is None:
+            self.stalled_for = idle
+        return self.stalled_for is not None
+
+
+def _held_resources() -> str:
+    """What holds this cluster's CPUs now: free CPUs and the live placement groups' bundles."""
+    from ray.util.placement_group import placement_group_table
+
+    groups = [f"{pg_id[:8]} {pg['state']} {pg['bundles']}" for pg_id, pg in placement_group_table().items()
+              if pg.get("state") not in ("REMOVED",)]
+    free = ray.available_resources().get("CPU", 0.0)
+    return (f"{free:g} of {ray.cluster_resources().get('CPU', 0.0):g} CPUs free; placement groups: "
+            f"{'; '.join(groups) or 'none'}")
+
+
+def concurrent_trials(wanted: int, need: float, total_cpus: float, free_cpus: float) -> int:
+    """Trials to run at once: as many as fit in the CPUs free now (each holds ``need``), at most ``wanted``.
+    Free, not total: a trial started beside CPUs that others hold would reserve its sliver and wait; 0
+    when not even one fits."""
+    fits = int(min(total_cpus, free_cpus) // need + 1e-9)
+    return min(wanted, fits)
+
+
 def _trial(params: dict[str, Any], *, cfg: PipelineConfig, data: DataStageResult, run_name: str,
            storage: str, lookups: dict[str, list[Any]], spec: ModelSpec) -> None:
     trial_id = tune.get_context().get_trial_id()
@@ -166,8 +205,17 @@ def run_tuning(cfg: PipelineConfig, data: DataStageResult, run_name: str, *, tra
     # Each trial holds a sliver of CPU plus its workers' CPUs; more concurrent trials than fit would
     # reserve their slivers and then wait forever for worker CPUs.
     need = workers_for(cfg, data, tuning=True) * cfg.training.cpus_per_worker + _TRIAL_CPU
-    fits = max(1, int(ray.cluster_resources().get("CPU", 1) // need))
-    concurrency = min(t.max_concurrent_trials, fits)
+    deadline = time.monotonic() + _FREE_CPU_WAIT_S  # tasks of the data stage may still be letting go of theirs
+    while True:
+        concurrency = concurrent_trials(t.max_concurrent_trials, need, ray.cluster_resources().get("CPU", 0.0),
+                                        ray.available_resources().get("CPU", 0.0))
+        if concurrency or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if concurrency == 0:
+        raise TrainingError(f"tuning needs {need:g} CPUs for one trial (training.cpus_per_worker x workers); "
+                            f"{_held_resources()}. Free them, or lower training.cpus_per_worker")
+    stopper = _StallStopper(t.stall_timeout_s)
     trainable = tune.with_resources(  # the trial process itself needs (almost) no CPU: its Train workers do
         tune.with_parameters(_trial, cfg=cfg, data=data, run_name=run_name, storage=str(ws.checkpoints),
                              lookups=lookups, spec=spec), {"CPU": _TRIAL_CPU})
@@ -177,13 +225,16 @@ def run_tuning(cfg: PipelineConfig, data: DataStageResult, run_name: str, *, tra
         tune_config=tune.TuneConfig(metric="val_loss", mode="min", scheduler=scheduler, search_alg=search_alg,
                                     num_samples=t.num_samples, max_concurrent_trials=concurrency),
         run_config=tune.RunConfig(
-            name=f"{run_name}-tune", storage_path=str(ws.checkpoints), verbose=0,
+            name=f"{run_name}-tune", storage_path=str(ws.checkpoints), verbose=0, stop=stopper,
             callbacks=[_ReleaseStoppedTrialResources(), MLflowLoggerCallback(tracking_uri=tracking_uri, registry_uri=tracking_uri,
                                             experiment_name=experiment, save_artifact=False,
                                             tags={"mlflow.parentRunId": parent_run_id} if parent_run_id else None)]),
     )
     with _tracking_env_kept():
         grid = tuner.fit()
+    if stopper.stalled_for is not None:
+        raise TrainingError(f"tuning stopped: no trial reported for {stopper.stalled_for:.0f} s "
+                            f"(tuning.stall_timeout_s {t.stall_timeout_s:g}); {_held_resources()}")
     trials = []
     for r in grid:
         df = r.metrics_dataframe

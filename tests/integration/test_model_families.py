@@ -5,6 +5,7 @@ training row, and a worker killed mid-boosting costs only the rounds since the l
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -14,13 +15,13 @@ import pytest
 from raymlops.client import Client
 from raymlops.config import load_config
 from raymlops.data.stage import run_data_stage
-from raymlops.errors import ModelPackageError
+from raymlops.errors import ConfigError, ModelPackageError
 from raymlops.inference import PREDICTION, predict_files
 from raymlops.packaging import MANIFEST, load_package
 from raymlops.registry import CHAMPION, Registry
 from raymlops.training.stage import run_training_stage
 from raymlops.training.trainer import run_training
-from tests.helpers import (SMOKE_FLIGHTS, serve_port, smoke_dict, ten_times_the_smoke_flights,
+from tests.helpers import (REPO, SMOKE_FLIGHTS, serve_port, smoke_dict, ten_times_the_smoke_flights,
                            train_killing_a_worker, write_config)
 
 pytestmark = pytest.mark.integration
@@ -143,8 +144,9 @@ def test_asha_stops_weak_lightgbm_trials_on_their_round_reports(ray_session, tmp
     data["model"] = {"task": "classification", "family": "lightgbm", "num_boost_round": 60, "checkpoint_every": 10,
                      "early_stopping_rounds": 1000}
     data["training"] = {"cpus_per_worker": 0.5}
+    # stall_timeout_s below pytest's timeout: a search starved of CPUs fails naming what holds them.
     data["tuning"] = {"enabled": True, "num_samples": 4, "max_concurrent_trials": 2, "grace_period": 1,
-                      "reduction_factor": 2}
+                      "reduction_factor": 2, "stall_timeout_s": 180}
     cfg = load_config(write_config(tmp_path, data))
     result = run_training_stage(cfg, run_data_stage(cfg), run_name="tuned-trees")
     tuning = result.tuning
@@ -154,3 +156,82 @@ def test_asha_stops_weak_lightgbm_trials_on_their_round_reports(ray_session, tmp
     assert set(tuning.best_overrides) == set(cfg.search_space()) == {"learning_rate", "num_leaves",
                                                                       "min_child_samples", "feature_fraction"}
     assert result.version == "1"
+
+
+MULTICLASS_CONFIG = REPO / "configs" / "smoke-multiclass.yaml"
+
+
+def test_multiclass_flights_gate_on_log_loss_serve_class_probabilities_and_learn_live_quality(ray_session, tmp_path):
+    """The shipped multiclass config (on_time / late / very_late / cancelled) end to end: gated on
+    champion-relative log loss, scored in batch with one probability column per class, served with one
+    probability per class name equal to batch, and class-index feedback gives live quality."""
+    import ray
+    import yaml
+    from ray import serve
+
+    from raymlops.inference import probability_columns
+    from raymlops.monitoring.monitor import NAMESPACE, monitor_name, stop_monitor
+    from raymlops.serving.deploy import deploy
+
+    data = yaml.safe_load(MULTICLASS_CONFIG.read_text())
+    for src in data["data"]["sources"]:
+        src["path"] = str((MULTICLASS_CONFIG.parent / src["path"]).resolve())
+    key = "multiclass-test-key-0123456789"
+    (tmp_path / "api.key").write_text(key + "\n")
+    data["serving"] = {"port": serve_port(), "min_replicas": 1, "max_replicas": 1, "cpus_per_replica": 0.25,
+                       "api_key_file": str(tmp_path / "api.key")}
+    cfg = load_config(write_config(tmp_path, data))
+    classes = ["on_time", "late", "very_late", "cancelled"]
+    assert cfg.model.task == "multiclass" and cfg.features.target_classes == classes
+    stage = run_data_stage(cfg)
+    train = stage.frames["train"]
+    on_time_only = dataclasses.replace(stage, frames={**stage.frames, "train": train[train["delay_class"] == "on_time"]})
+    with pytest.raises(ConfigError, match=r"features.target: the training split holds only class \['on_time'\]"):
+        run_training(cfg, on_time_only, run_name="one-class")  # refused before Ray Train starts
+    first = run_training_stage(cfg, stage, run_name="classes-v1")
+    assert first.version == "1" and CHAMPION in first.aliases
+    assert set(first.metrics) >= {"log_loss", "accuracy", "macro_f1", "auc"}
+    assert first.metrics["auc"] >= 0.55 and 0 < first.metrics["log_loss"] < 1.5
+    second = run_training_stage(cfg, stage, run_name="classes-v2")  # judged against v1 on log loss
+    assert second.version == "2"  # registered (as the challenger: the champion stays v1 until promoted)
+    gate = next(g for g in second.gates if g.metric == "log_loss")
+    assert gate.threshold == pytest.approx(first.metrics["log_loss"] + 0.05) and gate.passed
+
+    test_rows = stage.raw["test"].to_pandas()
+    csv = tmp_path / "test.csv"
+    test_rows.to_csv(csv, index=False)
+    predict_files(Registry.for_config(cfg), f"{cfg.model_name}@champion", str(csv), tmp_path / "scores", fmt="csv")
+    batch = pd.read_parquet(tmp_path / "scores")
+    proba = batch[probability_columns(classes)].to_numpy()
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
+    assert (batch[PREDICTION] == np.asarray(classes, dtype=object)[proba.argmax(axis=1)]).all()
+
+    url = deploy(cfg)
+    try:
+        schema = Client(url).model_info()["input_schema"]
+        rows = json.loads(batch[list(schema)].to_json(orient="records", date_format="iso"))
+        served, feedback = [], []
+        with Client(url, api_key=key) as client:
+            for i in range(0, len(rows), 250):
+                answer = client.predict(rows[i:i + 250])
+                for j, p in enumerate(answer["predictions"]):
+                    assert list(p["probabilities"]) == classes and p["class_name"] == classes[p["label"]]
+                    served.append([p["probabilities"][c] for c in classes])
+                    truth = classes.index(test_rows[cfg.features.target].iloc[i + j])
+                    feedback.append((answer["request_id"], j, float(truth)))
+            assert client.feedback(feedback)["accepted"] == len(rows)
+        import requests  # a label that is no class index is refused, naming the range
+
+        refused = requests.post(f"{url}/v1/feedback", headers={"X-API-Key": key}, timeout=30,
+                             json={"items": [{"request_id": feedback[0][0], "index": 0, "label": 4.0}]})
+        assert refused.status_code == 422 and "0 to 3" in refused.text
+        monitor = ray.get_actor(monitor_name(cfg.model_name, cfg.workdir_path), namespace=NAMESPACE)
+        live = ray.get(monitor.quality.remote(first.version))
+    finally:
+        serve.shutdown()
+        stop_monitor(cfg.model_name, cfg.workdir_path)
+    np.testing.assert_allclose(served, proba, rtol=0, atol=1e-6)
+    assert live["labelled"] == len(rows)
+    assert live["metrics"]["accuracy"] == pytest.approx(float((proba.argmax(axis=1) == [
+        classes.index(v) for v in test_rows[cfg.features.target]]).mean()))
+    assert live["metrics"]["log_loss"] == pytest.approx(first.metrics["log_loss"], rel=1e-4)

@@ -82,10 +82,15 @@ def test_rerun_with_same_name_resumes_from_checkpoint(ray_session, tmp_path):
     assert resumed.history[:2] == first.history  # the first two epochs were not run again
 
 
+# Not the shipped 600 s: a search starved of CPUs then fails with its diagnosis (what holds them)
+# before pytest's 600 s timeout would cut it off with none. Every epoch here reports within seconds.
+STALL_S = 180
+
+
 def test_asha_stops_poor_trials_early(ray_session, tmp_path):
     cfg = _cfg(tmp_path, training={"epochs": 4, "batch_size": 256, "early_stopping_patience": 10, "cpus_per_worker": 0.5},
                tuning={"enabled": True, "num_samples": 4, "max_concurrent_trials": 2, "search_alg": "optuna",
-                       "grace_period": 1, "reduction_factor": 2,
+                       "grace_period": 1, "reduction_factor": 2, "stall_timeout_s": STALL_S,
                        "search_space": {"learning_rate": {"type": "loguniform", "low": 1e-5, "high": 3e-2},
                                         "hidden_sizes": {"type": "choice", "values": [[8], [32, 16]]}}})
     data = run_data_stage(cfg)

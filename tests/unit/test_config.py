@@ -192,3 +192,13 @@ def test_auto_workers_train_small_cpu_runs_in_the_driver_and_tuning_always_on_wo
         "to the scheduler; use 1 or more (or 'auto') with tuning.enabled"], info.value.problems
     with pytest.raises(ConfigError):
         parse_config({**smoke_dict(), "training": {"num_workers": -1}}, source="x.yaml")
+
+
+def test_trials_run_at_once_are_what_the_free_cpus_hold():
+    from raymlops.training.tuning import concurrent_trials
+
+    assert concurrent_trials(2, 0.51, total_cpus=2, free_cpus=2) == 2
+    assert concurrent_trials(4, 0.51, total_cpus=2, free_cpus=1.0) == 1  # another job holds a CPU
+    assert concurrent_trials(2, 1.01, total_cpus=2, free_cpus=2) == 1
+    assert concurrent_trials(2, 0.51, total_cpus=2, free_cpus=0.4) == 0
+    assert concurrent_trials(3, 0.5, total_cpus=1.5, free_cpus=1.5) == 3

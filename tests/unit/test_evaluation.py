@@ -58,3 +58,20 @@ def test_nan_metric_fails_its_gate_and_bad_gates_are_config_errors():
         ev.evaluate_gates(["auc is great"], {"auc": 0.9})
     with pytest.raises(ConfigError, match="names metric 'aucc'"):
         ev.evaluate_gates(["aucc >= 0.5"], {"auc": 0.9})
+
+
+def test_multiclass_metrics_of_class_probabilities():
+    from raymlops.training.evaluation import check_gate, compute_metrics
+
+    y = np.array([0, 1, 2, 2, 1, 0])
+    perfect = np.eye(3)[y] * 0.97 + 0.01
+    m = compute_metrics("multiclass", y, perfect)
+    assert m["accuracy"] == 1.0 and m["macro_f1"] == 1.0 and m["auc"] == 1.0 and m["rows"] == 6
+    assert m["log_loss"] == pytest.approx(-np.log(0.98), rel=1e-6)
+    uniform = compute_metrics("multiclass", y, np.full((6, 3), 1 / 3))
+    assert uniform["log_loss"] == pytest.approx(np.log(3)) and uniform["auc"] == 0.5
+    one_class = compute_metrics("multiclass", np.zeros(4, int), np.full((4, 3), 1 / 3))
+    assert np.isnan(one_class["auc"]) and one_class["accuracy"] == 1.0
+    check_gate("macro_f1 >= 0.3", "multiclass")
+    with pytest.raises(ValueError, match="class probabilities"):
+        compute_metrics("multiclass", y, perfect[:, 0])

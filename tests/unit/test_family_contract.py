@@ -189,3 +189,84 @@ def test_fit_frame_fits_the_pipelines_family_in_process_and_scores_new_rows(fami
     assert scores.shape == (len(april),) and np.all((scores >= 0) & (scores <= 1))
     assert roc_auc_score(april["delayed"], scores) > 0.55
     assert len(window(history, "time_hour", 30)) < len(history) == len(window(history, "time_hour", None))
+
+
+MULTICLASS = ["on_time", "late", "very_late", "cancelled"]
+
+
+def _multiclass_config(family: str):
+    import yaml
+
+    from tests.helpers import REPO
+
+    path = REPO / "configs" / "smoke-multiclass.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["model"] = {"task": "multiclass", "family": family}
+    return parse_config(data, source=str(path))
+
+
+@pytest.mark.parametrize("family", ["mlp", "lightgbm", "xgboost"])
+def test_every_family_fits_a_multiclass_target_and_packages_one_probability_per_class(family, tmp_path):
+    """Softmax MLP, LightGBM multiclass, XGBoost multi:softprob: rows of class probabilities, in
+    features.target_classes order, better than the class frequencies alone, and a package of the model
+    that scores exactly as the model did."""
+    from raymlops.model.local_fit import fit_frame
+    from raymlops.training.evaluation import multiclass_metrics
+    from tests.helpers import REPO
+
+    cfg = _multiclass_config(family)
+    weather = pd.read_csv(SMOKE_WEATHER).drop_duplicates(["origin", "time_hour"])
+    flights = pd.read_csv(REPO / "examples" / "smoke" / "flights_classes.csv").merge(
+        weather, on=["origin", "time_hour"], how="left")
+    times = pd.to_datetime(flights["time_hour"], utc=True)
+    history, april = flights[times < "2013-04-01"], flights[times >= "2013-04-01"]
+    model = fit_frame(cfg, history, time_column="time_hour", validation_days=7)
+    assert model.spec.classes == MULTICLASS and model.spec.outputs == 4
+    proba = model.predict_frame(april)
+    assert proba.shape == (len(april), 4)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+    y = model.features.encode_target(april["delay_class"])
+    got = multiclass_metrics(y, proba)
+    prior = np.bincount(model.features.encode_target(history["delay_class"]), minlength=4) / len(history)
+    assert got["auc"] > 0.55, got
+    assert got["log_loss"] < multiclass_metrics(y, np.tile(prior, (len(y), 1)))["log_loss"] + 0.1, got
+
+    name = get_family(family).model_file
+    if family == "lightgbm":
+        model.predictor.booster.save_model(str(tmp_path / name))
+    elif family == "xgboost":
+        model.predictor.booster.save_model(str(tmp_path / name))
+    else:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in model.predictor.module.state_dict().items()}, str(tmp_path / name))
+    path = write_package(tmp_path / "pkg" / "model", model_files={name: tmp_path / name}, fitted=model.features,
+                         spec=model.spec, model_config=cfg.model, schema={}, profile={"features": {}}, lineage={})
+    np.testing.assert_allclose(load_package(path).predict_frame(april), proba, rtol=0, atol=1e-5)
+
+
+def test_multiclass_config_names_its_classes_and_labels_outside_them_are_refused():
+    from raymlops.data.features import FittedFeatures
+    from raymlops.errors import FeatureError
+
+    data = _multiclass_config("lightgbm").model_dump(mode="json", exclude={"base_dir"})
+    data["features"]["target_classes"] = []
+    with pytest.raises(ConfigError, match=r"features.target_classes: a multiclass target needs at least 3"):
+        parse_config(data, source="x.yaml")
+    data["features"]["target_classes"] = ["a", "b", "a"]
+    with pytest.raises(ConfigError, match=r"class names repeat"):
+        parse_config(data, source="x.yaml")
+    data["features"]["target_classes"] = MULTICLASS
+    data["model"]["task"] = "classification"
+    with pytest.raises(ConfigError, match=r"only a multiclass model has target classes"):
+        parse_config(data, source="x.yaml")
+    data["model"]["task"] = "multiclass"
+    data["evaluation"]["gates"] = ["pr_auc >= 0.3"]
+    with pytest.raises(ConfigError, match=r"a multiclass model does not report; .*macro_f1"):
+        parse_config(data, source="x.yaml")
+
+    fitted = FittedFeatures(target="c", derived=[], numeric=[], categorical=[], target_classes=MULTICLASS)
+    assert fitted.encode_target(pd.Series(["late", "on_time", "cancelled"])).tolist() == [1, 0, 3]
+    with pytest.raises(FeatureError, match=r"value 'early' \(row 1 of this batch, 1 such rows\) is none of"):
+        fitted.encode_target(pd.Series(["late", "early"]))
+    assert FittedFeatures.from_dict(fitted.to_dict()).target_classes == MULTICLASS

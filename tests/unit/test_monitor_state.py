@@ -97,3 +97,38 @@ def test_feedback_labels_are_checked_against_the_task_at_the_route():
         f"(request_id {'b' * 32}, index 3)"))
     assert feedback_label_problem("classification", items[:1]) is None
     assert feedback_label_problem("regression", items) is None
+
+
+def test_multiclass_live_quality_and_prediction_drift_from_class_probabilities():
+    """A multiclass model's answers are rows of class probabilities: live quality is computed from them
+    and class-index labels, prediction drift watches which class is predicted, and a label that is no
+    class index is skipped and counted."""
+    from raymlops.monitoring.drift import prediction_values, score_profile
+    from raymlops.serving.schema import FeedbackItem, feedback_label_problem, predictions_for
+
+    rng = np.random.default_rng(7)
+    state = MonitorState(CFG, "multiclass")
+    proba = rng.dirichlet([1, 1, 1], size=300)
+    samples = [{"request_id": f"{i:032x}", "scores": [proba[i].tolist()], "version": "1", "alias": "champion",
+                "time": 0.0, "latency_s": 0.01, "records": []} for i in range(300)]
+    state.add(samples)
+    assert list(state.scores)[:5] == proba.argmax(axis=1)[:5].astype(float).tolist()
+    truth = proba.argmax(axis=1)
+    labels = [{"request_id": s["request_id"], "index": 0, "label": float(truth[i] if i % 10 else 7)}
+              for i, s in enumerate(samples)]
+    state.join(labels)
+    metrics, n = state.live_quality("1")
+    assert n == 270 and state.unusable_labels["1"] == 30  # label 7 is no class of 3
+    assert metrics["accuracy"] == 1.0 and metrics["macro_f1"] == 1.0 and 0.95 < metrics["auc"] < 1.0
+    reference = score_profile(proba)
+    assert prediction_values(proba).tolist() == truth.astype(float).tolist()
+    state.set_reference("1", _profile(), reference)
+    assert state.prediction_drift() is not None and not state.prediction_drift().drifted
+
+    answer = predictions_for("multiclass", [[0.2, 0.7, 0.1]], ["on_time", "late", "cancelled"])[0]
+    assert (answer.label, answer.class_name, answer.score) == (1, "late", 0.7)
+    assert answer.probabilities == {"on_time": 0.2, "late": 0.7, "cancelled": 0.1}
+    items = [FeedbackItem(request_id="a" * 32, label=2.0), FeedbackItem(request_id="b" * 32, label=3.0)]
+    index, why = feedback_label_problem("multiclass", items, classes=3)
+    assert index == 1 and "a label is the class's index, 0 to 2" in why
+    assert feedback_label_problem("multiclass", items[:1], classes=3) is None
