@@ -16,7 +16,7 @@ What it measures
 How to run (from the repository root)::
 
     .venv/bin/python examples/flights/prepare.py --out examples/flights/data   # once
-    .venv/bin/python benchmarks/family_bench.py [--families mlp,lightgbm,xgboost]
+    .venv/bin/python benchmarks/family_bench.py [--families mlp,lightgbm,xgboost] [--workers auto]
 
 Results are printed and written to benchmarks/out/family_bench.json (temp file, then renamed).
 """
@@ -36,10 +36,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-OUT = ROOT / "benchmarks" / "out" / "family_bench.json"
+OUT = ROOT / "benchmarks" / "out" / "family_bench.json"  # family_bench-workers-<n>.json with --workers
 
 
-def flights_config(family: str, workdir: Path):
+def flights_config(family: str, workdir: Path, workers: str | None = None):
     from raymlops.config import parse_config
 
     data = yaml.safe_load((ROOT / "configs" / "flights.yaml").read_text())
@@ -47,6 +47,8 @@ def flights_config(family: str, workdir: Path):
         src["path"] = str((ROOT / "configs" / src["path"]).resolve())
     data["workdir"] = str(workdir)
     data["tuning"] = {"enabled": False}
+    if workers is not None:
+        data["training"]["num_workers"] = workers if workers == "auto" else int(workers)
     if family != data.get("model", {}).get("family", "mlp"):
         data["model"] = {"task": "classification", "family": family}
         if family == "mlp":
@@ -85,6 +87,10 @@ def plain_lightgbm(cfg, spec, train, val, test) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--families", default="mlp,lightgbm,xgboost")
+    parser.add_argument("--workers", default=None,
+                        help="training.num_workers for every family: a number, or auto (the default of a new "
+                             "config: Ray Train's local mode in this process up to training.local_max_rows); "
+                             "default: what flights.yaml says (2)")
     args = parser.parse_args()
     os.environ.setdefault("RAYMLOPS_PROGRESS", "0")
     from sklearn.metrics import roc_auc_score
@@ -108,7 +114,7 @@ def main() -> None:
         print(f"plain LightGBM (1 process, 2 threads): test AUC {plain['auc']:.4f}, {plain['seconds']:.1f} s, "
               f"{plain['rounds']} rounds")
         for family in args.families.split(","):
-            cfg = flights_config(family, Path(tmp) / "work")
+            cfg = flights_config(family, Path(tmp) / "work", args.workers)
             started = time.perf_counter()
             trained = run_training(cfg, data, run_name=f"bench-{family}")
             seconds = time.perf_counter() - started
@@ -127,11 +133,12 @@ def main() -> None:
             print(f"raymlops {family:8s} ({row['workers']} workers, {row['family_impl']}): test AUC {auc:.4f} "
                   f"(ours - plain {row['auc_minus_plain']:+.4f}), {seconds:.1f} s "
                   f"(ours / plain {row['time_over_plain']:.2f}x)")
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = OUT.with_suffix(".tmp")
+    out = OUT if args.workers is None else OUT.with_name(f"family_bench-workers-{args.workers}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = out.with_suffix(".tmp")
     tmp_out.write_text(json.dumps(results, indent=2))
-    tmp_out.rename(OUT)
-    print(f"written to {OUT}")
+    tmp_out.rename(out)
+    print(f"written to {out}")
 
 
 if __name__ == "__main__":

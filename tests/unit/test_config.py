@@ -202,3 +202,17 @@ def test_trials_run_at_once_are_what_the_free_cpus_hold():
     assert concurrent_trials(2, 1.01, total_cpus=2, free_cpus=2) == 1
     assert concurrent_trials(2, 0.51, total_cpus=2, free_cpus=0.4) == 0
     assert concurrent_trials(3, 0.5, total_cpus=1.5, free_cpus=1.5) == 3
+
+
+def test_a_search_with_no_report_for_the_stall_timeout_is_stopped_and_says_for_how_long():
+    import time
+
+    from raymlops.training.tuning import _StallStopper
+
+    stopper = _StallStopper(0.2)
+    assert not stopper.stop_all()
+    time.sleep(0.1)
+    assert not stopper("t1", {"val_loss": 1.0}) and not stopper.stop_all()  # a report restarts the clock
+    time.sleep(0.25)
+    assert stopper.stop_all() and stopper.stalled_for > 0.2
+    assert stopper.stop_all()  # stays stopped: every trial is stopped, not only the next one
