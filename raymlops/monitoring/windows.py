@@ -22,17 +22,9 @@ import numpy as np
 import pandas as pd
 
 from raymlops.config import MonitoringConfig
-from raymlops.monitoring.drift import DriftReport, FeatureDrift, detect_drift, prediction_drift
+from raymlops.monitoring.drift import DriftReport, FeatureDrift, detect_drift, prediction_drift, prediction_values
 from raymlops.monitoring.feedback import PredictionLog
 from raymlops.training.evaluation import compute_metrics
-
-
-def _drift_value(score: float | list[float]) -> float:
-    """The value prediction drift watches for one answer: its score, or for a multiclass model's row of
-    class probabilities the index of the class it predicts (as ``drift.prediction_values``)."""
-    if isinstance(score, (list, tuple)):
-        return float(max(range(len(score)), key=score.__getitem__))
-    return float(score)
 
 
 class MonitorState:
@@ -72,7 +64,7 @@ class MonitorState:
             if s["version"] != self.champion:
                 self.champion = s["version"]
                 self.scores.clear()  # prediction drift is about one model's scores; inputs stay comparable
-            self.scores.extend(_drift_value(x) for x in s["scores"])
+            self.scores.extend(prediction_values(s["scores"]).tolist())  # a multiclass row: its predicted class
             for record in s.get("records") or []:
                 self.rows.append(record)
                 self.rows_since_check += 1

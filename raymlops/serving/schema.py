@@ -194,8 +194,9 @@ class Prediction(BaseModel):
     label: int | None = Field(None, description="Predicted class: 1 when score >= 0.5 (classification), the class's "
                                                 "index in features.target_classes (multiclass).")
     class_name: str | None = Field(None, description="The predicted class's name; multiclass only.")
-    probabilities: dict[str, float] | None = Field(None, description="Probability per class (by class name for "
-                                                                     "multiclass); classification only.")
+    probabilities: dict[str, float] | None = Field(None, description="Probability per class (\"0\"/\"1\" for "
+                                                                     "classification, by class name for multiclass); "
+                                                                     "not for regression.")
 
 
 class PredictResponse(BaseModel):
