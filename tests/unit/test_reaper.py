@@ -15,6 +15,18 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 HOLD = "import sys, time; f = open(sys.argv[1], 'a'); time.sleep(120)"
 
 
+def _open_files(pid: int) -> set[str]:
+    """The files ``pid`` holds open now. Its descriptors come and go while Python starts (an fd listed
+    a moment ago may be closed before it is read), so one that vanishes is skipped."""
+    found = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            found.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except FileNotFoundError:
+            continue
+    return found
+
+
 def _holding(path, ray_child: bool, raylet: str = "12345") -> subprocess.Popen:
     """A process holding ``path`` open: Ray's (its program lies under a ray/ folder, as Ray's own
     scripts do, with RAY_RAYLET_PID set), or a user's."""
@@ -26,7 +38,7 @@ def _holding(path, ray_child: bool, raylet: str = "12345") -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, str(program), str(path)], env=env)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        if any(os.readlink(f"/proc/{proc.pid}/fd/{fd}") == str(path) for fd in os.listdir(f"/proc/{proc.pid}/fd")):
+        if str(path) in _open_files(proc.pid):
             return proc
         time.sleep(0.05)
     raise AssertionError("the helper process never opened its file")
