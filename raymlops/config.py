@@ -281,6 +281,11 @@ class TrainingConfig(StrictModel):
     early_stopping_patience: int = Field(3, ge=1, description="Epochs without improvement before stopping.")
     max_failures: int = Field(2, ge=0, description="Worker failures survived by resuming from a checkpoint.")
     seed: int = Field(0, description="Seed for a reproducible CPU run.")
+    refit: bool = Field(
+        False, description="Once the gates pass, train again on the training, validation and test splits together, "
+        "with the same settings for the rounds (epochs) early stopping kept, and register that model. The gates "
+        "and evaluation.json judge the run before it (the refit has seen the test rows); the refit's own "
+        "judge is live traffic (the loop's canary). Set by retraining.refit for the loop's retrains.")
 
     def resolved_workers(self, train_rows: int, tuning: bool = False) -> int:
         """Workers for a run on ``train_rows`` rows, 'auto' resolved: 0 (the driver) for a small CPU run.
@@ -535,6 +540,11 @@ class RetrainingConfig(StrictModel):
     cpus_per_worker: float | None = Field(
         None, gt=0, description="CPUs per retrain worker (default: training's); it shares the cluster with serving.")
     epochs: int | None = Field(None, ge=1, description="Most epochs of a retrain (default: training's).")
+    refit: bool = Field(
+        False, description="A candidate that passes the gates is trained once more on its whole window, its "
+        "validation and test days included, and that model is the challenger (training.refit): the newest "
+        "days are the most telling, and without a refit the candidate never learns from them. Its canary "
+        "judges it on live traffic.")
     tune: bool = Field(False, description="Search hyperparameters on each retrain (tuning section).")
     check_every_s: float = Field(
         60, gt=0, description="How often `raymlops serve` (or `raymlops loop`) runs one step of the loop.")

@@ -332,7 +332,10 @@ class LoopController:
             result = self.retrain(retraining_config(self.cfg, path, end), run_name)
             outcome.update(result="challenger", version=getattr(result, "version", None),
                            metrics=getattr(result, "metrics", None),
-                           champion_metrics=getattr(result, "champion_metrics", None))
+                           champion_metrics=getattr(result, "champion_metrics", None),
+                           # the fits alone (the gated run and its refit), beside the whole retrain's seconds
+                           train_seconds=round(sum((getattr(result, "seconds", None) or {}).get(k, 0.0)
+                                                   for k in ("train", "refit")), 1))
             if outcome["version"] is not None:  # its canary is judged on the traffic labelled from now on
                 self.state.canary = {"version": str(outcome["version"]), "since": now, "wall": time.time()}
                 self._save()

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from raymlops.model import checkpointing
-from raymlops.model.contract import STATE, ModelSpec, feature_matrix
+from raymlops.model.contract import FIXED_ROUNDS, STATE, ModelSpec, feature_matrix
 
 MODEL_KEYS_FOR_STATE = ("num_boost_round", "early_stopping_rounds", "checkpoint_every")
 
@@ -51,10 +51,14 @@ class RoundState:
     history: list[dict[str, Any]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
 
-    def observe(self, iteration: int, val_loss: float, patience: int) -> bool:
-        """Record round ``iteration``'s validation loss; True when boosting should stop here."""
+    def observe(self, iteration: int, val_loss: float, patience: int, fixed: bool = False) -> bool:
+        """Record round ``iteration``'s validation loss; True when boosting should stop here. With
+        ``fixed`` (a refit: its validation rows are among its training rows) every round counts as the
+        best and nothing stops early, so the model is the one after the last round."""
         self.rounds = iteration + 1
-        if val_loss < self.best_val_loss - 1e-12:
+        if fixed:
+            self.best_val_loss, self.best_iteration, self.bad_rounds = val_loss, iteration, 0
+        elif val_loss < self.best_val_loss - 1e-12:
             self.best_val_loss, self.best_iteration, self.bad_rounds = val_loss, iteration, 0
         else:
             self.bad_rounds += 1
@@ -95,7 +99,7 @@ class RoundReporter:
         import ray
         import ray.train
 
-        stop = self.state.observe(iteration, val_loss, self.patience)
+        stop = self.state.observe(iteration, val_loss, self.patience, fixed=bool(self.config.get(FIXED_ROUNDS)))
         last = iteration + 1 >= self.total_rounds
         if not (stop or last or (iteration + 1) % self.every == 0):
             return stop

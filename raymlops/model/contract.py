@@ -73,6 +73,9 @@ from raymlops.data.features import FittedFeatures
 from raymlops.errors import ConfigError
 
 STATE = "state.json"  # every family's checkpoint holds it: metrics, history, where to resume
+# Worker config key of a refit (training.refit): train every round or epoch it is given, no early stopping,
+# and keep the last model (its validation rows are among its training rows, so "best" means nothing).
+FIXED_ROUNDS = "fixed_rounds"
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from raymlops.config import ModelConfig, TrainingConfig
 from raymlops.model import checkpointing
-from raymlops.model.contract import STATE, ModelSpec
+from raymlops.model.contract import FIXED_ROUNDS, STATE, ModelSpec
 from raymlops.model.mlp import build_model, loss_for, target_tensor
 from raymlops.model.mlp_family import BEST_WEIGHTS
 
@@ -144,7 +144,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             y_all = _gather(np.concatenate(labels) if labels else np.zeros(0, np.float32))
             s_all = _gather(np.concatenate(scores) if scores else np.zeros(0, np.float32))
             metrics["val_auc"] = _auc(y_all, s_all)
-        if val_loss < best - 1e-7:
+        if val_loss < best - 1e-7 or config.get(FIXED_ROUNDS):  # a refit keeps its last epoch
             best, bad_epochs, best_state = val_loss, 0, _cpu_state(model)
         else:
             bad_epochs += 1

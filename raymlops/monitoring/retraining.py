@@ -115,8 +115,8 @@ def retraining_config(cfg: PipelineConfig, table_path: str | Path, end: pd.Times
         "row_count": cfg.validation.row_count.model_copy(update={"min": r.min_rows, "max": None}),
     })
     training = cfg.training.model_copy(update={k: v for k, v in {
-        "num_workers": r.num_workers, "cpus_per_worker": r.cpus_per_worker, "epochs": r.epochs}.items()
-        if v is not None})
+        "num_workers": r.num_workers, "cpus_per_worker": r.cpus_per_worker, "epochs": r.epochs,
+        "refit": r.refit or None}.items() if v is not None})
     return cfg.model_copy(update={"data": data, "validation": validation, "training": training,
                                   "tuning": cfg.tuning.model_copy(update={"enabled": r.tune})})
 

@@ -39,7 +39,7 @@ from raymlops.registry import CHALLENGER, CHAMPION, Registry, git_commit, is_unr
 from raymlops.serving.schema import check_servable
 from raymlops.training import evaluation
 from raymlops.training.comparison import day_groups
-from raymlops.training.trainer import TrainingResult, run_training, workers_for
+from raymlops.training.trainer import TrainingResult, refit_overrides, run_refit, run_training, workers_for
 from raymlops.training.tuning import TuningResult, run_tuning
 from raymlops.workspace import Workspace, write_json_atomic
 
@@ -63,6 +63,7 @@ class TrainingStageResult:
     aliases: list[str] = field(default_factory=list)
     tracking_uri: str = ""
     seconds: dict[str, float] = field(default_factory=dict)
+    refit: TrainingResult | None = None  # training.refit: the registered model, trained after the gates
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
@@ -196,12 +197,7 @@ def run_training_stage(cfg: PipelineConfig, data: DataStageResult, run_name: str
                            k: v for k, v in (tuned.best_overrides if tuned else {}).items()
                            if k in type(cfg.model).model_fields}),
                        schema=input_schema(data.features, cfg.validation), lineage=lineage)
-        for _ in range(2):  # the second time with the model's own scores on the sample (prediction drift)
-            if package_dir.exists():
-                shutil.rmtree(package_dir)
-            write_package(package_dir, profile=profile, **package)
-            if "scores" not in profile:
-                profile = {**profile, "scores": score_profile(load_package(package_dir, cfg.model.trusted_builders()).predict_frame(raw_sample))}
+        _write_scored_package(cfg, package_dir, profile, package, raw_sample)
         y, pred, groups, days = _score(cfg, data, package_dir)
         metrics = evaluation.compute_metrics(cfg.model.task, y, pred)
         slices = {s: evaluation.slice_metrics(cfg.model.task, y, pred, g) for s, g in groups.items()}
@@ -238,12 +234,38 @@ def run_training_stage(cfg: PipelineConfig, data: DataStageResult, run_name: str
                              + f"; nothing was registered. Its test metrics: {shown}{versus} (all in {report_path})",
                              run_id=run_id, failed=[g.gate for g in failed])
 
+        refit = None
+        if cfg.training.refit:
+            t0 = time.perf_counter()
+            overrides = tuned.best_overrides if tuned else None
+            rows = sum(int(data.split_rows.get(s, 0)) for s in ("train", "validation", "test"))
+            planned = refit_overrides(trained, overrides)
+            say("refit", f"gates passed: training again on all {rows} rows (training, validation and test) for "
+                + (f"{planned['num_boost_round']} rounds" if "num_boost_round" in planned else f"{planned['epochs']} epochs"))
+            refit = run_refit(cfg, data, run_name, trained, overrides)
+            gated_dir = package_dir.parent / "gated-model"  # kept: what the gates judged
+            if gated_dir.exists():
+                shutil.rmtree(gated_dir)
+            package_dir.rename(gated_dir)
+            package = {**package, "model_files": refit.model_files, "spec": refit.spec}
+            _write_scored_package(cfg, package_dir, {k: v for k, v in profile.items() if k != "scores"},
+                                  package, raw_sample)
+            seconds["refit"] = time.perf_counter() - t0
+            report["refit"] = {"rows": rows, **{k: planned[k] for k in ("num_boost_round", "epochs") if k in planned},
+                               "seconds": round(seconds["refit"], 2), "gated_package": str(gated_dir),
+                               "note": "metrics and gates are the gated run's, on test rows the refit has seen"}
+            report_path = write_json_atomic(package_dir.parent / "evaluation.json", report)
+            reg.log_artifact(run_id, report_path, "evaluation")
+            reg.log_params(run_id, {f"refit.{k}": v for k, v in report["refit"].items() if k in ("rows", "num_boost_round", "epochs")})
+
         say("register", f"logging the package and registering a version of {name!r}")
         reg.log_artifacts(run_id, package_dir, "model")
         tags = {**lineage, "raymlops.gates": "passed",
-                **{f"raymlops.metric.{k}": f"{v:.6g}" for k, v in metrics.items()}}
+                **{f"raymlops.metric.{k}": f"{v:.6g}" for k, v in metrics.items()},
+                **({"raymlops.refit": f"{report['refit']['rows']} rows"} if refit else {})}
         version = reg.register(name, run_id, "model", tags=tags,
-                               description=f"{cfg.name}: data {data.snapshot.snapshot_id}, run {run_name}")
+                               description=f"{cfg.name}: data {data.snapshot.snapshot_id}, run {run_name}"
+                               + (" (refitted on all its splits after the gates)" if refit else ""))
         aliases = [CHALLENGER]
         reg.move_alias(name, CHALLENGER, version, action="register", reason=f"passed gates in run {run_name}")
         if champion_version is None and cfg.registry.promote_first:
@@ -269,7 +291,21 @@ def run_training_stage(cfg: PipelineConfig, data: DataStageResult, run_name: str
     return TrainingStageResult(
         run_id=run_id, run_name=run_name, training=trained, tuning=tuned, metrics=metrics,
         champion_metrics=champion_metrics, slices=slices, gates=gates, package_dir=package_dir,
-        model_name=name, version=version, aliases=aliases, tracking_uri=reg.tracking_uri, seconds=seconds)
+        model_name=name, version=version, aliases=aliases, tracking_uri=reg.tracking_uri, seconds=seconds,
+        refit=refit)
+
+
+def _write_scored_package(cfg: PipelineConfig, package_dir: Path, profile: dict[str, Any], package: dict[str, Any],
+                          raw_sample: pd.DataFrame) -> None:
+    """Write the package twice: the second time its profile holds the model's own scores on the reference
+    sample (prediction drift is judged against them)."""
+    for _ in range(2):
+        if package_dir.exists():
+            shutil.rmtree(package_dir)
+        write_package(package_dir, profile=profile, **package)
+        if "scores" not in profile:
+            scores = load_package(package_dir, cfg.model.trusted_builders()).predict_frame(raw_sample)
+            profile = {**profile, "scores": score_profile(scores)}
 
 
 def system_info() -> dict[str, str]:
@@ -323,6 +359,10 @@ def summary_rows(result: TrainingStageResult) -> list[tuple[str, str]]:
                                                         if k in result.champion_metrics)))
     for g in result.gates:
         rows.append(("gate", f"{'PASS' if g.passed else 'FAIL'}  {g.gate}: {g.detail}"))
+    if result.refit:
+        done = result.refit.final_metrics
+        rows.append(("refit", "registered: trained again on training, validation and test for "
+                     + (f"{done['round']} rounds" if "round" in done else f"{result.refit.epochs_run} epochs")))
     rows.append(("registered", f"{result.model_name} v{result.version} ({', '.join(result.aliases)})"))
     rows.append(("MLflow", f"{result.tracking_uri}  (mlflow ui --backend-store-uri {result.tracking_uri})"))
     return rows

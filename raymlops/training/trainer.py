@@ -9,6 +9,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from raymlops.config import PipelineConfig
 from raymlops.data.stage import DataStageResult
 from raymlops.errors import ConfigError, TrainingError
 from raymlops.model import checkpointing
-from raymlops.model.contract import STATE, ModelSpec, get_family
+from raymlops.model.contract import FIXED_ROUNDS, STATE, ModelSpec, get_family
 from raymlops.workspace import Workspace
 
 
@@ -81,12 +82,14 @@ def workers_for(cfg: PipelineConfig, data: DataStageResult, tuning: bool = False
 def build_trainer(cfg: PipelineConfig, data: DataStageResult, run_name: str, storage: Path,
                   overrides: dict[str, Any] | None = None, callbacks: list | None = None,
                   spec: ModelSpec | None = None, workers: int | None = None,
-                  max_failures: int | None = None) -> Any:
+                  max_failures: int | None = None, fixed_rounds: bool = False) -> Any:
     spec = spec or model_spec(cfg, data)
     family = get_family(cfg.model.family)
     t = cfg.training
     workers = workers_for(cfg, data) if workers is None else workers
     config = loop_config(cfg, spec, overrides)
+    if fixed_rounds:
+        config[FIXED_ROUNDS] = True
     if workers == 0:  # local mode: the loop writes and finds its own checkpoints (model/checkpointing.py)
         config[checkpointing.LOCAL_DIR] = str(storage / run_name)
     return family.trainer_class()(
@@ -114,12 +117,12 @@ def read_checkpoint_state(checkpoint_dir: str | Path) -> dict[str, Any]:
 
 
 def run_training(cfg: PipelineConfig, data: DataStageResult, run_name: str,
-                 overrides: dict[str, Any] | None = None) -> TrainingResult:
+                 overrides: dict[str, Any] | None = None, fixed_rounds: bool = False) -> TrainingResult:
     """Train, or resume the run of that name from its last checkpoint; returns where the model is."""
     ws = Workspace(cfg.workdir_path).ensure()
     started = time.perf_counter()
     spec = model_spec(cfg, data)
-    trainer = build_trainer(cfg, data, run_name, ws.checkpoints, overrides, spec=spec)
+    trainer = build_trainer(cfg, data, run_name, ws.checkpoints, overrides, spec=spec, fixed_rounds=fixed_rounds)
     try:
         result = trainer.fit()
     except Exception as exc:  # Ray raises TrainingFailedError subclasses and others
@@ -139,3 +142,31 @@ def training_result(cfg: PipelineConfig, run_name: str, ckpt_dir: Path, spec: Mo
         run_name=run_name, checkpoint_dir=ckpt_dir, model_files=get_family(cfg.model.family).checkpoint_files(ckpt_dir),
         spec=spec, params=loop_config(cfg, spec, overrides),
         final_metrics=state["metrics"], history=state.get("history", [state["metrics"]]), seconds=seconds)
+
+
+def refit_overrides(trained: TrainingResult, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a refit trains for: the rounds (boosting) or epochs (MLP) that the gated run's early stopping
+    kept, with the run's other overrides (a tuned retrain's best trial)."""
+    final = trained.final_metrics
+    if "best_round" in final:
+        return {**(overrides or {}), "num_boost_round": max(1, int(final["best_round"]))}
+    history = trained.history or [final]
+    best = min(history, key=lambda h: h["val_loss"])
+    return {**(overrides or {}), "epochs": int(best["epoch"]) + 1}
+
+
+def refit_data(data: DataStageResult) -> DataStageResult:
+    """The data of a refit: the training, validation and test splits together as its training split (the
+    validation split is still scored each round, but only as a record: nothing stops early)."""
+    parts = [data.datasets[s] for s in ("train", "validation", "test") if s in data.datasets]
+    rows = sum(int(data.split_rows.get(s, 0)) for s in ("train", "validation", "test"))
+    return dataclasses.replace(data, datasets={**data.datasets, "train": parts[0].union(*parts[1:])},
+                               split_rows={**data.split_rows, "train": rows})
+
+
+def run_refit(cfg: PipelineConfig, data: DataStageResult, run_name: str, trained: TrainingResult,
+              overrides: dict[str, Any] | None = None) -> TrainingResult:
+    """The gated run's model trained once more on all its splits (``training.refit``), as run
+    ``<run_name>-refit`` (resumable by name like any run)."""
+    return run_training(cfg, refit_data(data), f"{run_name}-refit", refit_overrides(trained, overrides),
+                        fixed_rounds=True)

@@ -108,6 +108,42 @@ def test_killed_worker_mid_boosting_resumes_and_stops_at_the_same_round(ray_sess
     assert disturbed.final_metrics["val_loss"] == pytest.approx(undisturbed.final_metrics["val_loss"], rel=1e-3)
 
 
+def test_a_refit_registers_the_gated_model_trained_on_every_split_and_the_gates_judge_the_gated_one(
+        ray_session, tmp_path):
+    """training.refit (what retraining.refit sets for the loop): the registered model learned from the
+    training, validation and test rows, for the rounds the gated run kept; the evaluation and the gates
+    stay those of the gated model, which is kept beside it."""
+    from raymlops.training import evaluation
+
+    data = smoke_dict()
+    data["name"] = "smoke-refit"
+    data["model"] = FAMILIES["lightgbm"]
+    data["training"] = {"refit": True}
+    cfg = load_config(write_config(tmp_path, data))
+    stage = run_data_stage(cfg)
+    trained = run_training_stage(cfg, stage, run_name="refit-v1")
+    gated, refit = trained.training.final_metrics, trained.refit.final_metrics
+    everything = sum(stage.split_rows[s] for s in ("train", "validation", "test"))
+    assert gated["trained_rows"] == stage.split_rows["train"] < everything == refit["trained_rows"]
+    assert refit["round"] == gated["best_round"] < gated["round"], (gated, refit)
+
+    gated_dir = trained.package_dir.parent / "gated-model"
+    report = json.loads((trained.package_dir.parent / "evaluation.json").read_text())
+    assert report["refit"]["rows"] == everything and report["refit"]["num_boost_round"] == gated["best_round"]
+    test = stage.raw["test"].to_pandas()
+    y = test[cfg.features.target].to_numpy(float)
+    for package, same in ((gated_dir, True), (trained.package_dir, False)):
+        scores = load_package(package).predict_frame(test)
+        auc = evaluation.compute_metrics(cfg.model.task, y, scores)["auc"]
+        assert (auc == pytest.approx(report["metrics"]["auc"], abs=1e-9)) is same, (package, auc)
+
+    reg = Registry.for_config(cfg)
+    assert reg.version_info(cfg.model_name, trained.version).tags["raymlops.refit"] == f"{everything} rows"
+    registered = reg.download_package(cfg.model_name, trained.version, tmp_path / "registered")
+    assert (registered / "model.lgb.txt").read_bytes() == (trained.package_dir / "model.lgb.txt").read_bytes()
+    assert (registered / "model.lgb.txt").read_bytes() != (gated_dir / "model.lgb.txt").read_bytes()
+
+
 def test_mlp_regression_on_a_target_in_the_thousands_is_as_good_as_default_lightgbm(ray_session, tmp_path):
     """The MLP standardises a regression target: with defaults it gets within 0.05 R² of LightGBM."""
     smoke = pd.read_csv(SMOKE_FLIGHTS)  # ten copies (30,000 rows), each with its own noise below

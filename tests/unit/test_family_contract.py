@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pickletools
+from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
@@ -270,3 +271,30 @@ def test_multiclass_config_names_its_classes_and_labels_outside_them_are_refused
     with pytest.raises(FeatureError, match=r"value 'early' \(row 1 of this batch, 1 such rows\) is none of"):
         fitted.encode_target(pd.Series(["late", "early"]))
     assert FittedFeatures.from_dict(fitted.to_dict()).target_classes == MULTICLASS
+
+
+def test_a_refit_keeps_its_last_round_and_never_stops_early():
+    """training.refit trains on its validation rows too, so the best validation round means nothing there:
+    with fixed rounds every round is the best and patience never ends it."""
+    from raymlops.model.boosting import RoundState
+
+    gated, refit = RoundState(), RoundState()
+    losses = [0.5, 0.4, 0.45, 0.46, 0.47]
+    stops = [gated.observe(i, v, patience=2) for i, v in enumerate(losses)]
+    assert stops == [False, False, False, True, True] and gated.best_iteration == 1
+    assert not any(refit.observe(i, v, patience=2, fixed=True) for i, v in enumerate(losses))
+    assert refit.best_iteration == 4 and refit.rounds == 5
+
+
+def test_a_refit_trains_for_what_early_stopping_kept():
+    from raymlops.training.trainer import TrainingResult, refit_overrides
+
+    def result(final, history):
+        return TrainingResult(run_name="r", checkpoint_dir=Path("."), model_files={}, spec=None, params={},
+                              final_metrics=final, history=history)
+
+    trees = result({"round": 87, "best_round": 37, "val_loss": 0.5}, [])
+    assert refit_overrides(trees) == {"num_boost_round": 37}
+    assert refit_overrides(trees, {"learning_rate": 0.1}) == {"learning_rate": 0.1, "num_boost_round": 37}
+    epochs = [{"epoch": 0, "val_loss": 0.6}, {"epoch": 1, "val_loss": 0.5}, {"epoch": 2, "val_loss": 0.55}]
+    assert refit_overrides(result(epochs[-1], epochs)) == {"epochs": 2}

@@ -76,6 +76,9 @@ def test_derived_config_reads_the_window_splits_relative_to_its_end_and_uses_ret
     assert derived.validation.columns == cfg.validation.columns  # the same expectations as always
     assert derived.training.epochs == 2 and derived.training.num_workers == 1
     assert derived.evaluation == cfg.evaluation and derived.model_name == cfg.model_name
+    assert not derived.training.refit  # off unless retraining.refit says so
+    refitting = cfg.model_copy(update={"retraining": cfg.retraining.model_copy(update={"refit": True})})
+    assert retraining_config(refitting, tmp_path / "w.parquet", end).training.refit
 
 
 def test_time_split_without_rows_is_a_clear_error(tmp_path):
