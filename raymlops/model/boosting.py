@@ -56,9 +56,7 @@ class RoundState:
         ``fixed`` (a refit: its validation rows are among its training rows) every round counts as the
         best and nothing stops early, so the model is the one after the last round."""
         self.rounds = iteration + 1
-        if fixed:
-            self.best_val_loss, self.best_iteration, self.bad_rounds = val_loss, iteration, 0
-        elif val_loss < self.best_val_loss - 1e-12:
+        if fixed or val_loss < self.best_val_loss - 1e-12:
             self.best_val_loss, self.best_iteration, self.bad_rounds = val_loss, iteration, 0
         else:
             self.bad_rounds += 1

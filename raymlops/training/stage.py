@@ -39,7 +39,8 @@ from raymlops.registry import CHALLENGER, CHAMPION, Registry, git_commit, is_unr
 from raymlops.serving.schema import check_servable
 from raymlops.training import evaluation
 from raymlops.training.comparison import day_groups
-from raymlops.training.trainer import TrainingResult, refit_overrides, run_refit, run_training, workers_for
+from raymlops.training.trainer import (TrainingResult, refit_overrides, refit_rows, run_refit, run_training,
+                                       workers_for)
 from raymlops.training.tuning import TuningResult, run_tuning
 from raymlops.workspace import Workspace, write_json_atomic
 
@@ -237,12 +238,10 @@ def run_training_stage(cfg: PipelineConfig, data: DataStageResult, run_name: str
         refit = None
         if cfg.training.refit:
             t0 = time.perf_counter()
-            overrides = tuned.best_overrides if tuned else None
-            rows = sum(int(data.split_rows.get(s, 0)) for s in ("train", "validation", "test"))
-            planned = refit_overrides(trained, overrides)
+            rows, planned = refit_rows(data), refit_overrides(trained, tuned.best_overrides if tuned else None)
             say("refit", f"gates passed: training again on all {rows} rows (training, validation and test) for "
                 + (f"{planned['num_boost_round']} rounds" if "num_boost_round" in planned else f"{planned['epochs']} epochs"))
-            refit = run_refit(cfg, data, run_name, trained, overrides)
+            refit = run_refit(cfg, data, run_name, planned)
             gated_dir = package_dir.parent / "gated-model"  # kept: what the gates judged
             if gated_dir.exists():
                 shutil.rmtree(gated_dir)

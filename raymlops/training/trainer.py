@@ -155,18 +155,23 @@ def refit_overrides(trained: TrainingResult, overrides: dict[str, Any] | None = 
     return {**(overrides or {}), "epochs": int(best["epoch"]) + 1}
 
 
+REFIT_SPLITS = ("train", "validation", "test")
+
+
+def refit_rows(data: DataStageResult) -> int:
+    """Rows a refit trains on: every split's."""
+    return sum(int(data.split_rows.get(s, 0)) for s in REFIT_SPLITS)
+
+
 def refit_data(data: DataStageResult) -> DataStageResult:
     """The data of a refit: the training, validation and test splits together as its training split (the
     validation split is still scored each round, but only as a record: nothing stops early)."""
-    parts = [data.datasets[s] for s in ("train", "validation", "test") if s in data.datasets]
-    rows = sum(int(data.split_rows.get(s, 0)) for s in ("train", "validation", "test"))
+    parts = [data.datasets[s] for s in REFIT_SPLITS if s in data.datasets]
     return dataclasses.replace(data, datasets={**data.datasets, "train": parts[0].union(*parts[1:])},
-                               split_rows={**data.split_rows, "train": rows})
+                               split_rows={**data.split_rows, "train": refit_rows(data)})
 
 
-def run_refit(cfg: PipelineConfig, data: DataStageResult, run_name: str, trained: TrainingResult,
-              overrides: dict[str, Any] | None = None) -> TrainingResult:
-    """The gated run's model trained once more on all its splits (``training.refit``), as run
-    ``<run_name>-refit`` (resumable by name like any run)."""
-    return run_training(cfg, refit_data(data), f"{run_name}-refit", refit_overrides(trained, overrides),
-                        fixed_rounds=True)
+def run_refit(cfg: PipelineConfig, data: DataStageResult, run_name: str, planned: dict[str, Any]) -> TrainingResult:
+    """The gated run's model trained once more on all its splits (``training.refit``) with ``planned``
+    (``refit_overrides``), as run ``<run_name>-refit`` (resumable by name like any run)."""
+    return run_training(cfg, refit_data(data), f"{run_name}-refit", planned, fixed_rounds=True)
