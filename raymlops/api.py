@@ -86,10 +86,7 @@ def load_model(name: str, alias: str = "champion", *, version: str | int | None 
     registry = Registry.for_config(cfg) if cfg else Registry.for_workdir(workdir or Path(".raymlops"))
     ref = f"{name}/{version}" if version is not None else f"{name}@{alias}"
     name, resolved = registry.resolve(ref)
-    cached = registry.workdir / "packages" / f"{name}-v{resolved}"
-    package_dir = cached / "model"
-    if not package_dir.is_dir():
-        package_dir = registry.download_package(name, resolved, cached)
+    package_dir = registry.local_package(name, resolved)  # verified against the registry on every load
     trusted = cfg.model.trusted_builders() if cfg else ()
     return Model(name=name, version=resolved, package=load_package(package_dir, trusted))
 

@@ -18,7 +18,7 @@ import pandas as pd
 import ray.data
 
 from raymlops.errors import DataValidationError
-from raymlops.packaging import LoadedModel, load_package, verify_package
+from raymlops.packaging import LoadedModel, load_package
 
 PREDICTION = "prediction"
 PROBABILITY = "probability_"  # a multiclass model's columns: probability_<class name>, one per class
@@ -108,8 +108,7 @@ def predict_files(registry: Any, model_ref: str, input_path: str, output: str | 
     name, version = registry.resolve(model_ref)
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="raymlops-predict-") as tmp:
-        package = registry.download_package(name, version, tmp)
-        verify_package(package)
+        package = registry.download_package(name, version, tmp)  # verified against the registered manifest
         ds = predict_dataset(read_input(input_path, fmt), package, batch_size=batch_size,
                              concurrency=concurrency, cast=True, trusted_builders=trusted_builders)
         staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))

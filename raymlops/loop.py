@@ -238,10 +238,8 @@ class LoopController:
         from raymlops.packaging import load_package
 
         if str(version) not in self._packages:
-            cached = self.cfg.workdir_path / "packages" / f"{self.name}-v{version}" / "model"
-            if not cached.is_dir():
-                cached = self.registry.download_package(self.name, version, cached.parent)
-            self._packages[str(version)] = load_package(cached, self.cfg.model.trusted_builders())
+            self._packages[str(version)] = load_package(self.registry.local_package(self.name, version),
+                                                        self.cfg.model.trusted_builders())
         return self._packages[str(version)]
 
     def _since(self, version: str) -> float:
@@ -352,7 +350,7 @@ class LoopController:
         to rows timed at or before ``until``, the loop's clock)."""
         r = self.cfg.retraining
         version = self.registry.version_info(self.name, champion) if champion else None
-        schema = _input_schema(self.registry, self.name, champion, self.cfg.workdir_path)
+        schema = _input_schema(self.registry, self.name, champion)
         time_column = self.cfg.data.split.column if isinstance(self.cfg.data.split, TimeSplitConfig) else None
         target = self.cfg.features.target
         feedback = self.cfg.workdir_path / "monitoring" / self.name / "feedback.jsonl"
@@ -423,16 +421,13 @@ def run_loop(cfg: PipelineConfig, *, address: str | None, once: bool = False, pr
             time.sleep(every_s or cfg.retraining.check_every_s)
 
 
-def _input_schema(registry: Registry, name: str, version: str | None, workdir: Path) -> dict[str, Any]:
-    """The champion's input schema, from its package manifest (cached next to other downloaded packages)."""
+def _input_schema(registry: Registry, name: str, version: str | None) -> dict[str, Any]:
+    """The champion's input schema, from its verified package manifest (the workdir's copy)."""
     from raymlops.packaging import verify_package
 
     if version is None:
         raise RaymlopsError(f"model {name!r} has no champion: the loop needs one to retrain against")
-    cached = workdir / "packages" / f"{name}-v{version}" / "model"
-    if not cached.is_dir():
-        cached = registry.download_package(name, version, cached.parent)
-    return verify_package(cached)["input_schema"]
+    return verify_package(registry.local_package(name, version))["input_schema"]
 
 
 MIN_SPLIT_ROWS = 100

@@ -9,7 +9,9 @@
 
 ``write_package`` builds it in a temp folder and renames it into place; ``load_package`` verifies every
 checksum before the family (``raymlops.model``) reads its file, so a truncated or tampered file is
-refused with a clear error.
+refused with a clear error. The manifest itself is authenticated by the registry: registration tags the
+version with ``manifest_sha256`` and downloads are checked against it, so rewriting the manifest to match
+altered weights, or adding a file it does not list, is refused too.
 
 Example::
 
@@ -126,11 +128,22 @@ class LoadedModel:
         return self.predict_features(self.features.transform_frame(frame))
 
 
-def verify_package(path: str | Path) -> dict[str, Any]:
+def manifest_sha256(path: str | Path) -> str:
+    """The digest of a package's manifest.json: the registry records it when the version is registered, so a
+    manifest rewritten later (with checksums to match altered files) is told apart from the registered one."""
+    return sha256(Path(path) / MANIFEST)
+
+
+def verify_package(path: str | Path, expected_manifest_sha256: str | None = None) -> dict[str, Any]:
+    """Check a package before anything reads it: its manifest is the registered one (when the registry's digest
+    is given), the folder holds exactly the files the manifest lists, and every file matches its checksum."""
     path = Path(path)
     mpath = path / MANIFEST
     if not mpath.is_file():
         raise ModelPackageError(f"{path} is not a model package (no {MANIFEST})")
+    if expected_manifest_sha256 is not None and manifest_sha256(path) != expected_manifest_sha256:
+        raise ModelPackageError(f"{path}: {MANIFEST} is not the manifest registered with this version (its sha256 "
+                                "differs from the registry's record); refusing to load it")
     try:
         manifest = json.loads(mpath.read_text())
     except json.JSONDecodeError as exc:
@@ -138,7 +151,15 @@ def verify_package(path: str | Path) -> dict[str, Any]:
     if manifest.get("format") != PACKAGE_FORMAT:
         raise ModelPackageError(f"{path}: package format {manifest.get('format')} is not supported "
                                 f"(this raymlops reads {PACKAGE_FORMAT})")
-    for name, digest in manifest["files"].items():
+    listed = manifest.get("files")
+    if not isinstance(listed, dict) or not listed:
+        raise ModelPackageError(f"{mpath} lists no files")
+    present = sorted(str(f.relative_to(path)) for f in path.rglob("*") if not f.is_dir() and f != mpath)
+    for name in present:
+        if name not in listed:
+            raise ModelPackageError(f"{path}: {name} is not listed in {MANIFEST} (a package holds exactly the "
+                                    "files it was registered with); refusing to load it")
+    for name, digest in listed.items():
         f = path / name
         if not f.is_file():
             raise ModelPackageError(f"{path}: {name} is missing")
@@ -167,10 +188,11 @@ def check_builder(path: Path, manifest: dict[str, Any], trusted_builders: Collec
         "that trains and serves this model")
 
 
-def load_package(path: str | Path, trusted_builders: Collection[str] = ()) -> LoadedModel:
-    """Verify checksums and the builder, then let the package's family read its model file."""
+def load_package(path: str | Path, trusted_builders: Collection[str] = (),
+                 expected_manifest_sha256: str | None = None) -> LoadedModel:
+    """Verify the manifest, checksums and the builder, then let the package's family read its model file."""
     path = Path(path)
-    manifest = verify_package(path)
+    manifest = verify_package(path, expected_manifest_sha256)
     check_builder(path, manifest, trusted_builders)
     spec = ModelSpec(**manifest["spec"])
     try:

@@ -19,6 +19,7 @@ import fcntl
 import functools
 import getpass
 import json
+import logging
 import os
 import random
 import subprocess
@@ -34,11 +35,15 @@ from raymlops.config import PipelineConfig
 from raymlops.errors import RegistryError
 from raymlops.workspace import Workspace
 
+log = logging.getLogger(__name__)
+
 # Downloads of a few small files need no progress bar (it floods logs of replicas and CI).
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+# The version tag that authenticates a package: the sha256 of its manifest.json, written at registration.
+MANIFEST_TAG = "raymlops.manifest_sha256"
 _RETRIES = 8
 
 
@@ -285,16 +290,54 @@ class Registry:
         except Exception as exc:
             raise RegistryError(f"model {name!r} has no version {version}: {exc}") from exc
 
+    def registered_manifest(self, name: str, version: str | int) -> str | None:
+        """The manifest digest recorded when ``version`` was registered; None for versions registered before
+        raymlops recorded it (their files are still checked against their manifest, with a warning)."""
+        digest = (self.version_info(name, version).tags or {}).get(MANIFEST_TAG)
+        if digest is None:
+            log.warning("model %r v%s has no %s tag (registered by an older raymlops): its manifest cannot be "
+                        "authenticated, only the files it lists", name, version, MANIFEST_TAG)
+        return digest
+
     def download_package(self, name: str, version: str | int, dest: str | Path) -> Path:
-        """Fetch a version's package files (verified later by ``packaging.load_package``)."""
+        """Fetch a version's package files under ``dest`` and verify them against the manifest registered
+        with the version (raises ModelPackageError, naming the file, when they differ)."""
         import mlflow.artifacts
+
+        from raymlops.packaging import verify_package
 
         mv = self.version_info(name, version)
         dest = Path(dest)
         dest.mkdir(parents=True, exist_ok=True)
-        path = mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(dest),
-                                                   tracking_uri=self.tracking_uri)
-        return Path(path)
+        path = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(dest),
+                                                        tracking_uri=self.tracking_uri))
+        verify_package(path, self.registered_manifest(name, version))
+        return path
+
+    def local_package(self, name: str, version: str | int) -> Path:
+        """This workdir's copy of a version's package (``packages/NAME-vN/model``), downloaded once (beside,
+        then renamed into place) and verified against the registry's manifest digest on every call."""
+        import shutil
+        import tempfile
+
+        from raymlops.packaging import verify_package
+
+        target = self.workdir / "packages" / f"{name}-v{version}" / "model"
+        if target.is_dir():
+            verify_package(target, self.registered_manifest(name, version))
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
+        try:
+            landed = self.download_package(name, version, tmp)
+            try:
+                os.rename(landed, target)
+            except OSError:
+                if not target.is_dir():  # not another process's finished copy of the same version
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return target
 
     def list_versions(self, name: str) -> list[Any]:
         try:

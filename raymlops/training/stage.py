@@ -34,8 +34,8 @@ from raymlops.errors import GateFailed, RegistryError, TrainingError
 from raymlops.inference import PREDICTION, predict_dataset, probability_columns, with_predictions
 from raymlops.monitoring.drift import score_profile
 from raymlops.monitoring.profiles import build_reference_profile
-from raymlops.packaging import input_schema, load_package, write_package
-from raymlops.registry import CHALLENGER, CHAMPION, Registry, git_commit, is_unreachable
+from raymlops.packaging import input_schema, load_package, manifest_sha256, write_package
+from raymlops.registry import CHALLENGER, CHAMPION, MANIFEST_TAG, Registry, git_commit, is_unreachable
 from raymlops.serving.schema import check_servable
 from raymlops.training import evaluation
 from raymlops.training.comparison import day_groups
@@ -206,10 +206,7 @@ def run_training_stage(cfg: PipelineConfig, data: DataStageResult, run_name: str
         champion_metrics = None
         if champion_version is not None:
             say("evaluate", f"scoring champion v{champion_version} on the same test rows")
-            cached = ws.root / "packages" / f"{name}-v{champion_version}"
-            champion_dir = cached / "model"
-            if not champion_dir.is_dir():
-                champion_dir = reg.download_package(name, champion_version, cached)
+            champion_dir = reg.local_package(name, champion_version)
             cy, cpred, _, _ = _score(cfg, data, champion_dir)
             champion_metrics = evaluation.compute_metrics(cfg.model.task, cy, cpred)
         comparisons = (evaluation.champion_comparisons(cfg.evaluation.gates, cfg.model.task, y, pred, cpred,
@@ -259,7 +256,7 @@ def run_training_stage(cfg: PipelineConfig, data: DataStageResult, run_name: str
 
         say("register", f"logging the package and registering a version of {name!r}")
         reg.log_artifacts(run_id, package_dir, "model")
-        tags = {**lineage, "raymlops.gates": "passed",
+        tags = {**lineage, "raymlops.gates": "passed", MANIFEST_TAG: manifest_sha256(package_dir),
                 **{f"raymlops.metric.{k}": f"{v:.6g}" for k, v in metrics.items()},
                 **({"raymlops.refit": f"{report['refit']['rows']} rows"} if refit else {})}
         version = reg.register(name, run_id, "model", tags=tags,
