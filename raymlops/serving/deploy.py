@@ -140,10 +140,19 @@ def undeploy(app_name: str) -> None:
     serve.delete(app_name)
 
 
-def serve_forever(url: str, say: Any = print, tick: Any = None, tick_every_s: float = 60.0) -> None:
+MAX_FAILED_CHECKS = 15  # in a row, one every CHECK_INTERVAL_S: ~30 s of a service that does not answer
+CHECK_INTERVAL_S = 2.0
+
+
+def serve_forever(url: str, say: Any = print, tick: Any = None, tick_every_s: float = 60.0, *,
+                  max_failed_checks: int = MAX_FAILED_CHECKS, check_interval_s: float = CHECK_INTERVAL_S) -> None:
     """Block until Ctrl-C, printing the served versions when they change, and running ``tick`` (one
-    step of the closed loop) every ``tick_every_s``: a failing step is reported, never fatal."""
+    step of the closed loop) every ``tick_every_s``: a failing step is reported, never fatal.
+
+    A service that stops answering (Ray or its proxy died) is fatal after ``max_failed_checks`` checks in a
+    row: ServingError, so ``raymlops serve`` exits 1 saying so instead of printing failures without end."""
     last = None
+    failed, first_failure = 0, 0.0
     next_tick = time.monotonic() + tick_every_s
     try:
         while True:
@@ -154,15 +163,24 @@ def serve_forever(url: str, say: Any = print, tick: Any = None, tick_every_s: fl
                 if now != last:
                     say(f"serving {info['model']}: " + ", ".join(f"{a} v{v}" for a, v in now.items() if v))
                     last = now
+                failed = 0
             except (urllib.error.URLError, OSError, KeyError, ValueError) as exc:
-                say(f"status check failed: {exc}")
+                failed += 1
+                first_failure = time.monotonic() if failed == 1 else first_failure
+                say(f"status check failed ({failed} of {max_failed_checks} in a row): {exc}")
+                if failed >= max_failed_checks:
+                    raise ServingError(
+                        f"the service at {url} stopped answering: {failed} status checks in a row failed over "
+                        f"{time.monotonic() - first_failure:.0f} s (last: {exc}). Ray or its Serve proxy has "
+                        "probably died (see the Ray logs under /tmp/ray/session_latest/logs); start it again "
+                        "with `raymlops serve CONFIG`")
             if tick is not None and time.monotonic() >= next_tick:
                 try:
                     tick()
                 except Exception as exc:  # the service outlives a failed loop step
                     say(f"loop step failed: {type(exc).__name__}: {exc}")
                 next_tick = time.monotonic() + tick_every_s
-            time.sleep(2)
+            time.sleep(check_interval_s)
     except KeyboardInterrupt:
         say("stopping")
 
@@ -191,4 +209,7 @@ def run_service(cfg: PipelineConfig, *, address: str | None = None, num_cpus: in
             if rt.started_here:
                 from ray import serve
 
-                serve.shutdown()
+                try:
+                    serve.shutdown()
+                except Exception as exc:  # Ray itself may be what died; the first error is the one to tell
+                    say(f"could not shut Serve down cleanly: {type(exc).__name__}: {exc}")
