@@ -39,6 +39,7 @@ from typing import Any
 
 from raymlops.errors import ClusterError
 from raymlops.ray_auth import auth_headers, ensure_token
+from raymlops.workspace import write_json_atomic
 
 STATE_FILE = "cluster.json"
 HEAD = "head"
@@ -69,10 +70,7 @@ class LocalCluster:
     nodes: list[NodeProcess] = field(default_factory=list)
 
     def save(self) -> None:
-        path = Path(self.dir) / STATE_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        os.replace(tmp, path)
+        write_json_atomic(Path(self.dir) / STATE_FILE, asdict(self))
 
     @classmethod
     def load(cls, directory: Path) -> LocalCluster | None:

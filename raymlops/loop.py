@@ -34,6 +34,7 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,7 +51,9 @@ from raymlops.monitoring.policy import (Decision, Evidence, canary_decision, gat
 from raymlops.monitoring.retraining import labelled_traffic, retraining_config, retraining_window, split_starts
 from raymlops.registry import CHALLENGER, CHAMPION, Registry
 from raymlops.training.comparison import HIGHER_IS_BETTER, Comparison, compare, day_groups, interval
-from raymlops.workspace import write_json_atomic
+from raymlops.workspace import append_lines, read_json_lines, write_json_atomic
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[str, str], None]
 Retrain = Callable[[PipelineConfig, str], Any]
@@ -119,8 +122,7 @@ class LoopController:
 
     def _record(self, decision: Decision, **extra: Any) -> Decision:
         entry = {"model": self.name, **decision.to_dict(), **extra}
-        with open(self.decisions_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(entry, default=str) + "\n")
+        append_lines(self.decisions_path, [json.dumps(entry, default=str)])
         if decision.taken:
             self._event(decision.kind, decision.action)
         outcome = extra.get("outcome") or {}
@@ -133,9 +135,10 @@ class LoopController:
         write_json_atomic(self.state_path, self.state.__dict__)
 
     def decisions(self, last: int | None = None) -> list[dict[str, Any]]:
-        if not self.decisions_path.is_file():
-            return []
-        lines = [json.loads(line) for line in self.decisions_path.read_text().splitlines() if line.strip()]
+        lines, skipped = read_json_lines(self.decisions_path)  # a line torn by a crash is skipped, not fatal
+        if skipped:
+            log.warning("%s: skipped %d line(s) that do not parse (torn by a crash?)", self.decisions_path, skipped)
+        lines = [line for line in lines if isinstance(line, dict)]
         return lines[-last:] if last else lines
 
     # --------------------------------------------------------------------------------- tick

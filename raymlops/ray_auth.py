@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from raymlops.errors import ClusterError
+from raymlops.workspace import write_text_atomic
 
 
 def default_token_path() -> Path:
@@ -47,11 +48,7 @@ def ensure_token() -> str:
 
     path = default_token_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(generate_new_authentication_token())
-    os.replace(tmp, path)
+    write_text_atomic(path, generate_new_authentication_token(), mode=0o600)  # private, whole, durable
     return path.read_text().strip()
 
 

@@ -33,7 +33,7 @@ from typing import Any
 
 from raymlops.config import PipelineConfig
 from raymlops.errors import RegistryError
-from raymlops.workspace import Workspace
+from raymlops.workspace import Workspace, append_lines, read_json_lines
 
 log = logging.getLogger(__name__)
 
@@ -373,16 +373,22 @@ class Registry:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _append_audit(self, move: AliasMove) -> None:
-        line = json.dumps(move.__dict__, sort_keys=True) + "\n"
-        with open(self.audit_path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        append_lines(self.audit_path, [json.dumps(move.__dict__, sort_keys=True)])
 
     def _audit_records(self) -> list[AliasMove]:
-        if not self.audit_path.is_file():
-            return []
-        return [AliasMove(**json.loads(line)) for line in self.audit_path.read_text().splitlines() if line.strip()]
+        """The audit log's records; a line torn by a crash (or damaged) is skipped and counted in a warning,
+        so it never stops promote, rollback or the loop."""
+        values, skipped = read_json_lines(self.audit_path)
+        moves = []
+        for value in values:
+            try:
+                moves.append(AliasMove(**value))
+            except TypeError:
+                skipped += 1
+        if skipped:
+            log.warning("%s: skipped %d line(s) that are not whole audit records (torn by a crash?)",
+                        self.audit_path, skipped)
+        return moves
 
     def audit_log(self, name: str | None = None) -> list[AliasMove]:
         """Completed alias moves in order (a move whose process died half-way counts once settled)."""

@@ -58,22 +58,72 @@ def _umask() -> int:
     return mask
 
 
-def write_json_atomic(path: str | Path, payload: Any) -> Path:
-    """Write JSON to a temp file beside ``path`` and rename it into place: never half a file."""
-    return write_text_atomic(path, json.dumps(payload, indent=2, default=str))
+def write_json_atomic(path: str | Path, payload: Any, mode: int | None = None) -> Path:
+    """Write JSON durably and whole (see ``write_text_atomic``)."""
+    return write_text_atomic(path, json.dumps(payload, indent=2, default=str), mode=mode)
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write text to a temp file beside ``path`` and rename it into place: never half a file."""
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` survive a power cut (the entry lives in the folder, not the file)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_text_atomic(path: str | Path, text: str, mode: int | None = None) -> Path:
+    """Write text to a temp file beside ``path``, fsync it, rename it into place and fsync the folder:
+    readers see the old file or the new one, never half of one, and a crash right after keeps the new one.
+    ``mode``: the file's permissions (default: a normal file's, after the umask; 0o600 for a secret)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates it private; give it a normal file's mode
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, (0o666 & ~_umask()) if mode is None else mode)  # mkstemp creates it private
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_folder(path.parent)
     return path
+
+
+def append_lines(path: str | Path, lines: list[str]) -> None:
+    """Append whole lines to an append-only log and fsync them. A last line left torn by a crash is ended
+    first, so the new lines are never glued to it (readers skip the torn one: ``read_json_lines``)."""
+    if not lines:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as f:
+        torn = False
+        if f.tell() > 0:
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"
+        data = "".join(line.rstrip("\n") + "\n" for line in lines).encode("utf-8")
+        f.write((b"\n" if torn else b"") + data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_json_lines(path: str | Path) -> tuple[list[Any], int]:
+    """The JSON values of an append-only log, and how many lines were skipped because they do not parse
+    (a line torn by a crash, or damaged): one bad line never stops a reader of the rest."""
+    path = Path(path)
+    if not path.is_file():
+        return [], 0
+    values, skipped = [], 0
+    with open(path, "rb") as f:
+        for raw in f:
+            if not raw.strip():
+                continue
+            try:
+                values.append(json.loads(raw))
+            except ValueError:
+                skipped += 1
+    return values, skipped

@@ -28,7 +28,7 @@ import ray
 
 from raymlops.config import MonitoringConfig
 from raymlops.monitoring.windows import MonitorState
-from raymlops.workspace import write_json_atomic
+from raymlops.workspace import append_lines, write_json_atomic
 
 NAMESPACE = "raymlops"
 log = logging.getLogger(__name__)
@@ -192,9 +192,7 @@ class Monitor:
             labelled += more
         if labelled:
             now = time.time()
-            with open(self.dir / "feedback.jsonl", "a", encoding="utf-8") as f:
-                for row in labelled:
-                    f.write(json.dumps({**row, "received_at": now}) + "\n")
+            append_lines(self.dir / "feedback.jsonl", [json.dumps({**row, "received_at": now}) for row in labelled])
             self.metrics.feedback.labels(self.model).inc(len(labelled))
             for version in {row["version"] for row in labelled}:
                 quality, _ = self.state.live_quality(version)

@@ -44,8 +44,11 @@ def labelled_traffic(lines: Iterable[str], schema: dict[str, dict[str, Any]], ta
     for line in lines:
         if not line.strip():
             continue
-        item = json.loads(line)
-        if "record" not in item:
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue  # a line torn by a crash of the monitor: the rest of the log still counts
+        if not isinstance(item, dict) or "record" not in item:
             continue  # labelled before inputs were kept, or a request row beyond the sampled ones
         rows[(item["request_id"], int(item.get("index", 0)))] = {
             **item["record"], target: item["label"], PREDICTED_AT: item.get("predicted_at")}

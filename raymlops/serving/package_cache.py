@@ -33,6 +33,8 @@ import time
 from collections.abc import Callable, Collection
 from pathlib import Path
 
+from raymlops.workspace import write_json_atomic
+
 log = logging.getLogger(__name__)
 POINTER = "champion.json"
 STALE_DOWNLOAD_S = 3600.0  # a half-written download this old belongs to a process that died
@@ -96,10 +98,8 @@ class PackageCache:
 
     def note_champion(self, version: str, now: float | None = None) -> None:
         """Record that the registry named ``version`` champion at ``now`` (written whole: temp, rename)."""
-        fd, tmp = tempfile.mkstemp(prefix=".champion.", dir=self.root)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"version": str(version), "confirmed_at": time.time() if now is None else now}, f)
-        os.replace(tmp, self.root / POINTER)
+        write_json_atomic(self.root / POINTER,
+                          {"version": str(version), "confirmed_at": time.time() if now is None else now})
 
     def confirmed_champion(self, max_age_s: float, now: float | None = None) -> str | None:
         """The champion a replica on this node confirmed with the registry within ``max_age_s``, or None."""
