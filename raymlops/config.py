@@ -74,6 +74,18 @@ class SqlSourceConfig(StrictModel):
         None, description="Name of the environment variable that holds the database password."
     )
 
+    @model_validator(mode="after")
+    def _no_password_in_url(self) -> SqlSourceConfig:
+        """A password in the URL would land in configs, logs and MLflow params; refused at load time."""
+        from urllib.parse import parse_qs, urlsplit
+
+        parts = urlsplit(self.url)
+        query = {k.lower() for k in parse_qs(parts.query, keep_blank_values=True)}
+        if parts.password is not None or query & {"password", "passwd", "pwd"}:
+            raise ValueError(f"source {self.name!r}: the url holds a password; remove it and name the environment "
+                             "variable that holds it in password_env")
+        return self
+
 
 SourceConfig = Annotated[FileSourceConfig | SqlSourceConfig, Field(discriminator="type")]
 

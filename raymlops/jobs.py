@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shlex
 import time
 from collections.abc import Callable
@@ -29,7 +30,12 @@ from raymlops.errors import ClusterError
 # Never uploaded: environments, caches, local state and generated outputs.
 EXCLUDES = [".venv", ".git", ".raymlops", "**/__pycache__", "*.egg-info", "mlruns", ".pytest_cache",
             ".hypothesis", "benchmarks/out", "examples/flights/out"]
-ENV_PASSED = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "RAYMLOPS_PROGRESS")
+ENV_PASSED = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "RAYMLOPS_PROGRESS")
+# Secrets go to a job by reference: Ray shows a job's runtime_env to every holder of the cluster's token, so
+# the job gets "${NAME}", which Ray resolves from the environment of the node that runs it.
+SECRET_ENV = ("MLFLOW_TRACKING_PASSWORD",)
+_SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|(^|_)KEY)$", re.IGNORECASE)
+_REFERENCE = re.compile(r"\$\{[A-Za-z0-9_]+\}")
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 
@@ -95,6 +101,18 @@ def plan_submission(cfg: PipelineConfig, config_path: Path, *, project_root: Pat
         args += ["--run-name", run_name]
     runtime_env: dict[str, Any] = {"working_dir": str(root), "excludes": list(EXCLUDES)}
     passed = {k: os.environ[k] for k in ENV_PASSED if os.environ.get(k)}
+    for name in SECRET_ENV:
+        if os.environ.get(name) and name not in (env or {}):
+            passed[name] = "${" + name + "}"
+            warnings.append(f"{name} is passed to the job as the reference ${{{name}}}, resolved from the "
+                            "environment of the cluster's nodes (set it there; KubeRay: the raymlops-mlflow "
+                            "Secret); its value is not sent, since Ray shows a job's env to every token holder")
+    for name, value in (env or {}).items():
+        if _SECRET_NAME.search(name) and value and not _REFERENCE.fullmatch(value):
+            raise ClusterError(
+                f"--env {name}=... would send a secret's value, which Ray shows to every holder of the "
+                f"cluster's token in the job's runtime_env; pass a reference the node resolves instead: "
+                f"--env {name}='${{{name}}}' (set {name} in the environment of the cluster's nodes)")
     passed.update(env or {})
     if passed:
         runtime_env["env_vars"] = passed

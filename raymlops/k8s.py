@@ -16,8 +16,9 @@ Everything is rendered from the pipeline config, so what runs on Kubernetes is w
 - MLflow server (Deployment + Service, PostgreSQL backend, artifacts on the shared volume, basic auth),
   PostgreSQL (StatefulSet + Service), the shared volume claim, and a Prometheus scrape config.
 
-Secrets are referenced, never rendered: ``raymlops-db`` (``password``) and ``raymlops-api`` (``key``)
-are created by the operator (see ``cluster/kuberay/README.md``).
+Secrets are referenced, never rendered nor put on a command line: ``raymlops-db`` (``password``),
+``raymlops-mlflow`` (``username``, ``password``: MLflow's admin, which every Ray pod signs in as) and
+``raymlops-api`` (``key``) are created by the operator (see ``cluster/kuberay/README.md``).
 
 Example::
 
@@ -73,6 +74,15 @@ def _in_image(path: str, project_root: Path) -> str:
         return path  # outside the project: it must exist at this path on every node (shared volume)
 
 
+DB_SECRET, MLFLOW_SECRET, API_SECRET = "raymlops-db", "raymlops-mlflow", "raymlops-api"
+
+
+def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
+    """An environment variable taken from a Kubernetes Secret: the value is never in a manifest, nor on a
+    command line (where ``ps`` and the pod spec would show it)."""
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
 def _labels(name: str) -> dict[str, str]:
     return {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "raymlops"}
 
@@ -85,7 +95,10 @@ def _ray_container(name: str, image: str, cpu: str, memory: str, gpus: int = 0) 
         "name": name, "image": image, "imagePullPolicy": "IfNotPresent",
         "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": limits},
         "env": [{"name": "MLFLOW_TRACKING_URI", "value": MLFLOW_URI},
-                {"name": "RAYMLOPS_API_KEY", "valueFrom": {"secretKeyRef": {"name": "raymlops-api", "key": "key"}}}],
+                # MLflow runs with basic auth: every Ray process signs in with the raymlops-mlflow Secret
+                _secret_env("MLFLOW_TRACKING_USERNAME", MLFLOW_SECRET, "username"),
+                _secret_env("MLFLOW_TRACKING_PASSWORD", MLFLOW_SECRET, "password"),
+                _secret_env("RAYMLOPS_API_KEY", API_SECRET, "key")],
         "volumeMounts": [{"name": "shared", "mountPath": DATA_MOUNT},
                          {"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True}],
     }
@@ -187,8 +200,10 @@ def postgres(meta: dict[str, Any]) -> list[dict[str, Any]]:
 def mlflow_server(image: str, meta: dict[str, Any]) -> list[dict[str, Any]]:
     """MLflow's tracking server on PostgreSQL with basic auth on (it is reachable beyond loopback here)."""
     labels = _labels("mlflow")
+    # No secret on the command line: PostgreSQL's client reads PGPASSWORD, and MLflow's auth app creates its
+    # admin from MLFLOW_AUTH_ADMIN_USERNAME/PASSWORD (MLflow ships no default admin password).
     command = ("exec mlflow server --app-name basic-auth --host 0.0.0.0 --port 5000 "
-               "--backend-store-uri postgresql+psycopg2://mlflow:${DB_PASSWORD}@postgres:5432/mlflow "
+               "--backend-store-uri postgresql+psycopg2://mlflow@postgres:5432/mlflow "
                f"--artifacts-destination {DATA_MOUNT}/mlartifacts --serve-artifacts")
     return [
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "mlflow", "labels": labels, **meta},
@@ -198,8 +213,9 @@ def mlflow_server(image: str, meta: dict[str, Any]) -> list[dict[str, Any]]:
                   "template": {"metadata": {"labels": labels}, "spec": {
                       "containers": [{
                           "name": "mlflow", "image": image, "command": ["/bin/sh", "-c", command],
-                          "env": [{"name": "DB_PASSWORD",
-                                   "valueFrom": {"secretKeyRef": {"name": "raymlops-db", "key": "password"}}}],
+                          "env": [_secret_env("PGPASSWORD", DB_SECRET, "password"),
+                                  _secret_env("MLFLOW_AUTH_ADMIN_USERNAME", MLFLOW_SECRET, "username"),
+                                  _secret_env("MLFLOW_AUTH_ADMIN_PASSWORD", MLFLOW_SECRET, "password")],
                           "ports": [{"name": "http", "containerPort": 5000}],
                           "readinessProbe": {"httpGet": {"path": "/health", "port": 5000}, "periodSeconds": 10},
                           "volumeMounts": [{"name": "shared", "mountPath": DATA_MOUNT}]}],

@@ -78,7 +78,7 @@ def _probe_sql(src: SqlSourceConfig, resolve: Callable[[str], str]) -> tuple[Cal
         factory = _sqlite_factory(resolve(path))
         shown = f"sqlite:///{resolve(path)}"
     elif parsed.scheme in ("postgresql", "postgres"):
-        if parsed.password:
+        if parsed.password or "password=" in parsed.query.lower():  # config validation refuses both first
             raise DataSourceError(f"source {src.name!r}: the URL holds a password; set password_env instead")
         factory = _postgres_factory(src.url, src.password_env)
         shown = src.url

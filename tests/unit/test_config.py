@@ -216,3 +216,15 @@ def test_a_search_with_no_report_for_the_stall_timeout_is_stopped_and_says_for_h
     time.sleep(0.25)
     assert stopper.stop_all() and stopper.stalled_for > 0.2
     assert stopper.stop_all()  # stays stopped: every trial is stopped, not only the next one
+
+
+@pytest.mark.parametrize("url", ["postgresql://etl:hunter2@db.internal:5432/flights",
+                                 "postgresql://etl@db.internal/flights?password=hunter2",
+                                 "postgresql://etl@db.internal/flights?sslmode=require&PWD=hunter2"])
+def test_a_password_in_a_sql_url_is_refused_when_the_config_loads(url):
+    """Issue 18.7: `?password=` got past the check that refused `user:password@`."""
+    cfg = smoke_dict()
+    cfg["data"]["sources"].append({"type": "sql", "name": "db", "url": url, "query": "select 1"})
+    with pytest.raises(ConfigError, match="url holds a password.*password_env") as info:
+        parse_config(cfg)
+    assert "hunter2" not in str(info.value)

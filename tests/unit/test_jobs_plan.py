@@ -102,3 +102,25 @@ def test_token_is_found_where_ray_looks_for_it(monkeypatch, tmp_path):
     named.write_text("")
     with pytest.raises(ClusterError, match="is empty"):
         load_token()
+
+
+def test_secrets_go_to_a_job_by_reference_never_by_value(tmp_path, monkeypatch):
+    """Issue 18.7: Ray shows a job's runtime_env to every token holder, so a password must not be in it."""
+    for name in ENV_PASSED:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "raymlops")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "hunter2-sekret")
+    project, path = _project(tmp_path)
+    plan = plan_submission(load_config(path), path, project_root=project, workdir="/mnt/shared/rm")
+    assert plan.runtime_env["env_vars"] == {"MLFLOW_TRACKING_URI": "http://mlflow.internal:5000",
+                                            "MLFLOW_TRACKING_USERNAME": "raymlops",
+                                            "MLFLOW_TRACKING_PASSWORD": "${MLFLOW_TRACKING_PASSWORD}"}
+    assert "hunter2-sekret" not in repr(plan)
+    assert any("resolved from the environment of the cluster's nodes" in w for w in plan.warnings)
+    with pytest.raises(ClusterError, match=r"--env DB_PASSWORD=\.\.\. would send a secret's value.*'\$\{DB_PASSWORD\}'"):
+        plan_submission(load_config(path), path, project_root=project, workdir="/mnt/shared/rm",
+                        env={"DB_PASSWORD": "hunter2-sekret"})
+    ok = plan_submission(load_config(path), path, project_root=project, workdir="/mnt/shared/rm",
+                         env={"DB_PASSWORD": "${DB_PASSWORD}", "LOG_LEVEL": "debug"})
+    assert ok.runtime_env["env_vars"]["DB_PASSWORD"] == "${DB_PASSWORD}"

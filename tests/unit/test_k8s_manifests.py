@@ -102,6 +102,25 @@ def test_manifests_carry_the_pipeline_config_token_auth_and_the_serve_config(tmp
     assert app["import_path"] == IMPORT_PATH and app["args"] == {"config": CONFIG_FILE}
     assert serve["http_options"]["host"] == "0.0.0.0"
     mlflow = docs[("Deployment", "mlflow")]["spec"]["template"]["spec"]["containers"][0]
-    assert "--app-name basic-auth" in mlflow["command"][-1] and "${DB_PASSWORD}" in mlflow["command"][-1]
-    assert "password" not in yaml.safe_dump(list(docs.values())).lower().replace("db_password", "").replace(
-        "postgres_password", "").replace("key: password", "")  # secrets are referenced, never written
+    assert "--app-name basic-auth" in mlflow["command"][-1]
+    # Secrets are referenced, never written: not in a value, not on a command line (ps would show it)
+    assert "mlflow@postgres:5432" in mlflow["command"][-1] and "PASSWORD" not in mlflow["command"][-1].upper()
+    from_secrets = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in mlflow["env"]}
+    assert from_secrets == {"PGPASSWORD": {"name": "raymlops-db", "key": "password"},
+                            "MLFLOW_AUTH_ADMIN_USERNAME": {"name": "raymlops-mlflow", "key": "username"},
+                            "MLFLOW_AUTH_ADMIN_PASSWORD": {"name": "raymlops-mlflow", "key": "password"}}
+    head = next(d for (k, _), d in docs.items() if k == "RayCluster")["spec"]["headGroupSpec"]["template"]["spec"]
+    ray_env = {e["name"]: e.get("valueFrom", {}).get("secretKeyRef") for e in head["containers"][0]["env"]}
+    assert ray_env["MLFLOW_TRACKING_PASSWORD"] == {"name": "raymlops-mlflow", "key": "password"}
+    for doc in docs.values():
+        def values(node):
+            if isinstance(node, dict):
+                for key, value in node.items():
+                    if key == "value" and isinstance(value, str):
+                        yield value
+                    yield from values(value)
+            elif isinstance(node, list):
+                for item in node:
+                    yield from values(item)
+        for value in values(doc):
+            assert "password" not in value.lower(), value
