@@ -46,6 +46,7 @@ import pandas as pd
 
 from raymlops.config import PipelineConfig, TimeSplitConfig
 from raymlops.errors import GateFailed, RaymlopsError
+from raymlops.monitoring.lease import Lease
 from raymlops.monitoring.policy import (Decision, Evidence, canary_decision, gate_metric, retrain_decision,
                                        rollback_decision)
 from raymlops.monitoring.retraining import labelled_traffic, retraining_config, retraining_window, split_starts
@@ -84,7 +85,8 @@ class LoopController:
     """One model's loop. ``monitor`` is its monitor actor handle (looked up by name when omitted)."""
 
     def __init__(self, cfg: PipelineConfig, *, monitor: Any = None, registry: Registry | None = None,
-                 retrain: Retrain | None = None, progress: Progress | None = None) -> None:
+                 retrain: Retrain | None = None, progress: Progress | None = None,
+                 purpose: str = "a raymlops loop") -> None:
         self.cfg = cfg
         self.name = cfg.model_name
         self.registry = registry or Registry.for_config(cfg)
@@ -97,6 +99,7 @@ class LoopController:
         self.decisions_path = self.dir / "decisions.jsonl"
         self.state = LoopState.load(self.state_path)
         self._packages: dict[str, Any] = {}
+        self.lease = Lease(self.dir / "lease.json", purpose=purpose)
 
     # ---------------------------------------------------------------------------- plumbing
     @property
@@ -143,7 +146,11 @@ class LoopController:
 
     # --------------------------------------------------------------------------------- tick
     def tick(self, now: float | None = None, evidence: dict[str, Any] | None = None) -> list[Decision]:
-        """Look once and take at most one step; return the decisions made (all are also logged)."""
+        """Look once and take at most one step; return the decisions made (all are also logged).
+
+        Only the holder of the loop's lease steps (LeaseHeld names another live holder): one writer."""
+        self.lease.acquire()
+        self.state = LoopState.load(self.state_path)  # a previous holder may have written it since
         now = time.time() if now is None else now
         ev = evidence if evidence is not None else self.evidence()
         champion = self.registry.version_for_alias(self.name, CHAMPION)
@@ -413,7 +420,7 @@ def run_loop(cfg: PipelineConfig, *, address: str | None, once: bool = False, pr
 
     decisions: list[Decision] = []
     with ray_runtime(address=address):
-        controller = LoopController(cfg, progress=progress)
+        controller = LoopController(cfg, progress=progress, purpose="`raymlops loop`")
         while True:
             if once:
                 return decisions + controller.tick()

@@ -199,7 +199,8 @@ def run_service(cfg: PipelineConfig, *, address: str | None = None, num_cpus: in
         if cfg.retraining.enabled:
             from raymlops.loop import LoopController
 
-            controller = LoopController(cfg, progress=lambda step, msg: say(f"loop {step}: {msg}"))
+            controller = LoopController(cfg, progress=lambda step, msg: say(f"loop {step}: {msg}"),
+                                        purpose="`raymlops serve`")
             tick = controller.tick
             say(f"closed loop on: a step every {cfg.retraining.check_every_s:g} s, decisions in "
                 f"{controller.decisions_path}")
