@@ -489,6 +489,16 @@ class DriftConfig(StrictModel):
     min_psi: float = Field(0.1, ge=0, description="A feature drifts only if its PSI is at least this as well.")
 
 
+class RetentionConfig(StrictModel):
+    """How long raw request records (inputs that may be personal data) are kept on disk."""
+
+    days: float | None = Field(90, gt=0, description="Drop feedback and journal lines older than this "
+                               "(null: no age limit).")
+    max_bytes: int | None = Field(512 * 1024 * 1024, ge=4096, description="Most bytes each log keeps, newest "
+                                  "lines first (null: no size limit).")
+    check_every_s: float = Field(60, gt=0, description="How often the monitor checks the logs against the limits.")
+
+
 class MonitoringConfig(StrictModel):
     enabled: bool = Field(True, description="Run the monitoring actor.")
     sample_rate: float = Field(1.0, ge=0, le=1, description="Share of requests handed to the monitor.")
@@ -503,6 +513,8 @@ class MonitoringConfig(StrictModel):
     metrics_port: int = Field(9108, ge=1, le=65535, description="Port of the monitor's Prometheus endpoint.")
     keep_predictions: int = Field(
         20_000, ge=100, description="Sampled requests kept for joining late labels (the oldest fall out first).")
+    retention: RetentionConfig = Field(default_factory=RetentionConfig, description="Limits on the feedback log "
+                                       "and the prediction journal, which hold raw request records.")
 
 
 class RetrainingConfig(StrictModel):

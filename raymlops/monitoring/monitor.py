@@ -27,6 +27,7 @@ from typing import Any
 import ray
 
 from raymlops.config import MonitoringConfig
+from raymlops.monitoring import retention
 from raymlops.monitoring.windows import MonitorState
 from raymlops.workspace import append_lines, write_json_atomic
 
@@ -78,6 +79,10 @@ class PredictionJournal:
     def __init__(self, folder: Path, keep: int) -> None:
         self.current, self.previous = folder / "predictions.jsonl", folder / "predictions.1.jsonl"
         self.keep = keep
+        self.recount()
+
+    def recount(self) -> None:
+        """Lines in the current file (after a restart, or after retention cut it)."""
         self.lines = sum(1 for _ in open(self.current, encoding="utf-8")) if self.current.is_file() else 0
 
     def append(self, samples: list[dict[str, Any]]) -> None:
@@ -112,7 +117,31 @@ class Monitor:
         self.last_drift: dict[str, Any] | None = None
         self._load_references()
         self.predictions = PredictionJournal(self.dir, self.cfg.keep_predictions)
+        self._retention_checked = 0.0
+        self.enforce_retention()  # before the journal is read back: expired records never come back to memory
         self.state.log.add(self.predictions.load())  # labels for answers given before a restart still join
+
+    def enforce_retention(self, now: float | None = None) -> dict[str, int]:
+        """Cut the feedback log and the prediction journal to ``monitoring.retention``; lines dropped per log.
+        Asked on every hand-over and feedback call, done at most every ``retention.check_every_s``."""
+        r = self.cfg.retention
+        wall = time.time() if now is None else now
+        if now is None and time.monotonic() - self._retention_checked < r.check_every_s and self._retention_checked:
+            return {}
+        self._retention_checked = time.monotonic()
+        cutoff = wall - r.days * 86400 if r.days is not None else None
+        dropped: dict[str, int] = {}
+        for path, key in ((self.dir / "feedback.jsonl", "received_at"), (self.predictions.previous, "time"),
+                          (self.predictions.current, "time")):
+            if retention.due(path, cutoff=cutoff, max_bytes=r.max_bytes, time_key=key):
+                _, gone = retention.compact(path, cutoff=cutoff, max_bytes=r.max_bytes, time_key=key)
+                if gone:
+                    dropped[path.name] = gone
+                    log.info("retention: dropped %d line(s) of %s (older than %s days or beyond %s bytes)",
+                             gone, path, r.days, r.max_bytes)
+        if "predictions.jsonl" in dropped:
+            self.predictions.recount()
+        return dropped
 
     def _load_references(self) -> None:
         """A restarted monitor judges drift at once: references survive in the workdir, not only in memory."""
@@ -131,6 +160,7 @@ class Monitor:
     async def record(self, samples: list[dict[str, Any]], replica: str | None = None, lost: int = 0) -> None:
         self.state.add(samples, replica, lost)
         self.predictions.append(samples)
+        self.enforce_retention()
         m = self.metrics
         for s in samples:
             m.requests.labels(self.model, s["version"], s["alias"]).inc()
@@ -193,6 +223,7 @@ class Monitor:
         if labelled:
             now = time.time()
             append_lines(self.dir / "feedback.jsonl", [json.dumps({**row, "received_at": now}) for row in labelled])
+            self.enforce_retention()
             self.metrics.feedback.labels(self.model).inc(len(labelled))
             for version in {row["version"] for row in labelled}:
                 quality, _ = self.state.live_quality(version)
