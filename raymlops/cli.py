@@ -381,20 +381,29 @@ def predict_cmd(model: str = typer.Option(..., "--model", "-m", help="NAME (cham
                 overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists."),
                 address: str | None = typer.Option(None, help="Ray address; default: start local Ray here."),
                 num_cpus: int | None = typer.Option(None, help="CPUs for local Ray."),
+                engine: str = typer.Option("auto", help="auto|ray|local: local scores in this process with "
+                                           "pandas (no Ray start-up); auto picks it for local input up to "
+                                           "--local-max-mb when no --address is given."),
+                local_max_mb: float = typer.Option(64.0, min=0, help="Largest input (MB) auto scores locally."),
                 config: Path | None = _CONFIG_OPT, workdir: Path | None = _WORKDIR_OPT) -> None:
-    """Score files with a registered model version (Ray Data, actor pool) into Parquet."""
-    from raymlops.inference import predict_files
-    from raymlops.runtime import ray_runtime
+    """Score files with a registered model version into Parquet (in-process when small, else Ray Data)."""
+    from raymlops.inference import choose_engine, predict_files
 
     registry = _registry(config, workdir)
     trusted = load_config(config).model.trusted_builders() if config else ()  # a package cannot choose code to run
     started = time.perf_counter()
-    with ray_runtime(address=address, num_cpus=num_cpus):
-        result = predict_files(registry, model, input, output, fmt=fmt or _guess_format(input),
-                               batch_size=batch_size, concurrency=concurrency, overwrite=overwrite,
-                               trusted_builders=trusted)
+    chosen = choose_engine(engine, input, address=address, local_max_mb=local_max_mb)
+    kwargs = dict(fmt=fmt or _guess_format(input), batch_size=batch_size, concurrency=concurrency,
+                  overwrite=overwrite, trusted_builders=trusted, engine=chosen)
+    if chosen == "local":
+        result = predict_files(registry, model, input, output, **kwargs)
+    else:
+        from raymlops.runtime import ray_runtime
+
+        with ray_runtime(address=address, num_cpus=num_cpus):
+            result = predict_files(registry, model, input, output, **kwargs)
     out.print(f"scored {result['rows']:,} rows with {result['model']} v{result['version']} in "
-              f"{time.perf_counter() - started:.1f} s -> {result['output']}")
+              f"{time.perf_counter() - started:.1f} s ({chosen} engine) -> {result['output']}")
 
 
 ci_app = typer.Typer(no_args_is_help=True, help="CI/CD for models (examples/ci/ has ready workflows).")

@@ -7,6 +7,7 @@ atomically: it is written to a temp folder beside the output and renamed into pl
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import tempfile
@@ -98,10 +99,70 @@ def read_input(path: str, fmt: str) -> ray.data.Dataset:
         raise DataValidationError(f"cannot read {path} as {fmt}: {exc}") from exc
 
 
+LOCAL_MAX_MB = 64.0  # `raymlops predict --engine auto` scores inputs up to this size in-process, without Ray
+
+
+def local_input_bytes(input_path: str) -> int | None:
+    """Total size of a local file, folder or glob; None for a URI or nothing found (Ray reads those)."""
+    if "://" in input_path:
+        return None
+    path = Path(input_path)
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        files = [f for f in path.rglob("*") if f.is_file()]
+    else:
+        files = [Path(f) for f in glob.glob(input_path) if Path(f).is_file()]
+    return sum(f.stat().st_size for f in files) if files else None
+
+
+def choose_engine(engine: str, input_path: str, *, address: str | None, local_max_mb: float = LOCAL_MAX_MB) -> str:
+    """``local`` (pandas in this process, no Ray start-up) or ``ray`` (Ray Data, an actor pool).
+
+    ``auto`` scores locally when no cluster was named and the input is local files of at most
+    ``local_max_mb``: at that size Ray's start-up is most of the time a command takes."""
+    if engine in ("local", "ray"):
+        return engine
+    if engine != "auto":
+        raise DataValidationError(f"--engine {engine!r}: expected auto, ray or local")
+    size = local_input_bytes(input_path)
+    return "local" if address is None and size is not None and size <= local_max_mb * 1e6 else "ray"
+
+
+def _read_locally(input_path: str, fmt: str) -> pd.DataFrame:
+    import pyarrow.dataset as pads
+
+    try:
+        source = input_path if Path(input_path).exists() else sorted(glob.glob(input_path)) or input_path
+        file_format = {"csv": "csv", "parquet": "parquet", "json": "json"}[fmt]
+        return pads.dataset(source, format=file_format).to_table().to_pandas()
+    except Exception as exc:  # pyarrow raises many types for a missing, unreadable or malformed file
+        raise DataValidationError(f"cannot read {input_path} as {fmt}: {str(exc).splitlines()[0]}") from exc
+
+
+def _score_locally(input_path: str, fmt: str, package: Path, staging: Path, *, batch_size: int,
+                   trusted_builders: tuple[str, ...]) -> None:
+    """The Ray engine's output, computed in this process: the same casts and columns, one Parquet file."""
+    model = load_package(package, trusted_builders)
+    frame = _read_locally(input_path, fmt)
+    parts = []
+    for start in range(0, len(frame), batch_size):
+        batch = frame.iloc[start:start + batch_size].reset_index(drop=True)
+        try:
+            scores = score_frame(model, batch)
+        except DataValidationError as exc:
+            raise DataValidationError(f"{input_path}: {exc.message}") from None
+        parts.append(with_predictions(batch, scores, model.spec.classes))
+    scored = pd.concat(parts, ignore_index=True) if parts else with_predictions(
+        frame, np.zeros((0, len(model.spec.classes))) if model.spec.classes else np.zeros(0), model.spec.classes)
+    scored.to_parquet(staging / "part-00000.parquet", index=False)
+
+
 def predict_files(registry: Any, model_ref: str, input_path: str, output: str | Path, *, fmt: str,
                   batch_size: int = 4096, concurrency: int = 1, overwrite: bool = False,
-                  trusted_builders: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Score ``input_path`` with a registered version; write ``output`` (a Parquet folder) atomically."""
+                  trusted_builders: tuple[str, ...] = (), engine: str = "ray") -> dict[str, Any]:
+    """Score ``input_path`` with a registered version; write ``output`` (a Parquet folder) atomically.
+    ``engine``: ``ray`` (Ray Data, needs a Ray connection) or ``local`` (see ``choose_engine``)."""
     output = Path(output)
     if output.exists() and not overwrite:
         raise DataValidationError(f"{output} exists; pass --overwrite to replace it")
@@ -109,17 +170,21 @@ def predict_files(registry: Any, model_ref: str, input_path: str, output: str | 
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="raymlops-predict-") as tmp:
         package = registry.download_package(name, version, tmp)  # verified against the registered manifest
-        ds = predict_dataset(read_input(input_path, fmt), package, batch_size=batch_size,
-                             concurrency=concurrency, cast=True, trusted_builders=trusted_builders)
         staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
         try:
-            try:
-                ds.write_parquet(str(staging))
-            except Exception as exc:
-                message = _validation_message(exc)
-                if message is not None:
-                    raise DataValidationError(f"{input_path}: {message}") from exc
-                raise
+            if engine == "local":
+                _score_locally(input_path, fmt, package, staging, batch_size=batch_size,
+                               trusted_builders=trusted_builders)
+            else:
+                ds = predict_dataset(read_input(input_path, fmt), package, batch_size=batch_size,
+                                     concurrency=concurrency, cast=True, trusted_builders=trusted_builders)
+                try:
+                    ds.write_parquet(str(staging))
+                except Exception as exc:
+                    message = _validation_message(exc)
+                    if message is not None:
+                        raise DataValidationError(f"{input_path}: {message}") from exc
+                    raise
             rows = sum(pd.read_parquet(f, columns=[PREDICTION]).shape[0] for f in staging.glob("*.parquet"))
             if output.exists():
                 shutil.rmtree(output)
@@ -127,7 +192,7 @@ def predict_files(registry: Any, model_ref: str, input_path: str, output: str | 
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-    return {"model": name, "version": version, "rows": rows, "output": str(output)}
+    return {"model": name, "version": version, "rows": rows, "output": str(output), "engine": engine}
 
 
 def _validation_message(exc: BaseException) -> str | None:

@@ -10,6 +10,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from raymlops.client import Client
@@ -62,6 +63,17 @@ def test_family_trains_on_two_workers_serves_and_http_equals_batch_predict(famil
                   trusted_builders=cfg.model.trusted_builders())
     batch = pd.read_parquet(tmp_path / "scores")
     assert len(batch) == len(test_rows)
+    # The local engine (raymlops predict on small input, no Ray) writes the same values, row for row
+    predict_files(reg, f"{cfg.model_name}@champion", str(csv), tmp_path / "scores-local", fmt="csv",
+                  trusted_builders=cfg.model.trusted_builders(), engine="local")
+    local = pq.read_table(tmp_path / "scores-local").to_pandas(ignore_metadata=True)
+    ray_out = pq.read_table(tmp_path / "scores").to_pandas(ignore_metadata=True)
+    assert list(local.columns) == list(ray_out.columns) and len(local) == len(ray_out)
+
+    def in_order(frame):  # Ray Data may write blocks in any order: compare rows sorted by their text
+        text = frame.astype(str)
+        return frame.loc[text.sort_values(list(text.columns)).index].reset_index(drop=True)
+    pd.testing.assert_frame_equal(in_order(local), in_order(ray_out), check_dtype=False)
 
     url = deploy(cfg)
     try:
