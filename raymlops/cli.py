@@ -481,12 +481,14 @@ def loop_cmd(config: Path = typer.Argument(..., help="Pipeline config (YAML)."),
 @app.command("status")
 @_guarded
 def status_cmd(config: Path = typer.Argument(..., help="Pipeline config (YAML)."),
-               address: str | None = typer.Option("auto", help="Ray address for the live view; '' for none."),
+               address: str | None = typer.Option(None, help="Ray address to read the monitor from (joins that "
+                                                  "cluster); default: the `raymlops serve` running from this "
+                                                  "workdir, over HTTP; '' for no live view."),
                as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables.")) -> None:
     """The loop: versions, aliases, traffic split, drift, live quality and the last decisions."""
     from raymlops.loop import loop_status
 
-    status = loop_status(load_config(config), address=address or None)
+    status = loop_status(load_config(config), address=address or None, live=address != "")
     if as_json:
         sys.stdout.write(json.dumps(status, indent=2, default=str) + "\n")
         return

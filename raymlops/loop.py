@@ -396,12 +396,53 @@ class LoopController:
                 "evidence": evidence, "decisions": self.decisions(last=10)}
 
 
-def loop_status(cfg: PipelineConfig, address: str | None = "auto") -> dict[str, Any]:
-    """``raymlops status``: the loop as the registry, the decision log and (when Ray is reachable at
-    ``address``) the live monitor see it. Never starts a cluster."""
+def _connected_to_ray() -> bool:
+    import sys
+
+    ray = sys.modules.get("ray")
+    return bool(ray is not None and ray.is_initialized())
+
+
+def _service_evidence(cfg: PipelineConfig) -> dict[str, Any]:
+    """The live view from the ``raymlops serve`` recorded for this workdir, over HTTP (no Ray join)."""
+    import urllib.error
+    import urllib.request
+
+    from raymlops.serving import service_record
+    from raymlops.serving.app import load_api_key
+
+    record = service_record.read(cfg.workdir_path, cfg.model_name)
+    if record is None:
+        return {"error": f"nothing is served: no `raymlops serve` of {cfg.model_name!r} runs from "
+                         f"{cfg.workdir_path} (pass --address HOST:PORT to read a cluster's monitor)"}
+    key = load_api_key(cfg.serving.model_dump())
+    request = urllib.request.Request(f"{record['url']}/v1/monitor",
+                                     headers={"Authorization": f"Bearer {key}"} if key else {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace")[:300]
+        return {"error": f"the service at {record['url']} (pid {record['pid']}) answered {exc.code}: {detail}"}
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return {"error": f"the service at {record['url']} (pid {record['pid']}) did not answer: {exc}"}
+
+
+def loop_status(cfg: PipelineConfig, address: str | None = None, live: bool = True) -> dict[str, Any]:
+    """``raymlops status``: the loop as the registry, the decision log and the live monitor see it.
+
+    The live view comes from the Ray this process is connected to (the Python API serving here), else
+    from ``address`` when one is given (joining that cluster), else from the ``raymlops serve`` recorded
+    for this workdir, over HTTP: no Ray join, an answer within seconds. Never starts a cluster."""
     controller = LoopController(cfg)
-    if address is None:
+    if not live:
         return controller.status(live=False)
+    if _connected_to_ray():
+        return controller.status()
+    if address is None:
+        status = controller.status(live=False)
+        status["evidence"] = _service_evidence(cfg)
+        return status
     try:
         from raymlops.runtime import ray_runtime
 

@@ -26,6 +26,7 @@ ever unpickled.
 
 import asyncio
 import hmac
+import json
 import logging
 import math
 import os
@@ -431,6 +432,20 @@ def build_app(settings: dict[str, Any]) -> Any:
             except ModelPackageError as exc:
                 raise HTTPException(409, str(exc)) from exc
             return {"replica": self.replica, "events": events, **self.slots.describe()}
+
+        @api.get("/v1/monitor", dependencies=[predict_key], responses=_errors(401, 403, 408, 503),
+                 summary="The monitor's latest drift window and live quality per version (raymlops status)")
+        async def monitor_view(self) -> Any:
+            from ray.exceptions import ActorUnavailableError, RayActorError
+
+            if self.monitor is None:
+                raise HTTPException(503, "monitoring is disabled for this model (monitoring.enabled: false)")
+            try:
+                evidence = await asyncio.wait_for(self.monitor.evidence.remote(False), timeout=10)
+            except (RayActorError, ActorUnavailableError, asyncio.TimeoutError) as exc:
+                raise HTTPException(503, f"the monitor did not answer ({type(exc).__name__}); retry",
+                                    headers={"Retry-After": "1"}) from None
+            return Response(json.dumps(evidence, default=str), media_type="application/json")
 
         @api.get("/v1/model", summary="What this replica serves", responses=_errors(408, 503))
         async def model_info(self) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from raymlops.config import PipelineConfig
 from raymlops.errors import ModelPackageError, RaymlopsError, RegistryError, ServingError
 from raymlops.packaging import verify_package
 from raymlops.registry import CHAMPION, Registry
+from raymlops.serving import service_record
 from raymlops.serving.schema import check_servable
 
 
@@ -194,6 +195,7 @@ def run_service(cfg: PipelineConfig, *, address: str | None = None, num_cpus: in
     with ray_runtime(address=address, num_cpus=num_cpus) as rt:
         say(f"Ray at {rt.address} with {rt.num_cpus:g} CPUs")
         url = deploy(cfg, port=port, **serving_overrides)
+        service_record.write(cfg.workdir_path, cfg.model_name, url=url, ray_address=rt.address)  # for `status`
         say(f"serving {cfg.model_name} at {url}/v1/predict  (docs: {url}/docs; Ctrl-C stops)")
         tick = None
         if cfg.retraining.enabled:
@@ -207,6 +209,7 @@ def run_service(cfg: PipelineConfig, *, address: str | None = None, num_cpus: in
         try:
             serve_forever(url, say, tick=tick, tick_every_s=cfg.retraining.check_every_s)
         finally:
+            service_record.remove(cfg.workdir_path, cfg.model_name)
             if rt.started_here:
                 from ray import serve
 

@@ -71,9 +71,21 @@ def test_a_bound_on_one_side_only_trains_serves_and_types_requests(tmp_path):
         assert why[("body", "record", "precip")] == "Input should be less than or equal to 5"
         described = json.dumps(requests.get(f"{url}/openapi.json", timeout=30).json())
         assert "float, >= -20.0" in described and "float, <= 5.0" in described
+        # Issue 15.1: `status` while `serve` runs hung for 740 s; it finds the service and answers in seconds
+        asked = time.monotonic()
+        status = cli("status", str(config), "--json", timeout=60)
+        took = time.monotonic() - asked
+        assert status.returncode == 0, status.stderr[-3000:]
+        live = json.loads(status.stdout)
+        assert "error" not in live["evidence"], live["evidence"]
+        assert "quality" in live["evidence"] and live["champion"] == "1"
+        print(f"status while serving answered in {took:.1f} s")
+        assert took < 10
     finally:
         interrupt(server)
     reader.join(timeout=30)
+    after = cli("status", str(config), "--json", timeout=60)
+    assert after.returncode == 0 and "nothing is served" in json.loads(after.stdout)["evidence"]["error"]
 
 
 @pytest.fixture(scope="module")
