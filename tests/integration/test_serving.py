@@ -88,7 +88,7 @@ def test_http_predictions_equal_offline_batch_predictions(service):
         single = client.predict(rows[7])["predictions"][0]["score"]
     np.testing.assert_allclose(got, offline["prediction"].to_numpy(), rtol=0, atol=1e-6)
     assert abs(single - offline["prediction"].iloc[7]) < 1e-6
-    assert {p for p in (got[0], got[1])} <= {p for p in got}
+    assert len({round(p, 6) for p in got}) > len(got) // 10  # answers differ by row: not one constant score
 
 
 BAD_BODIES = {

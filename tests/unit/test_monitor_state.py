@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from raymlops.config import MonitoringConfig
 from raymlops.monitoring.profiles import build_reference_profile
@@ -51,13 +52,25 @@ def test_live_quality_per_version_from_joined_labels():
     rng = np.random.default_rng(3)
     samples = _samples(rng, 200)
     state.add(samples)
-    labels = [{"request_id": s["request_id"], "index": 0, "label": float(s["scores"][0] > 0.5)} for s in samples]
+    # Labels drawn with P(1) = score: a calibrated model's outcomes, so the AUC is neither 0.5 nor 1 by construction
+    truth = [float(rng.random() < s["scores"][0]) for s in samples]
+    labels = [{"request_id": s["request_id"], "index": 0, "label": t} for s, t in zip(samples, truth)]
     labelled, unknown = state.join(labels)
     metrics, n = state.live_quality("1")
-    assert len(labelled) == 200 and unknown == [] and n == 200 and metrics["auc"] == 1.0
+    assert len(labelled) == 200 and unknown == [] and n == 200
+    from scipy.stats import rankdata
+
+    y_true, p = np.asarray(truth), np.asarray([s["scores"][0] for s in samples])
+    ranks, pos = rankdata(p), int(y_true.sum())
+    expected_auc = (ranks[y_true == 1].sum() - pos * (pos + 1) / 2) / (pos * (len(y_true) - pos))
+    expected_log_loss = -np.mean(y_true * np.log(p) + (1 - y_true) * np.log(1 - p))
+    assert 0.55 < expected_auc < 0.95 and metrics["auc"] == pytest.approx(expected_auc, abs=1e-9)
+    assert metrics["log_loss"] == pytest.approx(expected_log_loss, rel=1e-6)
     assert state.live_quality("9") == (None, 0)
     y, scores, at = state.answers("1")  # the loop's comparisons resample these
-    assert len(y) == len(scores) == len(at) == 200 and np.array_equal(y, (scores > 0.5).astype(float))
+    order = np.argsort(p)
+    assert len(y) == len(scores) == len(at) == 200
+    assert np.array_equal(y[np.argsort(scores)], y_true[order]) and np.allclose(np.sort(scores), p[order])
     assert [len(a) for a in state.answers("9")] == [0, 0, 0]
 
 
