@@ -323,13 +323,16 @@ def runs_cmd(config: Path = typer.Argument(..., help="Pipeline config (its name 
         out.print(f"no runs of {cfg.name!r} yet")
         return
     runs = reg.client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=limit)
+    from raymlops.training.evaluation import METRICS
+
+    primary = METRICS[cfg.model.task][0]  # the task's own headline metric: auc, rmse or log_loss
     table = Table(title=f"runs of {cfg.name} ({reg.tracking_uri})")
-    for col in ("run", "name", "status", "test auc", "val_loss", "version", "started"):
+    for col in ("run", "name", "status", f"test {primary}", "val_loss", "version", "started"):
         table.add_column(col, overflow="fold")
     for r in runs:
         m, t = r.data.metrics, r.data.tags
         table.add_row(r.info.run_id[:12], r.info.run_name or "-", r.info.status,
-                      f"{m['test_auc']:.4f}" if "test_auc" in m else "-",
+                      f"{m[f'test_{primary}']:.4f}" if f"test_{primary}" in m else "-",
                       f"{m['val_loss']:.4f}" if "val_loss" in m else "-", t.get("raymlops.model_version", "-"),
                       time.strftime("%Y-%m-%d %H:%M", time.localtime(r.info.start_time / 1000)))
     out.print(table)

@@ -48,7 +48,7 @@ def test_run_smoke_then_list_and_show_snapshot(tmp_path):
     models = cli("models", "flights-smoke", "--config", str(config))
     assert models.returncode == 0 and "v1" in models.stdout and "champion" in models.stdout
     runs = cli("runs", str(config))
-    assert runs.returncode == 0 and "FINISHED" in runs.stdout
+    assert runs.returncode == 0 and "FINISHED" in runs.stdout and "test auc" in runs.stdout
     no_previous = cli("rollback", "flights-smoke", "--config", str(config))
     assert no_previous.returncode == 1 and "RegistryError" in no_previous.stderr
     absent = cli("promote", "flights-smoke", "9", "--config", str(config))
