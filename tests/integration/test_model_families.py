@@ -202,8 +202,8 @@ def test_mlp_regression_on_a_target_in_the_thousands_is_as_good_as_default_light
         data["training"] = {"num_workers": 1}  # the shipped defaults
         data["evaluation"] = {"gates": ["r2 >= 0.0"]}
         (tmp_path / family).mkdir()
-        path = write_config(tmp_path / family, data)
-        cfg = load_config(path)
+        config_path = write_config(tmp_path / family, data)
+        cfg = load_config(config_path)
         trained = run_training_stage(cfg, run_data_stage(cfg), run_name=f"fares-{family}")
         r2[family] = trained.metrics["r2"]
         # `raymlops runs` shows the task's own metric (it showed an empty "test auc" for regression)
@@ -211,7 +211,7 @@ def test_mlp_regression_on_a_target_in_the_thousands_is_as_good_as_default_light
 
         from raymlops.cli import app
 
-        shown = CliRunner().invoke(app, ["runs", str(path)], env={"COLUMNS": "200"})
+        shown = CliRunner().invoke(app, ["runs", str(config_path)], env={"COLUMNS": "200"})
         assert shown.exit_code == 0 and "test rmse" in shown.output and "test auc" not in shown.output
         assert f"{trained.metrics['rmse']:.4f}" in shown.output, shown.output
     assert r2["lightgbm"] > 0.6, r2
