@@ -39,7 +39,7 @@ from typing import Any
 
 from raymlops.errors import ClusterError
 from raymlops.ray_auth import auth_headers, ensure_token
-from raymlops.workspace import write_json_atomic
+from raymlops.workspace import pid_alive, write_json_atomic
 
 STATE_FILE = "cluster.json"
 HEAD = "head"
@@ -95,20 +95,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (exited, not yet reaped) is not alive
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return True
 
 
 def _node_env() -> dict[str, str]:
@@ -180,7 +166,7 @@ def _wait_for(node: NodeProcess, dashboard_url: str, timeout_s: float) -> str:
     """Wait until the node is ALIVE in the GCS; returns its Ray node id."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if not _alive(node.pid):
+        if not pid_alive(node.pid):
             raise ClusterError(f"node {node.name} exited while starting; its log ({node.log}) ends:\n{_tail(node.log)}")
         try:
             for n in list_nodes(dashboard_url):
@@ -200,7 +186,7 @@ def up(directory: Path | None = None, *, workers: int = 2, head_cpus: float = 1,
     say = progress or (lambda msg: None)
     directory = Path(directory or default_cluster_dir()).resolve()
     existing = LocalCluster.load(directory)
-    if existing and any(_alive(n.pid) for n in existing.nodes):
+    if existing and any(pid_alive(n.pid) for n in existing.nodes):
         raise ClusterError(f"a cluster is already up at {directory} (dashboard {existing.dashboard_url}); "
                            "`raymlops cluster down` first, or add nodes with `raymlops cluster add-worker`")
     directory.mkdir(parents=True, exist_ok=True)
@@ -288,10 +274,10 @@ def down(directory: Path | None = None, *, grace_s: float = 20, progress: Progre
         return []
     stopped = []
     for node in sorted(cluster.nodes, key=lambda n: n.is_head):
-        if _alive(node.pid):
+        if pid_alive(node.pid):
             _stop_group(node.pid, signal.SIGTERM)  # `ray start --block` stops its processes on SIGTERM
             deadline = time.monotonic() + grace_s
-            while _alive(node.pid) and time.monotonic() < deadline:
+            while pid_alive(node.pid) and time.monotonic() < deadline:
                 _reap(node.pid)
                 time.sleep(0.2)
             stopped.append(node.name)
@@ -318,7 +304,7 @@ def status(directory: Path | None = None) -> dict[str, Any]:
     nodes = []
     for n in cluster.nodes:
         gcs = known.get(n.node_id, {})
-        nodes.append({"name": n.name, "pid": n.pid, "process": "running" if _alive(n.pid) else "gone",
+        nodes.append({"name": n.name, "pid": n.pid, "process": "running" if pid_alive(n.pid) else "gone",
                       "node_id": n.node_id, "state": gcs.get("state", "unknown"), "cpus": n.num_cpus,
                       "log": n.log})
     return {"dir": str(directory), "up": reachable, "gcs_address": cluster.gcs_address,

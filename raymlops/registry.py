@@ -33,7 +33,7 @@ from typing import Any
 
 from raymlops.config import PipelineConfig
 from raymlops.errors import RegistryError
-from raymlops.workspace import Workspace, append_lines, read_json_lines
+from raymlops.workspace import Workspace, append_lines, publish_folder, read_json_lines
 
 log = logging.getLogger(__name__)
 
@@ -317,27 +317,13 @@ class Registry:
     def local_package(self, name: str, version: str | int) -> Path:
         """This workdir's copy of a version's package (``packages/NAME-vN/model``), downloaded once (beside,
         then renamed into place) and verified against the registry's manifest digest on every call."""
-        import shutil
-        import tempfile
-
         from raymlops.packaging import verify_package
 
         target = self.workdir / "packages" / f"{name}-v{version}" / "model"
         if target.is_dir():
             verify_package(target, self.registered_manifest(name, version))
             return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
-        try:
-            landed = self.download_package(name, version, tmp)
-            try:
-                os.rename(landed, target)
-            except OSError:
-                if not target.is_dir():  # not another process's finished copy of the same version
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return target
+        return publish_folder(target, lambda tmp: self.download_package(name, version, tmp))
 
     def list_versions(self, name: str) -> list[Any]:
         try:

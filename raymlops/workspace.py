@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,23 @@ class Workspace:
         for path in (self.snapshots, self.reports, self.features, self.checkpoints, self.logs):
             path.mkdir(parents=True, exist_ok=True)
         return self
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host runs (a zombie, exited but not yet reaped, does not). Used by
+    the records that name a process (a loop's lease, a service, a local cluster's nodes) to tell a live
+    holder from one that died without cleaning up."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return True
 
 
 def _umask() -> int:
@@ -127,3 +145,24 @@ def read_json_lines(path: str | Path) -> tuple[list[Any], int]:
             except ValueError:
                 skipped += 1
     return values, skipped
+
+
+def publish_folder(target: str | Path, build: Callable[[Path], Path], prefix: str = ".download-") -> Path:
+    """Make folder ``target`` whole or not at all: ``build(tmp)`` fills a temp folder beside it and returns
+    the folder to publish (``tmp`` or one inside it), which is renamed into place. When another process
+    published the same target first, its copy is kept and ours dropped."""
+    import shutil
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+    try:
+        landed = build(tmp)
+        try:
+            os.rename(landed, target)
+        except OSError:
+            if not target.is_dir():  # not another process's finished copy
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

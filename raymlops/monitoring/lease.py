@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from raymlops.errors import RaymlopsError
-from raymlops.workspace import write_json_atomic
+from raymlops.workspace import pid_alive, write_json_atomic
 
 DEFAULT_TTL_S = 60.0
 _heartbeats: dict[str, threading.Event] = {}  # lease path -> stop event of this process's renewing thread
@@ -38,16 +38,6 @@ _heartbeats_lock = threading.Lock()
 
 class LeaseHeld(RaymlopsError):
     """Another live process runs this loop."""
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
 
 
 class Lease:
@@ -83,7 +73,7 @@ class Lease:
             return True
         if float(current.get("expires_at", 0)) < now:
             return True
-        return current.get("host") == self.host and not _pid_alive(int(current.get("pid", 0)))
+        return current.get("host") == self.host and not pid_alive(int(current.get("pid", 0)))
 
     def acquire(self, now: float | None = None, heartbeat: bool = True) -> dict[str, Any]:
         """Take or renew the lease; raise LeaseHeld naming the holder when another live process has it."""

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Collection
 from pathlib import Path
 
-from raymlops.workspace import write_json_atomic
+from raymlops.workspace import publish_folder, write_json_atomic
 
 log = logging.getLogger(__name__)
 POINTER = "champion.json"
@@ -73,17 +73,7 @@ class PackageCache:
         if target.is_dir():
             os.utime(target)  # recently used: kept by ``prune``
             return target
-        tmp = Path(tempfile.mkdtemp(prefix=f".v{version}.", dir=self.root))
-        try:
-            landed = download(tmp)
-            try:
-                os.rename(landed, target)
-            except OSError:
-                if not target.is_dir():  # not another replica's finished copy of the same version
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return target
+        return publish_folder(target, download, prefix=f".v{version}.")  # another replica's copy wins a race
 
     def discard(self, version: str) -> None:
         """Remove a copy that failed verification (or was half pruned), so the next fetch downloads it."""

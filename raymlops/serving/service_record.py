@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from raymlops.workspace import write_json_atomic
+from raymlops.workspace import pid_alive, write_json_atomic
 
 
 def path_of(workdir: str | Path, model: str) -> Path:
@@ -33,16 +33,6 @@ def write(workdir: str | Path, model: str, *, url: str, ray_address: str | None 
         "ray_address": ray_address, "started_at": time.time()})
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def read(workdir: str | Path, model: str) -> dict[str, Any] | None:
     """The record of a service that still runs; None when there is none, or its process has gone (the
     stale record of a killed ``serve`` is removed)."""
@@ -51,7 +41,7 @@ def read(workdir: str | Path, model: str) -> dict[str, Any] | None:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if record.get("host") == socket.gethostname() and not _alive(int(record.get("pid", 0))):
+    if record.get("host") == socket.gethostname() and not pid_alive(int(record.get("pid", 0))):
         path.unlink(missing_ok=True)
         return None
     return record
