@@ -14,7 +14,7 @@ import pytest
 
 from raymlops.config import load_config
 from raymlops.data.stage import run_data_stage
-from raymlops.errors import DataSourceError, DataValidationError, RaymlopsError
+from raymlops.errors import ConfigError, DataSourceError, DataValidationError, RaymlopsError
 from tests.helpers import SMOKE_FLIGHTS, smoke_dict, write_config
 from tests.integration.servers import PG_PASSWORD, PG_PASSWORD_ENV
 
@@ -130,10 +130,10 @@ def test_postgres_missing_password_variable_names_the_variable(postgres_server, 
 
 @pytest.mark.postgres
 def test_postgres_url_with_password_is_refused(postgres_server, ray_session, tmp_path):
+    """Refused when the config loads (issue 18.7), before any connection is tried."""
     url = postgres_server.url.replace("postgres@", f"postgres:{PG_PASSWORD}@", 1)
-    cfg = _config_with_flights(tmp_path, {"type": "sql", "url": url, "query": PG_QUERY})
-    with pytest.raises(DataSourceError) as info:
-        run_data_stage(cfg)
+    with pytest.raises(ConfigError) as info:
+        _config_with_flights(tmp_path, {"type": "sql", "url": url, "query": PG_QUERY})
     assert "password_env" in str(info.value) and PG_PASSWORD not in str(info.value)
 
 

@@ -25,6 +25,7 @@ from mlflow.tracking import MlflowClient
 from raymlops import cluster, jobs
 from raymlops.registry import Registry
 from raymlops.training.trainer import read_checkpoint_state
+from raymlops.workspace import pid_alive
 from tests.helpers import REPO, SMOKE_FLIGHTS, registered_checkpoints, smoke_dict, wait_for
 
 pytestmark = pytest.mark.multinode
@@ -39,7 +40,7 @@ def local_cluster(tmp_path_factory):
         yield started
     finally:
         cluster.down(directory)
-        assert not any(cluster._alive(n.pid) for n in started.nodes), "cluster down left a node running"
+        assert not any(pid_alive(n.pid) for n in started.nodes), "cluster down left a node running"
 
 
 def _cli(local_cluster, *args, extra_env=None, timeout=600):

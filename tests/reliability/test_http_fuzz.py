@@ -39,7 +39,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           negative_data_rejection]
 seen: dict[str, int] = {}
 WITH_INPUT = ["POST /v1/predict", "POST /v1/feedback"]
-WITHOUT_INPUT = ["POST /v1/admin/refresh", "GET /v1/model", "GET /healthz", "GET /readyz"]
+WITHOUT_INPUT = ["POST /v1/admin/refresh", "GET /v1/monitor", "GET /v1/model", "GET /healthz", "GET /readyz"]
 # Valid and invalid requests where there is input; the others can only be called (with extra headers).
 FUZZED = [(op, mode) for op in WITH_INPUT for mode in ("positive", "negative")] + \
     [(op, "positive") for op in WITHOUT_INPUT]
