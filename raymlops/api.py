@@ -62,7 +62,8 @@ class Model:
 
     @property
     def classes(self) -> list[str]:
-        """A multiclass model's class names (the columns of ``predict``); empty otherwise."""
+        """The class names of a model with named classes (a multiclass model's are the columns of
+        ``predict``; a binary model's are negative, then positive); empty for 0/1 labels and regression."""
         return list(self.package.spec.classes)
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:

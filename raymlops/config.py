@@ -195,8 +195,12 @@ class FeaturesConfig(StrictModel):
     target: str = Field(description="The label column.")
     target_classes: list[str] = Field(
         default_factory=list,
-        description="For model.task multiclass: the target's class names, in the order the model numbers them "
-                    "(class i is the label value target_classes[i]; the HTTP response names them).")
+        description="A classifier's class names in the order the model numbers them (class i is the label value "
+                    "target_classes[i]; the HTTP response names them and /v1/feedback takes them). Optional: "
+                    "without it the names are fitted from the training split's target (numerically for "
+                    "integers, False before True, else alphabetically), and a binary target labelled 0/1 "
+                    "keeps its numbers. For model.task classification give two, negative then positive "
+                    "(the score is the second's probability); for multiclass three or more.")
     numeric: list[NumericFeature] = Field(default_factory=list, description="Numeric inputs.")
     categorical: list[CategoricalFeature] = Field(default_factory=list, description="Categorical inputs.")
     derived: list[DerivedFeature] = Field(default_factory=list, description="Columns derived before fitting.")
@@ -207,8 +211,9 @@ class BaseModelConfig(StrictModel):
     """What every model family shares; each family adds its own hyperparameters."""
 
     task: Literal["classification", "regression", "multiclass"] = Field(
-        "classification", description="What is predicted: classification (binary, labels 0/1), multiclass "
-                                      "(labels named by features.target_classes) or regression.")
+        "classification", description="What is predicted: classification (binary: labels 0/1, or two class "
+                                      "names such as yes/no), multiclass (three or more classes, named or "
+                                      "numbered) or regression.")
 
     def trusted_builders(self) -> tuple[str, ...]:
         """Import paths of code a package of this model may name (only a user's MLP builder)."""
@@ -750,19 +755,23 @@ def _model_family_is_installed(cfg: PipelineConfig) -> list[tuple[str, str]]:
 @cross_check
 def _multiclass_names_its_classes(cfg: PipelineConfig) -> list[tuple[str, str]]:
     classes, task = cfg.features.target_classes, cfg.model.task
-    if task != "multiclass":
-        return ([("features.target_classes", f"only a multiclass model has target classes; model.task is {task}: "
-                                             "remove target_classes or set model.task: multiclass")]
+    if len(set(classes)) != len(classes):
+        return [("features.target_classes", f"class names repeat: {classes}")]
+    if task == "regression":
+        return ([("features.target_classes", "a regression model has no target classes: remove target_classes "
+                                             "or set model.task: classification or multiclass")]
                 if classes else [])
+    if task == "classification":
+        return ([("features.target_classes", f"a classification model has two classes (negative, then positive), "
+                                             f"got {classes}; for more set model.task: multiclass")]
+                if classes and len(classes) != 2 else [])
     if cfg.retraining.enabled:
         return [("retraining.enabled", "the closed loop does not judge multiclass models yet (its paired canary and "
                                        "rollback verdicts compare binary scores or values): set it to false and "
                                        "retrain with raymlops run")]
-    if len(classes) < 3:
+    if classes and len(classes) < 3:
         return [("features.target_classes", f"a multiclass target needs at least 3 class names, got {classes}; "
-                                            "for two classes use model.task: classification with labels 0/1")]
-    if len(set(classes)) != len(classes):
-        return [("features.target_classes", f"class names repeat: {classes}")]
+                                            "for two classes use model.task: classification")]
     return []
 
 

@@ -23,6 +23,7 @@ from raymlops.packaging import LoadedModel, load_package
 
 PREDICTION = "prediction"
 PROBABILITY = "probability_"  # a multiclass model's columns: probability_<class name>, one per class
+PREDICTED_CLASS = "predicted_class"  # a binary model with named classes: the name its score points at
 
 
 def probability_columns(classes: list[str]) -> list[str]:
@@ -31,10 +32,13 @@ def probability_columns(classes: list[str]) -> list[str]:
 
 def with_predictions(batch: pd.DataFrame, scores: np.ndarray, classes: list[str]) -> pd.DataFrame:
     """``batch`` plus its scores: a ``prediction`` column (the score; for multiclass the most probable
-    class's name) and, for multiclass, one ``probability_<class>`` column per class."""
+    class's name) and, for multiclass, one ``probability_<class>`` column per class; a binary model with
+    named classes adds ``predicted_class`` (the positive name at a score of 0.5 or more)."""
     batch = batch.copy()
-    if not classes:
+    if not classes or np.ndim(scores) == 1:
         batch[PREDICTION] = scores
+        if classes:
+            batch[PREDICTED_CLASS] = np.asarray(classes, dtype=object)[(np.asarray(scores) >= 0.5).astype(int)]
         return batch
     batch[PREDICTION] = np.asarray(classes, dtype=object)[np.asarray(scores).argmax(axis=1)]
     for i, column in enumerate(probability_columns(classes)):
@@ -154,7 +158,7 @@ def _score_locally(input_path: str, fmt: str, package: Path, staging: Path, *, b
             raise DataValidationError(f"{input_path}: {exc.message}") from None
         parts.append(with_predictions(batch, scores, model.spec.classes))
     scored = pd.concat(parts, ignore_index=True) if parts else with_predictions(
-        frame, np.zeros((0, len(model.spec.classes))) if model.spec.classes else np.zeros(0), model.spec.classes)
+        frame, np.zeros((0, model.spec.outputs)) if model.spec.outputs > 1 else np.zeros(0), model.spec.classes)
     scored.to_parquet(staging / "part-00000.parquet", index=False)
 
 

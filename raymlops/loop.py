@@ -360,12 +360,15 @@ class LoopController:
         to rows timed at or before ``until``, the loop's clock)."""
         r = self.cfg.retraining
         version = self.registry.version_info(self.name, champion) if champion else None
-        schema = _input_schema(self.registry, self.name, champion)
+        manifest = _champion_manifest(self.registry, self.name, champion)
         time_column = self.cfg.data.split.column if isinstance(self.cfg.data.split, TimeSplitConfig) else None
         target = self.cfg.features.target
         feedback = self.cfg.workdir_path / "monitoring" / self.name / "feedback.jsonl"
         lines = feedback.read_text().splitlines() if feedback.is_file() else []
-        traffic = labelled_traffic(lines, schema, target, self.cfg.model.task, time_column)
+        # Named classes: the monitor keeps labels as class indices; the window's rows carry the names,
+        # as the champion's snapshot does, and the data stage fits them again.
+        traffic = labelled_traffic(lines, manifest["input_schema"], target, self.cfg.model.task, time_column,
+                                   classes=manifest.get("spec", {}).get("classes") or None)
         history = None
         snapshot = (version.tags or {}).get("raymlops.snapshot_path") if version is not None else None
         if r.include_history and snapshot and Path(snapshot).is_dir():
@@ -472,13 +475,14 @@ def run_loop(cfg: PipelineConfig, *, address: str | None, once: bool = False, pr
             time.sleep(every_s or cfg.retraining.check_every_s)
 
 
-def _input_schema(registry: Registry, name: str, version: str | None) -> dict[str, Any]:
-    """The champion's input schema, from its verified package manifest (the workdir's copy)."""
-    from raymlops.packaging import verify_package
+def _champion_manifest(registry: Registry, name: str, version: str | None) -> dict[str, Any]:
+    """The champion's package manifest (input schema, class names), from the workdir's copy, which
+    ``local_package`` has verified against the registry's digest."""
+    from raymlops.packaging import MANIFEST
 
     if version is None:
         raise RaymlopsError(f"model {name!r} has no champion: the loop needs one to retrain against")
-    return verify_package(registry.local_package(name, version))["input_schema"]
+    return json.loads((registry.local_package(name, version) / MANIFEST).read_text())
 
 
 MIN_SPLIT_ROWS = 100

@@ -102,10 +102,19 @@ def _texts(column: list[Any]) -> list[str | None] | None:
 
 
 # ----------------------------------------------------------------------------------------- fit
-def fit_partial(frame: pd.DataFrame, cfg: FeaturesConfig) -> dict[str, Any]:
-    """Summary statistics of one batch of the training split (JSON-able)."""
+def names_classes(task: str | None) -> bool:
+    """Whether a model of ``task`` predicts classes, whose names the fit learns from the target."""
+    return task in ("classification", "multiclass")
+
+
+def fit_partial(frame: pd.DataFrame, cfg: FeaturesConfig, task: str | None = None) -> dict[str, Any]:
+    """Summary statistics of one batch of the training split (JSON-able); for a classifier (``task``)
+    also how often each target value occurs, so the class names can be fitted."""
     frame = add_derived(frame, cfg.derived)
     out: dict[str, Any] = {"rows": len(frame), "numeric": {}, "categorical": {}}
+    if names_classes(task):
+        counts = _as_text(_column(frame, cfg.target)).value_counts(dropna=True)
+        out["target"] = {str(k): int(v) for k, v in counts.items()}
     for spec in cfg.numeric:
         col = _column(frame, spec.column)
         x = pd.to_numeric(col, errors="coerce").astype("float64").dropna().to_numpy()
@@ -129,8 +138,42 @@ def _round(x: float) -> float:
     return float(f"{x:.9g}")
 
 
-def fit_features(partials: list[dict[str, Any]], cfg: FeaturesConfig) -> FittedFeatures:
-    """Merge per-batch statistics (Chan's parallel mean/variance) into the fitted pipeline."""
+def class_names(counts: dict[str, int], task: str, target: str) -> list[str]:
+    """The class names of a classifier's target, fitted from its training values (as text).
+
+    A binary target already labelled 0/1 keeps its numbers (no names: the model learns the labels as
+    they are). Otherwise the names are ordered as sklearn's label encoders order them: numerically when
+    every value is an integer, False before True, else alphabetically; for a binary model the second name
+    is the positive class (its probability is the score). ``features.target_classes`` fixes the order
+    instead.
+    """
+    names = list(counts)
+    if task == "classification" and set(names) <= {"0", "1"}:
+        return []
+    if all(_is_integer_text(n) for n in names):
+        names.sort(key=int)
+    elif set(names) == {"False", "True"}:
+        names = ["False", "True"]
+    else:
+        names.sort()
+    shown = ", ".join(repr(n) for n in names[:8]) + (", ..." if len(names) > 8 else "")
+    if len(names) < 2:
+        raise FeatureError(f"target {target!r} holds a single class in the training split ({shown}): a classifier "
+                           "needs rows of two classes or more there; move data.split's boundaries or add data")
+    if task == "classification" and len(names) > 2:
+        raise FeatureError(f"target {target!r} holds {len(names)} classes in the training split ({shown}); "
+                           "model.task classification predicts two: set model.task: multiclass, or map the "
+                           "target to two classes")
+    return names
+
+
+def _is_integer_text(text: str) -> bool:
+    return text.lstrip("-").isdigit()
+
+
+def fit_features(partials: list[dict[str, Any]], cfg: FeaturesConfig, task: str | None = None) -> FittedFeatures:
+    """Merge per-batch statistics (Chan's parallel mean/variance) into the fitted pipeline; a classifier's
+    (``task``) class names are ``features.target_classes``, or fitted from the target's values."""
     if not partials or sum(p["rows"] for p in partials) == 0:
         raise FeatureError("cannot fit features on an empty training split (check the split boundaries)")
     numeric = []
@@ -160,8 +203,15 @@ def fit_features(partials: list[dict[str, Any]], cfg: FeaturesConfig) -> FittedF
         kept = [k for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if v >= spec.min_frequency]
         categorical.append(CategoricalState(column=spec.column, encoding=spec.encoding,
                                             vocabulary=kept[: spec.max_categories]))
+    classes = list(cfg.target_classes)
+    if not classes and names_classes(task):
+        counts: dict[str, int] = {}
+        for p in partials:
+            for k, v in p.get("target", {}).items():
+                counts[k] = counts.get(k, 0) + v
+        classes = class_names(counts, task, cfg.target)
     return FittedFeatures(target=cfg.target, derived=[d.model_dump() for d in cfg.derived],
-                          numeric=numeric, categorical=categorical, target_classes=list(cfg.target_classes))
+                          numeric=numeric, categorical=categorical, target_classes=classes)
 
 
 # ------------------------------------------------------------------------------- fitted state
@@ -218,7 +268,7 @@ class FittedFeatures:
     derived: list[dict[str, str]]
     numeric: list[NumericState]
     categorical: list[CategoricalState]
-    target_classes: list[str] = field(default_factory=list)  # a multiclass target's names, by class index
+    target_classes: list[str] = field(default_factory=list)  # a named target's classes, by class index
     format_version: int = FORMAT_VERSION
     _codes: dict[str, dict[str, int]] = field(default_factory=dict, compare=False, repr=False)
 
@@ -264,10 +314,10 @@ class FittedFeatures:
         return result
 
     def encode_target(self, values: pd.Series) -> np.ndarray:
-        """A multiclass target's values (class names) as class indices, in ``target_classes`` order; a
+        """A named target's values (class names) as class indices, in ``target_classes`` order; a
         value that names no class is a FeatureError naming it and its row."""
         index = {c: i for i, c in enumerate(self.target_classes)}
-        codes = values.astype("string").map(index)
+        codes = _as_text(values).map(index)
         bad = codes.isna().to_numpy()
         if bad.any():
             row = int(np.flatnonzero(bad)[0])

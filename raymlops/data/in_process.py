@@ -136,7 +136,8 @@ def run(cfg: PipelineConfig, ws: Workspace, run_tag: str, say, seconds: dict[str
     if counts["train"] == 0:
         raise DataValidationError(f"the training split of snapshot {snap.snapshot_id} is empty; check "
                                   "data.split (its boundaries or fractions)")
-    fitted = feats.fit_features([feats.fit_partial(raw["train"], cfg.features)], cfg.features)
+    task = cfg.model.task
+    fitted = feats.fit_features([feats.fit_partial(raw["train"], cfg.features, task)], cfg.features, task)
     features_path = fitted.save(ws.features / f"{snap.snapshot_id}-{cfg.config_hash()}.json")
     transformed = {name: steps.transform_batch(frame, fitted=fitted) for name, frame in raw.items()}
     seconds["features"] = time.perf_counter() - t

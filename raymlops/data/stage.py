@@ -108,8 +108,8 @@ def run_features(snapshot: versioning.Snapshot, data: ray.data.Dataset, cfg: Pip
     if counts["train"] == 0:
         raise DataValidationError(f"the training split of snapshot {snapshot.snapshot_id} is empty; check "
                                   "data.split (its boundaries or fractions)")
-    partials = _gather(splits["train"].map_batches(steps.fit_batch, batch_format="pandas", fn_kwargs={"cfg": cfg.features}))
-    fitted = feats.fit_features(partials, cfg.features)
+    partials = _gather(splits["train"].map_batches(steps.fit_batch, batch_format="pandas", fn_kwargs={"cfg": cfg.features, "task": cfg.model.task}))
+    fitted = feats.fit_features(partials, cfg.features, cfg.model.task)
     path = fitted.save(ws.features / f"{snapshot.snapshot_id}-{cfg.config_hash()}.json")
     raw = {name: ds.drop_columns([SPLIT_COLUMN]) for name, ds in splits.items()}
     transformed = {name: ds.map_batches(steps.transform_batch, batch_format="pandas", fn_kwargs={"fitted": fitted})

@@ -69,8 +69,8 @@ def split_batch(batch: pd.DataFrame, *, split: SplitConfig) -> pd.DataFrame:
     return batch
 
 
-def fit_batch(batch: pd.DataFrame, *, cfg: FeaturesConfig) -> pd.DataFrame:
-    return one_row(feats.fit_partial(batch, cfg))
+def fit_batch(batch: pd.DataFrame, *, cfg: FeaturesConfig, task: str | None = None) -> pd.DataFrame:
+    return one_row(feats.fit_partial(batch, cfg, task))
 
 
 def transform_batch(batch: pd.DataFrame, *, fitted: feats.FittedFeatures) -> pd.DataFrame:

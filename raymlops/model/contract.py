@@ -108,7 +108,7 @@ class ModelSpec:
                 numeric.extend(s.output_columns())
         return cls(task=task, numeric=numeric, categorical=categorical, cardinalities=cards,
                    target_mean=target_mean, target_std=target_std,
-                   classes=list(fitted.target_classes) if task == "multiclass" else [])
+                   classes=list(fitted.target_classes) if task != "regression" else [])
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -58,7 +58,7 @@ def fit_frame(cfg: PipelineConfig, frame: pd.DataFrame, *, time_column: str, val
     train, validation = frame[(times < validation_start).to_numpy()], frame[(times >= validation_start).to_numpy()]
     if len(train) == 0 or len(validation) == 0:
         raise TrainingError(f"cannot fit on {len(frame)} rows: the training or the validation part is empty")
-    fitted = fit_features([fit_partial(train, cfg.features)], cfg.features)
+    fitted = fit_features([fit_partial(train, cfg.features, cfg.model.task)], cfg.features, cfg.model.task)
     scaling = {}
     if cfg.model.task == "regression":
         y = pd.to_numeric(train[target]).astype("float64")

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from raymlops.config import FileSourceConfig, PipelineConfig, RetrainingConfig, TimeSplitConfig
@@ -34,11 +35,12 @@ PREDICTED_AT = "predicted_at"
 
 
 def labelled_traffic(lines: Iterable[str], schema: dict[str, dict[str, Any]], target: str, task: str,
-                     time_column: str | None = None) -> pd.DataFrame:
+                     time_column: str | None = None, classes: list[str] | None = None) -> pd.DataFrame:
     """Labelled requests (inputs + label) from the monitor's ``feedback.jsonl`` lines, typed by the schema.
 
     A request labelled twice keeps its latest label. When the time column is not a model input, the
-    time the prediction was made stands in for it.
+    time the prediction was made stands in for it. With ``classes`` (a model's class names) the labels,
+    kept as class indices, become the names again; a label that is no class index is dropped.
     """
     rows: dict[tuple[str, int], dict[str, Any]] = {}
     for line in lines:
@@ -57,7 +59,15 @@ def labelled_traffic(lines: Iterable[str], schema: dict[str, dict[str, Any]], ta
         return pd.DataFrame(columns=columns)
     frame = pd.DataFrame(list(rows.values()))
     typed = coerce_to_schema(frame[list(schema)], schema)[0]
-    typed[target] = frame[target].round().astype("int64") if task == "classification" else frame[target].astype(float)
+    if classes:
+        index = pd.to_numeric(frame[target], errors="coerce")
+        known = index.isin(range(len(classes))).to_numpy()
+        frame, typed = frame[known], typed[known]
+        typed[target] = np.asarray(classes, dtype=object)[index[known].astype("int64").to_numpy()]
+    elif task == "classification":
+        typed[target] = frame[target].round().astype("int64")
+    else:
+        typed[target] = frame[target].astype(float)
     if time_column and time_column not in schema:
         typed[time_column] = pd.to_datetime(frame[PREDICTED_AT], unit="s", utc=True)
     return typed

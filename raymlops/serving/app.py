@@ -50,7 +50,7 @@ from raymlops.serving.rollout import ModelSlots
 from raymlops.serving.schema import (
     FeedbackRequest,
     FeedbackResponse,
-    feedback_label_problem,
+    feedback_labels,
     PredictResponse,
     frame_from_rows,
     predict_request_model,
@@ -406,7 +406,7 @@ def build_app(settings: dict[str, Any]) -> Any:
         async def feedback(self, body: FeedbackRequest) -> FeedbackResponse:
             if self.monitor is None:
                 raise HTTPException(503, "monitoring is disabled for this model (monitoring.enabled: false)")
-            problem = feedback_label_problem(settings["task"], body.items, len(settings.get("classes") or ()))
+            labels, problem = feedback_labels(settings["task"], body.items, settings.get("classes"))
             if problem:  # one bad label would poison every later live-quality figure of that version
                 index, message = problem  # shaped like every other 422 (FastAPI's validation errors)
                 raise HTTPException(422, [{"loc": ["body", "items", index, "label"], "msg": message,
@@ -417,7 +417,8 @@ def build_app(settings: dict[str, Any]) -> Any:
             try:
                 if pending is not None:
                     await pending  # this replica's latest samples first, so their labels can join
-                result = await self.monitor.feedback.remote([item.model_dump() for item in body.items])
+                result = await self.monitor.feedback.remote(
+                    [item.model_dump() | {"label": label} for item, label in zip(body.items, labels)])
             except (RayActorError, ActorUnavailableError) as exc:
                 # Nothing was recorded: saying so (503 + Retry-After) lets clients retry safely.
                 raise HTTPException(503, f"the monitor is restarting, nothing was recorded; retry ({type(exc).__name__})",

@@ -192,10 +192,11 @@ class Prediction(BaseModel):
     score: float = Field(description="Probability of the positive class (classification), of the predicted class "
                                      "(multiclass), or the predicted value (regression).")
     label: int | None = Field(None, description="Predicted class: 1 when score >= 0.5 (classification), the class's "
-                                                "index in features.target_classes (multiclass).")
-    class_name: str | None = Field(None, description="The predicted class's name; multiclass only.")
-    probabilities: dict[str, float] | None = Field(None, description="Probability per class (\"0\"/\"1\" for "
-                                                                     "classification, by class name for multiclass); "
+                                                "index in the model's class names (multiclass).")
+    class_name: str | None = Field(None, description="The predicted class's name, for a model with named classes "
+                                                     "(multiclass, or a binary target such as yes/no).")
+    probabilities: dict[str, float] | None = Field(None, description="Probability per class, by class name (\"0\"/"
+                                                                     "\"1\" for a binary model labelled 0/1); "
                                                                      "not for regression.")
 
 
@@ -217,7 +218,9 @@ def predictions_for(task: str, scores: list[float] | list[list[float]], classes:
                                   probabilities=dict(zip(classes, row))))
         return out
     if task == "classification":
-        return [Prediction(score=s, label=int(s >= 0.5), probabilities={"0": 1.0 - s, "1": s}) for s in scores]
+        negative, positive = classes or ("0", "1")
+        return [Prediction(score=s, label=int(s >= 0.5), class_name=(classes[int(s >= 0.5)] if classes else None),
+                           probabilities={negative: 1.0 - s, positive: s}) for s in scores]
     return [Prediction(score=s) for s in scores]
 
 
@@ -226,27 +229,39 @@ class FeedbackItem(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     request_id: str = Field(pattern=REQUEST_ID_PATTERN, description="The request_id of a prediction.")
     index: int = Field(0, ge=0, description="Which record of that request (0 for a single record).")
-    label: float = Field(allow_inf_nan=False, description="The true outcome: class 0/1 (classification), the "
-                                                          "class's index in features.target_classes (multiclass), "
-                                                          "or the value (regression).")
+    label: Annotated[float, Field(allow_inf_nan=False)] | Annotated[str, Field(min_length=1, max_length=200)] = Field(
+        description="The true outcome: for a classifier the class's name (a model with named classes) or its "
+                    "index (0/1 for binary); for regression the value.")
 
 
-def feedback_label_problem(task: str, items: list[FeedbackItem], classes: int = 0) -> tuple[int, str] | None:
-    """(index, why) of the first item whose label cannot be the task's outcome (a classification label is
-    0 or 1, a multiclass label one of the ``classes`` indices); None when every label fits."""
-    if task == "multiclass":
-        for i, item in enumerate(items):
-            if not (item.label.is_integer() and 0 <= item.label < classes):
-                return i, (f"items[{i}].label: {item.label:g} is not a class of this multiclass model; a label is "
-                           f"the class's index, 0 to {classes - 1} (request_id {item.request_id}, index {item.index})")
-        return None
-    if task != "classification":
-        return None
+def feedback_labels(task: str, items: list[FeedbackItem], classes: list[str] | None = None
+                    ) -> tuple[list[float], tuple[int, str] | None]:
+    """Each item's label as the number the monitor keeps (a class name becomes its index), or (index,
+    why) of the first item whose label cannot be the task's outcome: a class the model does not have, or
+    a name the model does not know (a model labelled 0/1 and a regression take numbers only)."""
+    classes = list(classes or [])
+    index = {name: i for i, name in enumerate(classes)}
+    count = len(classes) or (2 if task == "classification" else 0)
+    if task == "regression":
+        expected = "a number (the value)"
+    elif classes:
+        expected = f"a class name, one of {classes}, or its index, 0 to {count - 1}"
+    elif task == "classification":
+        expected = "0 or 1"
+    else:
+        expected = f"the class's index, 0 to {count - 1}"
+    labels: list[float] = []
     for i, item in enumerate(items):
-        if item.label not in (0.0, 1.0):
-            return i, (f"items[{i}].label: {item.label:g} is not a class of this classification model; a label "
-                       f"is 0 or 1 (request_id {item.request_id}, index {item.index})")
-    return None
+        label = item.label
+        if isinstance(label, str) and label in index:
+            labels.append(float(index[label]))
+            continue
+        if isinstance(label, str) or (task != "regression" and not (label.is_integer() and 0 <= label < count)):
+            shown = repr(label) if isinstance(label, str) else f"{label:g}"
+            return labels, (i, f"items[{i}].label: {shown} is not a class of this {task} model; a label is "
+                               f"{expected} (request_id {item.request_id}, index {item.index})")
+        labels.append(float(label))
+    return labels, None
 
 
 class FeedbackRequest(BaseModel):

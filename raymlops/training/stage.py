@@ -83,8 +83,9 @@ def _score(cfg: PipelineConfig, data: DataStageResult,
     scores are compared row by row)."""
     day = (cfg.data.split.column if isinstance(cfg.data.split, TimeSplitConfig)
            and cfg.evaluation.comparison.group_by_day else None)
-    classes = cfg.features.target_classes if cfg.model.task == "multiclass" else []
-    outputs = probability_columns(classes) if classes else [PREDICTION]
+    classes = data.features.target_classes  # as fitted: configured, or learned from the training split
+    multiclass = cfg.model.task == "multiclass"
+    outputs = probability_columns(classes) if multiclass else [PREDICTION]
     keep = list(dict.fromkeys([cfg.features.target, *outputs, *cfg.evaluation.slices, *([day] if day else [])]))
     if "test" in data.frames:  # the data stage ran in the driver: so does scoring (no actor to start)
         test = data.frames["test"]
@@ -99,11 +100,10 @@ def _score(cfg: PipelineConfig, data: DataStageResult,
         finally:
             options.preserve_order = preserve
     days = day_groups(scored[day]) if day else None
-    if classes:  # labels as class indices, scores as the [rows, classes] probabilities
-        y = data.features.encode_target(scored[cfg.features.target]).astype(float)
-        pred = scored[outputs].to_numpy(dtype=float)
-    else:
-        y, pred = scored[cfg.features.target].to_numpy(dtype=float), scored[PREDICTION].to_numpy(dtype=float)
+    # Named classes are labelled by their indices; a multiclass model's scores are [rows, classes].
+    labels = scored[cfg.features.target]
+    y = np.asarray(data.features.encode_target(labels) if classes else labels, dtype=float)
+    pred = scored[outputs].to_numpy(dtype=float) if multiclass else scored[PREDICTION].to_numpy(dtype=float)
     return (y, pred,
             {s: scored[s].astype(str).to_numpy() for s in cfg.evaluation.slices}, days)
 

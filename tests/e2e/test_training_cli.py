@@ -37,20 +37,39 @@ def test_failing_gate_exits_nonzero_naming_it_and_registers_nothing(tmp_path):
     assert Registry.for_workdir(tmp_path / "work").list_versions("flights-smoke") == []
 
 
-def test_a_bound_on_one_side_only_trains_serves_and_types_requests(tmp_path):
-    """Issue 15: `raymlops serve` failed with a bare `'max'` when a numeric input had `min:` but no `max:`."""
+def test_the_readme_walkthrough_from_a_csv_of_your_own(tmp_path):
+    """Issue 15: the README's "from your own CSV" path, command by command, as a new user takes it, on a
+    shipped CSV whose target is named classes (late: yes/no) and whose inputs have a bound on one side
+    only: profile, validate-config, run, serve, predict and feedback by name over HTTP, status while
+    serving, batch predict. Before: string labels crashed training 50 s in (`could not convert string to
+    float: 'no'`), and `serve` failed with a bare `'max'` on a `min:` without `max:`."""
+    csv = REPO / "examples" / "smoke" / "flights_late.csv"
+    proposed = cli("profile", str(csv), "-o", str(tmp_path / "validation.yaml"))
+    assert proposed.returncode == 0, proposed.stderr[-3000:]
+    validation = yaml.safe_load((tmp_path / "validation.yaml").read_text())["validation"]
+    assert validation["columns"]["late"]["allowed"] == ["no", "yes"]
+    # The user's edits of configs/smoke.yaml: one source, the target, the pasted validation section.
     data = smoke_dict()
-    data["validation"]["columns"]["temp"] = {"type": "float", "min": -20, "max_null_fraction": 0.1}
-    data["validation"]["columns"]["precip"] = {"type": "float", "max": 5, "max_null_fraction": 0.1}
+    data["data"] = {**data["data"], "sources": [{"name": "flights", "type": "csv", "path": str(csv)}], "joins": []}
+    data["features"]["target"] = "late"
+    validation["columns"]["temp"] = {"type": "float", "min": -20, "max_null_fraction": 0.1}  # min only
+    validation["columns"]["precip"] = {"type": "float", "max": 5, "max_null_fraction": 0.1}  # max only
+    data["validation"] = validation
     data["training"] = {**data["training"], "epochs": 2}
-    data["evaluation"] = {"gates": []}
+    data["evaluation"] = {"gates": []}  # 2 epochs: this test is about the path, not the model's quality
     port = free_port()
     data["serving"] = {"port": port, "min_replicas": 1, "max_replicas": 1}
     config = write_config(tmp_path, data)
+    checked = cli("validate-config", str(config))
+    assert checked.returncode == 0, checked.stderr[-3000:]
     done = cli("run", str(config), "--num-cpus", "2")
     assert done.returncode == 0, done.stderr[-3000:]
-    server = subprocess.Popen([*RAYMLOPS, "serve", str(config), "--num-cpus", "2"], cwd=REPO, env=ENV,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    assert "registered" in done.stdout and "flights-smoke v1" in done.stdout, done.stdout[-3000:]
+
+    key = "walkthrough-key"
+    server = subprocess.Popen([*RAYMLOPS, "serve", str(config), "--num-cpus", "2"], cwd=REPO,
+                              env={**ENV, "RAYMLOPS_API_KEY": key}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(server.stdout.readline, "")), daemon=True)
     reader.start()
@@ -61,6 +80,23 @@ def test_a_bound_on_one_side_only_trains_serves_and_types_requests(tmp_path):
             assert server.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:]
             time.sleep(0.5)
         schema = Client(url).model_info()["input_schema"]
+        assert "late" not in schema  # the target is no input
+        rows = pd.read_csv(csv).head(40)
+        records = [{c: (None if pd.isna(r[c]) else r[c]) for c in schema} for r in rows.to_dict("records")]
+        answer = requests.post(f"{url}/v1/predict", json={"records": records}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        predictions = answer.json()["predictions"]
+        assert {p["class_name"] for p in predictions} <= {"no", "yes"}
+        assert all(set(p["probabilities"]) == {"no", "yes"} and p["probabilities"]["yes"] == p["score"]
+                   and p["class_name"] == ("yes" if p["score"] >= 0.5 else "no") for p in predictions)
+        labels = [{"request_id": answer.json()["request_id"], "index": i, "label": v}
+                  for i, v in enumerate(rows["late"])]
+        fed = requests.post(f"{url}/v1/feedback", json={"items": labels}, headers={"X-API-Key": key}, timeout=30)
+        assert fed.status_code == 200 and fed.json() == {"accepted": 40, "unknown": []}, fed.text
+        wrong = requests.post(f"{url}/v1/feedback", headers={"X-API-Key": key}, timeout=30, json={
+            "items": [{"request_id": answer.json()["request_id"], "index": 0, "label": "maybe"}]})
+        assert wrong.status_code == 422 and "'maybe' is not a class" in wrong.text, wrong.text
+
         good = probe_record(schema)
         assert requests.post(f"{url}/v1/predict", json={"record": {**good, "temp": 1e6, "precip": -3}},
                              timeout=30).status_code == 200  # no max on temp, no min on precip
@@ -86,6 +122,14 @@ def test_a_bound_on_one_side_only_trains_serves_and_types_requests(tmp_path):
     reader.join(timeout=30)
     after = cli("status", str(config), "--json", timeout=60)
     assert after.returncode == 0 and "nothing is served" in json.loads(after.stdout)["evidence"]["error"]
+
+    scored = cli("predict", "-m", "flights-smoke", "-i", str(csv), "-o", str(tmp_path / "scored"),
+                 "--config", str(config))
+    assert scored.returncode == 0 and "scored 3,000 rows" in scored.stdout, scored.stderr[-3000:]
+    batch = pd.read_parquet(tmp_path / "scored")
+    assert set(batch["predicted_class"]) <= {"no", "yes"} and batch["prediction"].between(0, 1).all()
+    served = [p["score"] for p in predictions]
+    assert np.allclose(batch["prediction"].head(40), served, atol=1e-5)  # the same scores as over HTTP
 
 
 @pytest.fixture(scope="module")

@@ -131,10 +131,15 @@ def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values(sorted(frame.columns)).reset_index(drop=True)[sorted(frame.columns)]
 
 
-@pytest.mark.parametrize("case", ["plain", "duplicates", "csv and json lines"])
+@pytest.mark.parametrize("case", ["plain", "duplicates", "csv and json lines", "named classes"])
 def test_the_driver_path_publishes_what_ray_data_does(ray_session, tmp_path, case):
     flights = pd.read_csv(SMOKE_FLIGHTS)
     data = smoke_dict()
+    if case == "named classes":  # a yes/no target: both paths fit the same class names and label rows alike
+        data["data"] = {**data["data"], "joins": [], "sources": [
+            {"name": "flights", "type": "csv", "path": str(SMOKE_FLIGHTS.parent / "flights_late.csv")}]}
+        data["validation"]["columns"].pop("delayed")
+        data["features"]["target"] = "late"
     if case == "duplicates":
         pd.concat([flights, flights.iloc[:40], flights.iloc[:3]]).to_csv(tmp_path / "f.csv", index=False)
         data["data"]["sources"][0]["path"] = str(tmp_path / "f.csv")
@@ -151,6 +156,9 @@ def test_the_driver_path_publishes_what_ray_data_does(ray_session, tmp_path, cas
     assert driver.snapshot.manifest.extra == ray_path.snapshot.manifest.extra
     assert driver.report.to_dict() == ray_path.report.to_dict()
     assert driver.split_rows == ray_path.split_rows and driver.features == ray_path.features
+    if case == "named classes":
+        assert driver.features.target_classes == ["no", "yes"]
+        assert set(driver.datasets["train"].to_pandas()["late"]) == {0, 1}
     for split in ("train", "test"):
         a, b = driver.datasets[split].to_pandas(), ray_path.datasets[split].to_pandas()
         pd.testing.assert_frame_equal(_sorted(a), _sorted(b.astype(a.dtypes.to_dict())), check_exact=True)

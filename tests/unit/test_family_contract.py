@@ -252,6 +252,8 @@ def test_multiclass_config_names_its_classes_and_labels_outside_them_are_refused
 
     data = _multiclass_config("lightgbm").model_dump(mode="json", exclude={"base_dir"})
     data["features"]["target_classes"] = []
+    assert parse_config(data, source="x.yaml").features.target_classes == []  # fitted from the data instead
+    data["features"]["target_classes"] = ["a", "b"]
     with pytest.raises(ConfigError, match=r"features.target_classes: a multiclass target needs at least 3"):
         parse_config(data, source="x.yaml")
     data["features"]["target_classes"] = ["a", "b", "a"]
@@ -259,7 +261,10 @@ def test_multiclass_config_names_its_classes_and_labels_outside_them_are_refused
         parse_config(data, source="x.yaml")
     data["features"]["target_classes"] = MULTICLASS
     data["model"]["task"] = "classification"
-    with pytest.raises(ConfigError, match=r"only a multiclass model has target classes"):
+    with pytest.raises(ConfigError, match=r"a classification model has two classes \(negative, then positive\)"):
+        parse_config(data, source="x.yaml")
+    data["model"]["task"] = "regression"
+    with pytest.raises(ConfigError, match=r"a regression model has no target classes"):
         parse_config(data, source="x.yaml")
     data["model"]["task"] = "multiclass"
     data["evaluation"]["gates"] = ["pr_auc >= 0.3"]

@@ -102,14 +102,38 @@ def test_labels_the_task_cannot_use_are_skipped_and_counted_not_fatal():
 
 
 def test_feedback_labels_are_checked_against_the_task_at_the_route():
-    from raymlops.serving.schema import FeedbackItem, feedback_label_problem
+    from raymlops.serving.schema import FeedbackItem, feedback_labels
 
     items = [FeedbackItem(request_id="a" * 32, index=0, label=1.0), FeedbackItem(request_id="b" * 32, index=3, label=7.0)]
-    assert feedback_label_problem("classification", items) == (1, (
+    assert feedback_labels("classification", items)[1] == (1, (
         f"items[1].label: 7 is not a class of this classification model; a label is 0 or 1 "
         f"(request_id {'b' * 32}, index 3)"))
-    assert feedback_label_problem("classification", items[:1]) is None
-    assert feedback_label_problem("regression", items) is None
+    assert feedback_labels("classification", items[:1]) == ([1.0], None)
+    assert feedback_labels("regression", items) == ([1.0, 7.0], None)
+    text = [FeedbackItem(request_id="c" * 32, label="yes")]
+    assert "'yes' is not a class of this classification model; a label is 0 or 1" in feedback_labels(
+        "classification", text)[1][1]  # a model labelled 0/1 knows no names
+    assert "a label is a number" in feedback_labels("regression", text)[1][1]
+
+
+def test_a_model_with_named_classes_answers_and_takes_feedback_by_name():
+    """A binary target of names (yes/no): the response names the predicted class and gives each name's
+    probability; feedback takes a name (or its index) and the monitor keeps the index."""
+    from raymlops.serving.schema import FeedbackItem, feedback_labels, predictions_for
+
+    answer = predictions_for("classification", [0.8, 0.3], ["no", "yes"])
+    assert [(a.label, a.class_name) for a in answer] == [(1, "yes"), (0, "no")]
+    assert answer[0].probabilities == pytest.approx({"no": 0.2, "yes": 0.8})
+    assert predictions_for("classification", [0.8])[0].class_name is None  # labels 0/1: no names
+    items = [FeedbackItem(request_id="a" * 32, label="yes"), FeedbackItem(request_id="b" * 32, label="no"),
+             FeedbackItem(request_id="c" * 32, label=1.0)]
+    assert feedback_labels("classification", items, ["no", "yes"]) == ([1.0, 0.0, 1.0], None)
+    bad = [*items, FeedbackItem(request_id="d" * 32, index=2, label="maybe")]
+    assert feedback_labels("classification", bad, ["no", "yes"])[1] == (3, (
+        f"items[3].label: 'maybe' is not a class of this classification model; a label is a class name, one of "
+        f"['no', 'yes'], or its index, 0 to 1 (request_id {'d' * 32}, index 2)"))
+    assert feedback_labels("multiclass", [FeedbackItem(request_id="a" * 32, label="late")],
+                           ["on_time", "late", "cancelled"]) == ([1.0], None)
 
 
 def test_multiclass_live_quality_and_prediction_drift_from_class_probabilities():
@@ -117,7 +141,7 @@ def test_multiclass_live_quality_and_prediction_drift_from_class_probabilities()
     and class-index labels, prediction drift watches which class is predicted, and a label that is no
     class index is skipped and counted."""
     from raymlops.monitoring.drift import prediction_values, score_profile
-    from raymlops.serving.schema import FeedbackItem, feedback_label_problem, predictions_for
+    from raymlops.serving.schema import FeedbackItem, feedback_labels, predictions_for
 
     rng = np.random.default_rng(7)
     state = MonitorState(CFG, "multiclass")
@@ -142,6 +166,6 @@ def test_multiclass_live_quality_and_prediction_drift_from_class_probabilities()
     assert (answer.label, answer.class_name, answer.score) == (1, "late", 0.7)
     assert answer.probabilities == {"on_time": 0.2, "late": 0.7, "cancelled": 0.1}
     items = [FeedbackItem(request_id="a" * 32, label=2.0), FeedbackItem(request_id="b" * 32, label=3.0)]
-    index, why = feedback_label_problem("multiclass", items, classes=3)
-    assert index == 1 and "a label is the class's index, 0 to 2" in why
-    assert feedback_label_problem("multiclass", items[:1], classes=3) is None
+    index, why = feedback_labels("multiclass", items, ["on_time", "late", "cancelled"])[1]
+    assert index == 1 and "or its index, 0 to 2" in why
+    assert feedback_labels("multiclass", items[:1], ["on_time", "late", "cancelled"]) == ([2.0], None)
