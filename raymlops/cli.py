@@ -20,7 +20,7 @@ from rich.table import Table
 
 from raymlops import __version__
 from raymlops.config import config_error, config_json_schema, load_config
-from raymlops.errors import DataValidationError, RaymlopsError
+from raymlops.errors import DataValidationError, RaymlopsError, RayStopped
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="raymlops: from raw data to a monitored, self-retraining model on Ray.")
@@ -73,11 +73,17 @@ def run_cmd(config: Path = typer.Argument(..., help="Pipeline config (YAML)."),
             workdir: str | None = typer.Option(None, help="Working folder instead of the config's `workdir` "
                                                "(on a cluster: shared storage every node sees).")) -> None:
     """Run the pipeline: ingest, validate, snapshot, split, features, train (or tune), evaluate, register."""
+    from raymlops import supervisor
     from raymlops.pipeline import run_pipeline
 
     cfg = load_config(config)
     if workdir:
         cfg = cfg.model_copy(update={"workdir": str(Path(workdir).resolve())})
+    if not supervisor.is_child():
+        _supervise(cfg, config, address=address, num_cpus=num_cpus, run_name=run_name, data_only=data_only,
+                   workdir=workdir)
+        return
+    supervisor.become_child()
     started = time.perf_counter()
 
     def progress(stage: str, message: str) -> None:
@@ -90,6 +96,8 @@ def run_cmd(config: Path = typer.Argument(..., help="Pipeline config (YAML)."),
         if exc.report_path:
             _print_report(json.loads(Path(exc.report_path).read_text()))
         raise
+    finally:
+        supervisor.mark_clean()  # returned or raised: whatever comes next, the pipeline did not die under us
     d = result.data
     table = Table(title=f"{cfg.name}: data stage", show_header=False)
     table.add_column("what", no_wrap=True)
@@ -113,6 +121,41 @@ def run_cmd(config: Path = typer.Argument(..., help="Pipeline config (YAML)."),
             t.add_row(key, value)
         t.add_row("total time", f"{time.perf_counter() - started:.1f}s")
         out.print(t)
+
+
+def _supervise(cfg: Any, config: Path, *, address: str | None, num_cpus: int | None, run_name: str | None,
+               data_only: bool, workdir: str | None) -> None:
+    """Run the pipeline in a child process (``raymlops.supervisor``); if Ray stopped under it, say so,
+    mark its MLflow attempts FAILED and name the command that resumes it."""
+    from raymlops import supervisor
+    from raymlops.pipeline import default_run_name
+
+    name = run_name or default_run_name(cfg)
+    argv = (["--debug"] if _state["debug"] else []) + ["run", str(config), "--run-name", name]
+    argv += ["--address", address] if address else []
+    argv += ["--num-cpus", str(num_cpus)] if num_cpus is not None else []
+    argv += ["--data-only"] if data_only else []
+    argv += ["--workdir", workdir] if workdir else []
+    end = supervisor.run_child(argv)
+    if end.clean:
+        if end.returncode:
+            raise typer.Exit(end.returncode)
+        return
+    what = end.describe()
+    marked = ""
+    if not data_only:
+        try:
+            from raymlops.registry import Registry
+
+            failed = Registry.for_config(cfg).fail_running_attempts(cfg.name, name, what)
+            marked = f" Its MLflow run{'s' if len(failed) != 1 else ''} {', '.join(failed)} marked FAILED." \
+                if failed else ""
+        except Exception as exc:  # noqa: BLE001 - the message below matters more than the bookkeeping
+            marked = f" (its MLflow run could not be marked FAILED: {exc})"
+    checkpoints = cfg.workdir_path / "checkpoints" / name
+    raise RayStopped(
+        f"run {name!r} stopped: {what}.{marked} Checkpoints so far are kept in {checkpoints}; "
+        f"`raymlops run {config} --run-name {name}` resumes from the last one.")
 
 
 def _print_report(report: dict[str, Any]) -> None:

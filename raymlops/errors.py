@@ -90,6 +90,10 @@ class RuntimeConnectionError(RaymlopsError):
     """Ray cannot be started locally or reached at the given address."""
 
 
+class RayStopped(RaymlopsError):
+    """Ray stopped under a running pipeline (its raylet or GCS died), which ended the pipeline's process."""
+
+
 class ServingError(RaymlopsError):
     """The model service cannot be deployed, is not ready, or answered a request with an error."""
 
@@ -105,6 +109,7 @@ __all__ = [
     "FeatureError",
     "GateFailed",
     "ModelPackageError",
+    "RayStopped",
     "RaymlopsError",
     "RegistryError",
     "RuntimeConnectionError",

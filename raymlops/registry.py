@@ -194,17 +194,31 @@ class Registry:
         A driver that is killed never ends its MLflow run (nor its trials' runs), which would stay
         "running" forever. A rerun with the same name resumes their work, so it closes them and says so.
         """
-        exp = self.experiment_id(experiment)
-        quoted = run_name.replace("\\", "\\\\").replace("'", "\\'")
-        stale = [r.info.run_id for r in self.client.search_runs(
-            [exp], f"tags.`raymlops.run_name` = '{quoted}' and attributes.status = 'RUNNING'")
-            if r.info.run_id != resumed_by]
-        children = [r.info.run_id for parent in stale for r in self.client.search_runs(
-            [exp], f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status = 'RUNNING'")]
+        stale, children = self._running_attempts(experiment, run_name, but=resumed_by)
         for run_id in children + stale:
             self.set_tags(run_id, {"raymlops.resumed_by": resumed_by})
             self.end_run(run_id, "KILLED")
         return stale
+
+    def fail_running_attempts(self, experiment: str, run_name: str, reason: str) -> list[str]:
+        """Mark the attempts of ``run_name`` still RUNNING (and their trials) FAILED, saying why: what
+        ``raymlops run`` does when its pipeline process died without ending them (Ray stopped under it)."""
+        stale, children = self._running_attempts(experiment, run_name)
+        for run_id in children + stale:
+            self.set_tags(run_id, {"raymlops.failure": reason[:5000]})
+            self.end_run(run_id, "FAILED")
+        return stale
+
+    def _running_attempts(self, experiment: str, run_name: str, but: str | None = None) -> tuple[list[str], list[str]]:
+        """Top-level runs of ``run_name`` shown as RUNNING (except ``but``), and their RUNNING child runs."""
+        exp = self.experiment_id(experiment)
+        quoted = run_name.replace("\\", "\\\\").replace("'", "\\'")
+        stale = [r.info.run_id for r in self.client.search_runs(
+            [exp], f"tags.`raymlops.run_name` = '{quoted}' and attributes.status = 'RUNNING'")
+            if r.info.run_id != but]
+        children = [r.info.run_id for parent in stale for r in self.client.search_runs(
+            [exp], f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status = 'RUNNING'")]
+        return stale, children
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param

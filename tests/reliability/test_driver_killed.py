@@ -131,3 +131,52 @@ def test_a_killed_driver_is_resumed_by_a_rerun_with_the_same_name(tmp_path):
           f"epoch {resumed_at} and finished in {resumed_in:.0f} s: test AUC {auc:.4f} vs undisturbed "
           f"{calm_auc:.4f}")
     assert abs(auc - calm_auc) <= 0.03
+
+
+def _raylets_of(pid: int) -> list[psutil.Process]:
+    """The raylet the command's own local Ray started (a descendant of it), not any other Ray's."""
+    try:
+        return [p for p in psutil.Process(pid).children(recursive=True) if p.name() == "raylet"]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def test_ray_dying_under_a_run_ends_it_with_a_message_a_failed_mlflow_run_and_a_rerun_resumes(tmp_path):
+    """The raylet killed mid-training (what the OOM killer or a `ray stop` does): Ray ends its driver with
+    ``_exit``, so the command itself must say what happened, end the MLflow run FAILED and name the rerun."""
+    config = _config(tmp_path, "stopped")
+    run_dir = tmp_path / "stopped" / "work" / "checkpoints" / "stopped"
+    first = _run(config, "stopped")
+    try:
+        wait_for(lambda: registered_checkpoints(run_dir) >= 2 or first.poll() is not None, timeout_s=300,
+                 what="two registered checkpoints", every_s=0.1)
+        assert first.poll() is None, first.stderr.read()[-3000:]
+        raylets = _raylets_of(first.pid)
+        assert len(raylets) == 1, f"expected the run's own raylet among its processes, found {raylets}"
+        raylets[0].kill()
+        out, err = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None or _session_processes(first.pid):
+            try:
+                os.killpg(first.pid, signal.SIGKILL)
+            except ProcessLookupError:  # the group ended between the check and the kill
+                pass
+    said = " ".join(err.split())  # rich wraps lines
+    assert first.returncode == 1, err[-3000:]
+    assert "RayStopped: run 'stopped' stopped: the pipeline process" in said, err[-3000:]
+    assert f"raymlops run {config} --run-name stopped" in said and str(run_dir) in said, err[-3000:]
+
+    client = _client(tmp_path / "stopped" / "work")
+    (dead,) = _runs(client, "stopped")
+    assert dead.info.status == "FAILED" and "raylet or GCS" in dead.data.tags["raymlops.failure"]
+    assert not client.search_model_versions(f"name='{NAME}'")
+
+    rerun = _run(config, "stopped")
+    out, err = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, err[-3000:]
+    dead, resumed = _runs(client, "stopped")
+    assert dead.info.status == "FAILED" and resumed.info.status == "FINISHED"
+    starts = [m.value for m in client.get_metric_history(resumed.info.run_id, "started_at_epoch")]
+    assert int(starts[-1]) >= 1, f"the rerun started over instead of resuming: {starts}"
+    versions = client.search_model_versions(f"name='{NAME}'")
+    assert [str(v.version) for v in versions] == ["1"] and versions[0].run_id == resumed.info.run_id
