@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -275,7 +276,10 @@ def down(directory: Path | None = None, *, grace_s: float = 20, progress: Progre
     stopped = []
     for node in sorted(cluster.nodes, key=lambda n: n.is_head):
         if pid_alive(node.pid):
-            _stop_group(node.pid, signal.SIGTERM)  # `ray start --block` stops its processes on SIGTERM
+            # `ray start --block` stops its processes on SIGTERM, in order, within ~3 s. Signalling them all
+            # at once instead leaves the GCS waiting out the whole grace period.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(node.pid, signal.SIGTERM)
             deadline = time.monotonic() + grace_s
             while pid_alive(node.pid) and time.monotonic() < deadline:
                 _reap(node.pid)
