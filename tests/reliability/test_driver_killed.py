@@ -163,12 +163,20 @@ def test_ray_dying_under_a_run_ends_it_with_a_message_a_failed_mlflow_run_and_a_
                 pass
     said = " ".join(err.split())  # rich wraps lines
     assert first.returncode == 1, err[-3000:]
-    assert "RayStopped: run 'stopped' stopped: the pipeline process" in said, err[-3000:]
-    assert f"raymlops run {config} --run-name stopped" in said and str(run_dir) in said, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    supervised = "RayStopped:" in said
+    if supervised:  # Ray _exit-ed the driver: the supervising parent says what happened
+        assert "RayStopped: run 'stopped' stopped: the pipeline process" in said, err[-3000:]
+        assert f"raymlops run {config} --run-name stopped" in said and str(run_dir) in said, err[-3000:]
+    else:  # the driver outlived its raylet long enough to see its trainer die: the stage's own error
+        assert "TrainingError:" in said and "node has crashed" in said, err[-3000:]
+        assert "--run-name stopped" in said and str(run_dir) in said, err[-3000:]
 
     client = _client(tmp_path / "stopped" / "work")
     (dead,) = _runs(client, "stopped")
-    assert dead.info.status == "FAILED" and "raylet or GCS" in dead.data.tags["raymlops.failure"]
+    assert dead.info.status == "FAILED"
+    if supervised:
+        assert "raylet or GCS" in dead.data.tags["raymlops.failure"]
     assert not client.search_model_versions(f"name='{NAME}'")
 
     rerun = _run(config, "stopped")
