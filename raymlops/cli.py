@@ -128,7 +128,7 @@ def _supervise(cfg: Any, config: Path, *, address: str | None, num_cpus: int | N
     """Run the pipeline in a child process (``raymlops.supervisor``); if Ray stopped under it, say so,
     mark its MLflow attempts FAILED and name the command that resumes it."""
     from raymlops import supervisor
-    from raymlops.pipeline import default_run_name
+    from raymlops.config import default_run_name
 
     name = run_name or default_run_name(cfg)
     argv = (["--debug"] if _state["debug"] else []) + ["run", str(config), "--run-name", name]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import time
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -995,3 +996,9 @@ def config_json_schema() -> dict[str, Any]:
     schema = PipelineConfig.model_json_schema()
     schema.get("properties", {}).pop("base_dir", None)
     return schema
+
+
+def default_run_name(cfg: PipelineConfig) -> str:
+    """The run's name when none is given: the pipeline's name and the start time. Here, not in
+    ``pipeline``, so that ``raymlops run``'s supervising parent names the run without importing Ray."""
+    return f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"

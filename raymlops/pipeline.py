@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import time
 
-from raymlops.config import PipelineConfig
+from raymlops.config import PipelineConfig, default_run_name
 from raymlops.data.stage import DataStageResult, run_data_stage
 from raymlops.runtime import RuntimeInfo, ray_runtime
 from raymlops.training.stage import TrainingStageResult, run_training_stage
@@ -26,10 +25,6 @@ class PipelineResult:
     runtime: RuntimeInfo
     data: DataStageResult
     training: TrainingStageResult | None
-
-
-def default_run_name(cfg: PipelineConfig) -> str:
-    return f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def run_pipeline(cfg: PipelineConfig, *, address: str | None = None, num_cpus: int | None = None,

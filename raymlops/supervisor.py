@@ -36,10 +36,6 @@ class ChildEnd:
     returncode: int
     clean: bool
 
-    @property
-    def died(self) -> bool:
-        return not self.clean
-
     def describe(self) -> str:
         if self.returncode < 0:
             name = signal.Signals(-self.returncode).name if -self.returncode in signal.valid_signals() else "?"

@@ -30,7 +30,7 @@ def test_only_a_pipeline_call_that_returned_or_raised_counts_as_clean(tmp_path):
     assert raised.clean and raised.returncode == 2
     (tmp_path / "exit").unlink()
     died = _child(tmp_path, "import os\ntry:\n    os._exit(1)\nfinally:\n    supervisor.mark_clean()")
-    assert died.died and died.returncode == 1  # what Ray does to a driver whose raylet died
+    assert not died.clean and died.returncode == 1  # what Ray does to a driver whose raylet died
 
 
 def test_a_child_whose_parent_is_already_gone_stops_at_once(tmp_path, monkeypatch):
