@@ -274,6 +274,7 @@ def run_training_stage(cfg: PipelineConfig, data: DataStageResult, run_name: str
     except BaseException as exc:
         try:
             reg.end_run(run_id, "FAILED")
+            reg.set_tags(run_id, {"raymlops.failure": (str(exc) or type(exc).__name__)[:5000]})
         except Exception:  # the server may be the reason we are here; keep the first error
             pass
         if isinstance(exc, Exception) and is_unreachable(exc):

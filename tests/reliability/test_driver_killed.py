@@ -175,8 +175,10 @@ def test_ray_dying_under_a_run_ends_it_with_a_message_a_failed_mlflow_run_and_a_
     client = _client(tmp_path / "stopped" / "work")
     (dead,) = _runs(client, "stopped")
     assert dead.info.status == "FAILED"
-    if supervised:
-        assert "raylet or GCS" in dead.data.tags["raymlops.failure"]
+    # Marked by the parent (Ray _exit-ed the driver while the run was open) or by the stage itself (the
+    # driver saw its trainer die first): either way the run says why it failed.
+    reason = dead.data.tags.get("raymlops.failure", "")
+    assert "raylet or GCS" in reason or "crashed" in reason or "died" in reason, dead.data.tags
     assert not client.search_model_versions(f"name='{NAME}'")
 
     rerun = _run(config, "stopped")
