@@ -156,6 +156,9 @@ class ColumnExpectation(StrictModel):
     max: float | str | None = Field(None, description="Largest allowed value (inclusive).")
     allowed: list[str | int | float | bool] | None = Field(None, description="The only values allowed.")
     unique: bool = Field(False, description="No value may appear twice (over the whole dataset).")
+    request_bounds: bool = Field(
+        False, description="Refuse requests outside min/max/allowed too (HTTP 422). By default those bound the "
+        "data a model trains on only: a request outside them is served, and the monitor measures it as drift.")
 
 
 class RowCountExpectation(StrictModel):

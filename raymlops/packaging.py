@@ -55,11 +55,20 @@ def sha256(path: Path) -> str:
 
 
 def input_schema(fitted: FittedFeatures, validation: ValidationConfig) -> dict[str, dict[str, Any]]:
-    """Per raw input column: type, nullability, bounds and allowed values (what a request may carry)."""
+    """Per raw input column, what a request may carry: its type and nullability, and its min, max and
+    allowed values only where the column sets ``request_bounds``. Ranges are otherwise expectations of the
+    training data: a request dated after the training year, or a value beyond the observed range, is
+    served and shows up as drift instead of a 422."""
     schema = {}
     for col in fitted.input_columns:
         exp = validation.columns.get(col)
-        schema[col] = exp.model_dump(exclude_none=True, exclude={"unique", "max_null_fraction"}) if exp else {}
+        if exp is None:
+            schema[col] = {}
+            continue
+        left_out = {"unique", "max_null_fraction", "request_bounds"}
+        if not exp.request_bounds:
+            left_out |= {"min", "max", "allowed"}
+        schema[col] = exp.model_dump(exclude_none=True, exclude=left_out)
     return schema
 
 

@@ -2,11 +2,15 @@
 
 The proposal is a draft for a person to tighten: observed ranges become bounds, text columns with few
 distinct values become allowed lists, columns without gaps become non-nullable, and columns whose
-values are all distinct are marked unique.
+values are all distinct are marked unique. Dates and times are typed as ``date``/``timestamp`` (text
+such as ``2013-01-01`` included) with a lower bound only: later data is the point of a stream. Every
+range is an expectation of the training data, not a request contract (``request_bounds`` stays off):
+a request outside it is served and measured as drift.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 from typing import Any
 
 import pandas as pd
@@ -26,12 +30,17 @@ def _kind(series: pd.Series) -> str:
         return "int" if len(values) and values.eq(values.round()).all() and series.notna().all() else "float"
     if pd.api.types.is_datetime64_any_dtype(series):
         return "timestamp"
+    if len(series.dropna()) and series.dropna().map(lambda v: isinstance(v, _dt.date)).all():
+        return "timestamp" if series.dropna().map(lambda v: isinstance(v, _dt.datetime)).all() else "date"
     text = series.dropna().astype(str)
     if len(text) and pd.to_numeric(text, errors="coerce").notna().all():
         numbers = pd.to_numeric(text)
         return "int" if numbers.eq(numbers.round()).all() else "float"
     if len(text) and text.str.match(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}").all():
         return "timestamp"
+    if len(text) and text.str.fullmatch(r"\d{4}-\d{2}-\d{2}").all() and pd.to_datetime(
+            text, format="%Y-%m-%d", errors="coerce").notna().all():
+        return "date"
     return "string"
 
 
@@ -59,9 +68,10 @@ def profile_frame(frame: pd.DataFrame) -> dict[str, Any]:
         if kind in ("int", "float") and len(values):
             numbers = pd.to_numeric(values.astype(str) if values.dtype == object else values)
             exp["min"], exp["max"] = _plain(numbers.min()), _plain(numbers.max())
-        elif kind == "timestamp" and len(values):
-            when = pd.to_datetime(values, utc=True)
-            exp["min"], exp["max"] = when.min().isoformat(), when.max().isoformat()
+        elif kind == "timestamp" and len(values):  # no max: a stream's later rows are expected, not errors
+            exp["min"] = pd.to_datetime(values, utc=True).min().isoformat()
+        elif kind == "date" and len(values):
+            exp["min"] = str(pd.to_datetime(values.astype(str) if values.dtype == object else values).min().date())
         elif kind == "string":
             distinct = values.astype(str).unique()
             if len(distinct) <= MAX_ALLOWED:

@@ -4,7 +4,9 @@ Per numeric feature: PSI over the reference decile bins, the two-sample Kolmogor
 (``scipy.stats.ks_2samp``) against the reference sample, and the Wasserstein distance in reference
 standard deviations. Per categorical feature: PSI and the chi-square goodness-of-fit test
 (``scipy.stats.chisquare``) over the reference categories plus "other" (unseen or beyond the cap) and
-"missing", the Jensen-Shannon distance, and the share of unseen categories.
+"missing", the Jensen-Shannon distance, and the share of unseen categories. ``unseen_share`` is the
+share of the window somewhere the model never saw: unseen categories, or numeric values outside the
+training range (requests outside a column's ``validation`` range are served, and counted here).
 
 A feature drifts when its test rejects after a multiple-testing correction across all features of the
 window (Holm by default: the chance of *any* false alarm on unchanged data stays at ``alpha``), and its
@@ -50,7 +52,7 @@ class FeatureDrift:
     psi: float
     distance: float  # Wasserstein in reference std (numeric) or Jensen-Shannon distance (categorical)
     missing_share: float
-    unseen_share: float = 0.0
+    unseen_share: float = 0.0  # categories the reference lacks; numeric: share outside the training range
     adjusted_p: float = 1.0
     drifted: bool = False
 
@@ -141,7 +143,12 @@ def numeric_drifts(names: list[str], refs: list[dict[str, Any]], window: np.ndar
         cuts = np.searchsorted(live, edges, side="left")  # values below an edge fall in the bins under it
         counts = np.diff(np.concatenate([[0], cuts, [len(live)]]))
         index = psi(shares, counts / counts.sum())
-        out.append(FeatureDrift(name, "numeric", n, "ks", ks, 1.0, index, distance, missing))
+        lo, hi = ref.get("min"), ref.get("max")  # profiles written before the range was kept have neither
+        outside = 0.0
+        if lo is not None and hi is not None:
+            outside = float((np.searchsorted(live, lo, side="left") + len(live)
+                             - np.searchsorted(live, hi, side="right")) / len(live))
+        out.append(FeatureDrift(name, "numeric", n, "ks", ks, 1.0, index, distance, missing, outside))
         ks_values.append(ks)
         big, small = max(len(sample), len(live)), min(len(sample), len(live))
         sizes.append(np.round(big * small / (big + small)))

@@ -1,7 +1,8 @@
 """Reference profiles: the training data's per-feature distributions, stored with the model (pure).
 
-Numeric features keep decile bin edges with the share of rows per bin (plus mean, std and missing
-share); categorical features keep the share of each category (capped) and of missing values. Drift
+Numeric features keep decile bin edges with the share of rows per bin (plus mean, std, missing share
+and the range seen in training, so drift can tell "moved within what the model has seen" from "moved
+somewhere new"); categorical features keep the share of each category (capped) and of missing values. Drift
 detection later compares a window of requests against exactly these numbers.
 """
 
@@ -27,7 +28,7 @@ def numeric_profile(values: pd.Series, bins: int = 10) -> dict[str, Any]:
     counts = np.bincount(np.searchsorted(edges, present, side="right"), minlength=len(edges) + 1)
     return {"kind": "numeric", "edges": edges.tolist(), "shares": (counts / counts.sum()).tolist(),
             "mean": float(present.mean()), "std": float(present.std()), "missing": missing,
-            "rows": len(x), "sample": np.sort(np.random.default_rng(0).choice(
+            "min": float(present.min()), "max": float(present.max()), "rows": len(x), "sample": np.sort(np.random.default_rng(0).choice(
                 present, size=min(len(present), 1000), replace=False)).tolist()}
 
 

@@ -52,8 +52,10 @@ def test_the_readme_walkthrough_from_a_csv_of_your_own(tmp_path):
     data = smoke_dict()
     data["data"] = {**data["data"], "sources": [{"name": "flights", "type": "csv", "path": str(csv)}], "joins": []}
     data["features"]["target"] = "late"
-    validation["columns"]["temp"] = {"type": "float", "min": -20, "max_null_fraction": 0.1}  # min only
-    validation["columns"]["precip"] = {"type": "float", "max": 5, "max_null_fraction": 0.1}  # max only
+    assert validation["columns"]["time_hour"]["type"] == "timestamp" and "max" not in validation["columns"]["time_hour"]
+    # min only, max only, each also a request contract (the profile's own ranges bound training data only)
+    validation["columns"]["temp"] = {"type": "float", "min": -20, "max_null_fraction": 0.1, "request_bounds": True}
+    validation["columns"]["precip"] = {"type": "float", "max": 5, "max_null_fraction": 0.1, "request_bounds": True}
     data["validation"] = validation
     data["training"] = {**data["training"], "epochs": 2}
     data["evaluation"] = {"gates": []}  # 2 epochs: this test is about the path, not the model's quality
@@ -100,6 +102,11 @@ def test_the_readme_walkthrough_from_a_csv_of_your_own(tmp_path):
         good = probe_record(schema)
         assert requests.post(f"{url}/v1/predict", json={"record": {**good, "temp": 1e6, "precip": -3}},
                              timeout=30).status_code == 200  # no max on temp, no min on precip
+        # Issue 15.11: the profile's observed ranges are not request contracts: a later date and a distance
+        # beyond the largest seen in the CSV are served (the monitor measures them as drift)
+        assert validation["columns"]["distance"]["max"] < 9000
+        later = {**good, "distance": 9000.0, "time_hour": "2031-06-01T12:00:00+00:00"}
+        assert requests.post(f"{url}/v1/predict", json={"record": later}, timeout=30).status_code == 200
         refused = requests.post(f"{url}/v1/predict", json={"record": {**good, "temp": -30, "precip": 6}}, timeout=30)
         assert refused.status_code == 422
         why = {tuple(d["loc"]): d["msg"] for d in refused.json()["detail"]}

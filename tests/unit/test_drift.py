@@ -65,6 +65,16 @@ def test_unseen_categories_and_missing_values_are_measured(profile):
     assert d.unseen_share == pytest.approx(0.3) and d.missing_share == pytest.approx(0.1) and d.drifted
 
 
+def test_numeric_values_outside_the_training_range_are_measured_as_unseen(profile):
+    """Requests outside a column's validation range are served (issue 18, item 12), so drift says how much
+    of a window lies where the model never saw data."""
+    frame = _frame(np.random.default_rng(6), 1000)
+    assert detect_drift(profile, frame).features["x0"].unseen_share < 0.01
+    frame.loc[:199, "x0"] = profile["features"]["x0"]["max"] + 1.0
+    d = detect_drift(profile, frame).features["x0"]
+    assert d.unseen_share == pytest.approx(0.2, abs=0.01) and d.drifted
+
+
 def test_psi_is_zero_for_equal_shares_and_grows_with_the_shift():
     base = np.array([0.25, 0.25, 0.25, 0.25])
     assert psi(base, base) == pytest.approx(0.0, abs=1e-12)

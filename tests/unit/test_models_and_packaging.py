@@ -97,6 +97,30 @@ def test_tampered_or_truncated_files_are_refused(tmp_path, fitted_and_frame):
 def test_input_schema_lists_raw_columns_with_their_expectations(fitted_and_frame):
     fitted, _ = fitted_and_frame
     schema = input_schema(fitted, ValidationConfig.model_validate(
-        {"columns": {"carrier": {"type": "string", "allowed": ["AA"]}, "distance": {"type": "float", "min": 0}}}))
+        {"columns": {"carrier": {"type": "string", "allowed": ["AA"], "request_bounds": True},
+                     "distance": {"type": "float", "min": 0, "max": 5000, "nullable": False}}}))
     assert schema["carrier"] == {"type": "string", "nullable": True, "allowed": ["AA"]}
+    assert schema["distance"] == {"type": "float", "nullable": False}  # the range bounds training data only
     assert set(schema) == {"distance", "carrier", "origin"}
+
+
+def test_validation_ranges_bound_requests_only_where_the_config_asks():
+    """Issue 18, item 12: with configs/flights.yaml every request dated after 2014-01-02 got a 422, and a
+    temperature beyond the training range was refused instead of served and measured as drift. Types and
+    nullability are the request contract; ranges only on columns with request_bounds (hour 0..23)."""
+    from raymlops.config import load_config
+    from types import SimpleNamespace
+
+    from raymlops.serving.schema import record_model
+    from tests.helpers import REPO
+
+    cfg = load_config(REPO / "configs" / "flights.yaml")
+    fitted = SimpleNamespace(input_columns=["hour", "time_hour", "temp", "origin", "year"])  # all input_schema reads
+    record = record_model(input_schema(fitted, cfg.validation))
+    served = {"hour": 7, "time_hour": "2015-06-01T07:00:00Z", "temp": 131.0, "origin": "EWR", "year": 2015}
+    assert record.model_validate(served).time_hour.year == 2015
+    for change, says in (({"hour": 24}, "less than or equal to 23"), ({"origin": "BOS"}, "'EWR', 'JFK' or 'LGA'"),
+                         ({"temp": "hot"}, "valid number"), ({"time_hour": None}, "datetime")):
+        with pytest.raises(Exception) as refused:
+            record.model_validate({**served, **change})
+        assert says in str(refused.value), (change, str(refused.value))

@@ -122,7 +122,7 @@ def test_training_refuses_a_version_it_could_not_serve_before_it_starts(tmp_path
 
     data = smoke_dict()
     data["workdir"] = str(tmp_path / "work")
-    data["validation"]["columns"]["distance"] = {"type": "float", "min": "zero"}
+    data["validation"]["columns"]["distance"] = {"type": "float", "min": "zero", "request_bounds": True}
     cfg = parse_config(data)
     stage_data = SimpleNamespace(split_rows={"train": 10, "validation": 5, "test": 5},
                                  features=SimpleNamespace(input_columns=["distance", "carrier"]))
