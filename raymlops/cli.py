@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -42,11 +43,30 @@ def _guarded(fn: F) -> F:
             if _state["debug"]:
                 err.print_exception()
             err.print(f"[bold red]{type(exc).__name__}[/]: {exc}", markup=True, highlight=False, soft_wrap=True)
+            _name_library_log()
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err.print("interrupted")
             raise typer.Exit(130) from None
     return wrapper  # type: ignore[return-value]
+
+
+def _library_logs(cfg: Any, command: str) -> None:
+    """Ray's and MLflow's own messages go to a log file in the workdir (``raymlops.logs``), unless --debug."""
+    if _state["debug"]:
+        return
+    from raymlops import logs
+
+    logs.route_to(Path(cfg.workdir_path) / "logs" / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
+
+
+def _name_library_log() -> None:
+    """After an error: where Ray's and MLflow's messages about it are, when this command kept any."""
+    from raymlops import logs
+
+    path = logs.log_path()
+    if path is not None and path.is_file() and path.stat().st_size:
+        err.print(f"Ray's and MLflow's messages: {path} (or rerun with --debug)", highlight=False, soft_wrap=True)
 
 
 def _version(value: bool) -> None:
@@ -60,6 +80,10 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on 
           version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                        help="Print the version.")) -> None:
     _state["debug"] = debug
+    if not debug:
+        from raymlops import logs
+
+        logs.quiet_mlflow()
 
 
 @app.command("run")
@@ -84,6 +108,7 @@ def run_cmd(config: Path = typer.Argument(..., help="Pipeline config (YAML)."),
                    workdir=workdir)
         return
     supervisor.become_child()
+    _library_logs(cfg, "run")
     started = time.perf_counter()
 
     def progress(stage: str, message: str) -> None:
@@ -393,7 +418,9 @@ def serve_cmd(config: Path = typer.Argument(..., help="Pipeline config (YAML).")
     from raymlops.serving.deploy import run_service
 
     overrides = {} if canary_share is None else {"canary_share": canary_share}
-    run_service(load_config(config), address=address, num_cpus=num_cpus, port=port,
+    cfg = load_config(config)
+    _library_logs(cfg, "serve")
+    run_service(cfg, address=address, num_cpus=num_cpus, port=port,
                 say=lambda m: err.print(f"[cyan]    serve[/] {m}", highlight=False), **overrides)
 
 
@@ -518,6 +545,7 @@ def loop_cmd(config: Path = typer.Argument(..., help="Pipeline config (YAML)."),
     from raymlops.loop import run_loop
 
     cfg = load_config(config)
+    _library_logs(cfg, "loop")
     decisions = run_loop(cfg, address=address, once=once, every_s=every,
                          progress=lambda step, msg: err.print(f"[cyan]{step:>9}[/] {msg}", highlight=False))
     for d in decisions:

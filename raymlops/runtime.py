@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from raymlops import logs
 from raymlops.errors import RuntimeConnectionError
 
 
@@ -116,6 +117,7 @@ def ray_runtime(address: str | None = None, num_cpus: int | None = None) -> Iter
         where = address or "a local cluster"
         raise RuntimeConnectionError(f"cannot start or reach Ray at {where}: {exc}") from exc
     _quiet_data_context()
+    logs.reroute()  # ray.init added its console handlers: to the command's log file, when it keeps one
     if not address:
         from raymlops import reaper
 

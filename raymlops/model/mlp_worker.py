@@ -22,6 +22,7 @@ import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
+from ray.data.collate_fn import NumpyBatchCollateFn
 from safetensors.torch import load_file, save_file
 
 from raymlops.config import ModelConfig, TrainingConfig
@@ -34,16 +35,25 @@ WEIGHTS = "model.safetensors"
 OPTIMIZER = "optimizer.pt"
 
 
-def collate(spec: ModelSpec, target: str):
-    """Turn a dict of numpy columns into (numeric float32, categorical int64, target float32) tensors."""
-    def fn(batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        n = len(batch[target])
+class _Collate(NumpyBatchCollateFn):
+    """A dict of numpy columns -> (numeric float32, categorical int64, target float32) tensors. A class of
+    Ray Data's collate kinds, not a closure: Ray 2.47+ warns once per epoch about a plain function."""
+
+    def __init__(self, spec: ModelSpec, target: str) -> None:
+        self.spec, self.target = spec, target
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        spec, n = self.spec, len(batch[self.target])
         numeric = (np.stack([batch[c].astype(np.float32) for c in spec.numeric], axis=1)
                    if spec.numeric else np.zeros((n, 0), np.float32))
         categorical = (np.stack([batch[c].astype(np.int64) for c in spec.categorical], axis=1)
                        if spec.categorical else np.zeros((n, 0), np.int64))
-        return torch.from_numpy(numeric), torch.from_numpy(categorical), target_tensor(batch[target], spec)
-    return fn
+        return torch.from_numpy(numeric), torch.from_numpy(categorical), target_tensor(batch[self.target], spec)
+
+
+def collate(spec: ModelSpec, target: str) -> _Collate:
+    """The collate callable of one model spec (see ``_Collate``)."""
+    return _Collate(spec, target)
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from raymlops import logs
 from raymlops.config import PipelineConfig
 from raymlops.errors import ModelPackageError, RaymlopsError, RegistryError, ServingError
 from raymlops.packaging import verify_package
@@ -96,10 +97,12 @@ def deploy(cfg: PipelineConfig, *, port: int | None = None, ready_timeout_s: flo
         serving_overrides["port"] = port
     settings = settings_for(cfg, **serving_overrides)
     s = settings["serving"]
+    logs.reroute()  # importing Serve gave its driver-side logger a console handler
     start_serve(s["host"], s["port"], s["request_timeout_s"], s["access_log"])
     app_name = s["app_name"] or settings["model"]
     try:
         serve.run(build_app(settings), name=app_name, route_prefix=s["route_prefix"], blocking=False)
+        logs.reroute()  # Serve configured its driver-side logger when it started
     except Exception as exc:
         why = _why(app_name) or (str(exc) if isinstance(exc, RaymlopsError) else f"{type(exc).__name__}: {exc}")
         raise ServingError(f"deploying {app_name!r} failed: {why}") from exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,8 +31,12 @@ def test_run_smoke_then_list_and_show_snapshot(tmp_path):
     config = smoke_config(tmp_path)
     done = cli("run", str(config), "--num-cpus", "2")
     assert done.returncode == 0, done.stderr
-    # A run that works shows what concerns the user, not Ray's notice that token auth is on (it stays on).
+    # A run that works shows what concerns the user, not Ray's notice that token auth is on (it stays on),
+    # Ray Data's deprecation warnings (once per epoch) or MLflow's INFO lines (issue 15, item 8): only
+    # raymlops' own `  stage message` progress lines.
     assert "Token authentication is enabled" not in done.stderr
+    noise = [line for line in done.stderr.splitlines() if line.strip() and not re.match(r"^ *[a-z]+ [^ ]", line)]
+    assert noise == [] and "Warning" not in done.stderr and "INFO" not in done.stderr, done.stderr[-3000:]
     snaps = list_snapshots(tmp_path / "work" / "snapshots")
     assert len(snaps) == 1
     sid = snaps[0].snapshot_id

@@ -127,6 +127,8 @@ def test_the_readme_walkthrough_from_a_csv_of_your_own(tmp_path):
     finally:
         interrupt(server)
     reader.join(timeout=30)
+    said = "".join(lines)  # Serve's INFO lines and Ray's `(raylet)` errors go to the command's log file
+    assert "INFO" not in said and "(raylet)" not in said and "serve stopping" in said, said[-3000:]
     after = cli("status", str(config), "--json", timeout=60)
     assert after.returncode == 0 and "nothing is served" in json.loads(after.stdout)["evidence"]["error"]
 
