@@ -21,9 +21,10 @@ import ray.data
 from raymlops.errors import DataValidationError
 from raymlops.packaging import LoadedModel, load_package
 
-PREDICTION = "prediction"
+# The columns batch scoring adds, named as /v1/predict names its fields (``serving.schema.Prediction``).
+PREDICTION = "score"  # P(positive) for a binary model, the predicted value (regression); multiclass: see below
 PROBABILITY = "probability_"  # a multiclass model's columns: probability_<class name>, one per class
-PREDICTED_CLASS = "predicted_class"  # a binary model with named classes: the name its score points at
+PREDICTED_CLASS = "class_name"  # the predicted class's name (multiclass, or a binary model with named classes)
 
 
 def probability_columns(classes: list[str]) -> list[str]:
@@ -31,18 +32,28 @@ def probability_columns(classes: list[str]) -> list[str]:
 
 
 def with_predictions(batch: pd.DataFrame, scores: np.ndarray, classes: list[str]) -> pd.DataFrame:
-    """``batch`` plus its scores: a ``prediction`` column (the score; for multiclass the most probable
-    class's name) and, for multiclass, one ``probability_<class>`` column per class; a binary model with
-    named classes adds ``predicted_class`` (the positive name at a score of 0.5 or more)."""
+    """``batch`` plus its predictions, in the columns /v1/predict names its fields: ``score`` (the
+    positive class's probability, or the value; for multiclass the predicted class's probability),
+    ``class_name`` for a model with named classes, and for multiclass one ``probability_<class>`` column
+    per class. An input column of one of those names is refused, not overwritten."""
+    multiclass = np.ndim(scores) == 2
+    added = [PREDICTION, *([PREDICTED_CLASS] if classes else []), *(probability_columns(classes) if multiclass else [])]
+    clash = [c for c in added if c in batch.columns]
+    if clash:
+        raise DataValidationError(f"the input already has a column {clash[0]!r}, which scoring adds; rename it "
+                                  f"(scores go to {', '.join(repr(c) for c in added)})")
     batch = batch.copy()
-    if not classes or np.ndim(scores) == 1:
+    if not multiclass:
         batch[PREDICTION] = scores
         if classes:
             batch[PREDICTED_CLASS] = np.asarray(classes, dtype=object)[(np.asarray(scores) >= 0.5).astype(int)]
         return batch
-    batch[PREDICTION] = np.asarray(classes, dtype=object)[np.asarray(scores).argmax(axis=1)]
+    proba = np.asarray(scores)
+    best = proba.argmax(axis=1)
+    batch[PREDICTION] = proba[np.arange(len(best)), best]
+    batch[PREDICTED_CLASS] = np.asarray(classes, dtype=object)[best]
     for i, column in enumerate(probability_columns(classes)):
-        batch[column] = scores[:, i]
+        batch[column] = proba[:, i]
     return batch
 
 
@@ -83,8 +94,8 @@ SCORER_CPUS = 0.5
 def predict_dataset(ds: ray.data.Dataset, package_dir: str | Path, *, batch_size: int = 4096,
                     concurrency: int = 1, cast: bool = False,
                     trusted_builders: tuple[str, ...] = ()) -> ray.data.Dataset:
-    """Add a ``prediction`` column to every row of ``ds`` (raw input columns in), and for a multiclass
-    model a ``probability_<class>`` column per class (``with_predictions``).
+    """Add the ``score`` column to every row of ``ds`` (raw input columns in), ``class_name`` for named
+    classes, and for a multiclass model a ``probability_<class>`` column per class (``with_predictions``).
 
     Scorers reserve half a CPU: with a whole one, a scorer and the read tasks feeding it could not both
     be scheduled beside serving replicas on a small machine, and the job waited forever.

@@ -1,7 +1,7 @@
 """Where local state lives: one working folder (default ``./.raymlops``) holds everything a run writes.
 
     .raymlops/
-      snapshots/<fingerprint>/     immutable Parquet snapshots + manifest.json
+      snapshots/<fingerprint>/     immutable Parquet snapshots + _manifest.json
       reports/                     validation reports (JSON)
       features/                    fitted feature pipelines (JSON)
       mlflow.db                    the embedded MLflow store (SQLite)

@@ -3,7 +3,8 @@
 The fingerprint of a dataset is a hash of its schema, its row count and two order-independent sums of
 64-bit row hashes: the same rows give the same id whatever the file order or partitioning; one changed
 cell gives a new id. A snapshot is a folder ``<root>/<fingerprint>/`` of Parquet files plus
-``manifest.json``. It is written under ``<root>/.tmp-*`` and renamed into place only when complete, so
+``_manifest.json`` (underscored, so ``pd.read_parquet(folder)`` and Ray Data skip it as Parquet readers
+skip ``_``-files; snapshots written as ``manifest.json`` before still load). It is written under ``<root>/.tmp-*`` and renamed into place only when complete, so
 a crash never leaves a snapshot that looks complete; ``list_snapshots`` shows only folders whose
 manifest is present and consistent.
 """
@@ -29,7 +30,14 @@ from raymlops.errors import SnapshotError
 
 _KEY_B = 0x5EED_0F_B0B
 _MASK = (1 << 64) - 1
-MANIFEST = "manifest.json"
+MANIFEST = "_manifest.json"
+LEGACY_MANIFEST = "manifest.json"  # snapshots published before the manifest was underscored
+
+
+def manifest_path(folder: Path) -> Path:
+    """The snapshot folder's manifest (the legacy name when only that exists)."""
+    current = folder / MANIFEST
+    return current if current.is_file() or not (folder / LEGACY_MANIFEST).is_file() else folder / LEGACY_MANIFEST
 TMP_PREFIX = ".tmp-"
 
 
@@ -221,7 +229,7 @@ def publish_snapshot(tmp_dir: Path, manifest: SnapshotManifest) -> Snapshot:
     try:
         os.rename(tmp_dir, final)
     except OSError:
-        if (final / MANIFEST).is_file():  # the same content was published before: keep that one
+        if manifest_path(final).is_file():  # the same content was published before: keep that one
             shutil.rmtree(tmp_dir, ignore_errors=True)
         else:
             raise SnapshotError(f"cannot publish snapshot {manifest.snapshot_id}: {final} exists but is "
@@ -232,7 +240,7 @@ def publish_snapshot(tmp_dir: Path, manifest: SnapshotManifest) -> Snapshot:
 def load_snapshot(root: str | Path, snapshot_id: str) -> Snapshot:
     """A published snapshot; raises SnapshotError when absent or incomplete (missing files)."""
     path = Path(root) / snapshot_id
-    mpath = path / MANIFEST
+    mpath = manifest_path(path)
     if not mpath.is_file():
         known = ", ".join(s.snapshot_id for s in list_snapshots(root)) or "none"
         raise SnapshotError(f"no snapshot {snapshot_id!r} under {root} (published: {known})")
@@ -250,7 +258,7 @@ def list_snapshots(root: str | Path) -> list[Snapshot]:
         return []
     out = []
     for child in root.iterdir():
-        if child.name.startswith(TMP_PREFIX) or not (child / MANIFEST).is_file():
+        if child.name.startswith(TMP_PREFIX) or not manifest_path(child).is_file():
             continue
         try:
             out.append(load_snapshot(root, child.name))

@@ -31,7 +31,7 @@ from raymlops.config import DerivedFeature, PipelineConfig, TimeSplitConfig
 from raymlops.data.features import add_derived
 from raymlops.data.stage import DataStageResult
 from raymlops.errors import GateFailed, RegistryError, TrainingError
-from raymlops.inference import PREDICTION, predict_dataset, probability_columns, with_predictions
+from raymlops.inference import PREDICTION, predict_dataset, probability_columns
 from raymlops.monitoring.drift import score_profile
 from raymlops.monitoring.profiles import build_reference_profile
 from raymlops.packaging import input_schema, load_package, manifest_sha256, write_package
@@ -87,10 +87,11 @@ def _score(cfg: PipelineConfig, data: DataStageResult,
     multiclass = cfg.model.task == "multiclass"
     outputs = probability_columns(classes) if multiclass else [PREDICTION]
     keep = list(dict.fromkeys([cfg.features.target, *outputs, *cfg.evaluation.slices, *([day] if day else [])]))
+    pred = None
     if "test" in data.frames:  # the data stage ran in the driver: so does scoring (no actor to start)
         test = data.frames["test"]
-        scores = load_package(package_dir, cfg.model.trusted_builders()).predict_frame(test)
-        scored = with_predictions(pd.DataFrame({c: test[c] for c in keep if c not in outputs}), scores, classes)
+        pred = np.asarray(load_package(package_dir, cfg.model.trusted_builders()).predict_frame(test), dtype=float)
+        scored = pd.DataFrame({c: test[c] for c in keep if c not in outputs})  # no output column: a target may be "score"
     else:
         options = data.raw["test"].context.execution_options  # the context the scoring plan runs under
         preserve, options.preserve_order = options.preserve_order, True
@@ -103,7 +104,8 @@ def _score(cfg: PipelineConfig, data: DataStageResult,
     # Named classes are labelled by their indices; a multiclass model's scores are [rows, classes].
     labels = scored[cfg.features.target]
     y = np.asarray(data.features.encode_target(labels) if classes else labels, dtype=float)
-    pred = scored[outputs].to_numpy(dtype=float) if multiclass else scored[PREDICTION].to_numpy(dtype=float)
+    if pred is None:
+        pred = scored[outputs].to_numpy(dtype=float) if multiclass else scored[PREDICTION].to_numpy(dtype=float)
     return (y, pred,
             {s: scored[s].astype(str).to_numpy() for s in cfg.evaluation.slices}, days)
 

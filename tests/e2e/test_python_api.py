@@ -46,4 +46,4 @@ def test_a_python_session_trains_registers_and_scores_as_raymlops_predict_does(t
     ours = pd.read_parquet(tmp_path / "api.parquet").sort_values("row_id")
     theirs = pd.read_parquet(tmp_path / "cli").sort_values("row_id")
     assert len(ours) == len(theirs) == 300 and ours["score"].between(0, 1).all()
-    np.testing.assert_array_equal(ours["score"].to_numpy(), theirs["prediction"].to_numpy())
+    np.testing.assert_array_equal(ours["score"].to_numpy(), theirs["score"].to_numpy())

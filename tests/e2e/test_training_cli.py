@@ -136,9 +136,9 @@ def test_the_readme_walkthrough_from_a_csv_of_your_own(tmp_path):
                  "--config", str(config))
     assert scored.returncode == 0 and "scored 3,000 rows" in scored.stdout, scored.stderr[-3000:]
     batch = pd.read_parquet(tmp_path / "scored")
-    assert set(batch["predicted_class"]) <= {"no", "yes"} and batch["prediction"].between(0, 1).all()
+    assert set(batch["class_name"]) <= {"no", "yes"} and batch["score"].between(0, 1).all()
     served = [p["score"] for p in predictions]
-    assert np.allclose(batch["prediction"].head(40), served, atol=1e-5)  # the same scores as over HTTP
+    assert np.allclose(batch["score"].head(40), served, atol=1e-5)  # the same scores as over HTTP
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +226,7 @@ def test_served_flights_champion_answers_like_batch_prediction_on_1000_test_rows
             answer = client.predict(records[i:i + 200])
             assert answer["model"] == "flights-delay" and answer["version"] == "1"
             served += [p["score"] for p in answer["predictions"]]
-        np.testing.assert_allclose(served, offline["prediction"].to_numpy(), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(served, offline["score"].to_numpy(), rtol=0, atol=1e-6)
     finally:
         interrupt(server)
     reader.join(timeout=30)

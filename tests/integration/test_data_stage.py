@@ -42,7 +42,7 @@ def test_same_data_same_fingerprint_and_changed_cell_new_one(ray_session, tmp_pa
     assert third.snapshot.snapshot_id != first.snapshot.snapshot_id
     assert sorted(s.snapshot_id for s in list_snapshots(cfg.workdir_path / "snapshots")) == sorted(
         {first.snapshot.snapshot_id, third.snapshot.snapshot_id})
-    manifest = json.loads((first.snapshot.path / "manifest.json").read_text())
+    manifest = json.loads((first.snapshot.path / "_manifest.json").read_text())
     # Sources are listed sorted by path, so where the checkout lies decides their order.
     assert manifest["sources"] == sorted(manifest["sources"])
     assert any(s.endswith("/flights.csv") for s in manifest["sources"])
@@ -108,7 +108,7 @@ def test_a_csv_and_a_json_lines_source_are_unioned_into_the_same_snapshot(ray_se
     (tmp_path / "union").mkdir()
     union = run_data_stage(load_config(write_config(tmp_path / "union", data)))
     assert union.snapshot.manifest.rows == 3000
-    sources = json.loads((union.snapshot.path / "manifest.json").read_text())["sources"]
+    sources = json.loads((union.snapshot.path / "_manifest.json").read_text())["sources"]
     assert any(s.endswith("/first.csv") for s in sources) and any(s.endswith("/rest.jsonl") for s in sources)
     # The same rows from two formats make the same content (the fingerprint ignores representation).
     assert union.snapshot.snapshot_id == run_data_stage(whole).snapshot.snapshot_id

@@ -17,7 +17,7 @@ from raymlops.client import Client
 from raymlops.config import load_config
 from raymlops.data.stage import run_data_stage
 from raymlops.errors import ConfigError, ModelPackageError
-from raymlops.inference import PREDICTION, predict_files
+from raymlops.inference import PREDICTED_CLASS, PREDICTION, predict_files
 from raymlops.packaging import MANIFEST, load_package
 from raymlops.registry import CHAMPION, Registry
 from raymlops.training.stage import run_training_stage
@@ -264,7 +264,8 @@ def test_multiclass_flights_gate_on_log_loss_serve_class_probabilities_and_learn
     batch = pd.read_parquet(tmp_path / "scores")
     proba = batch[probability_columns(classes)].to_numpy()
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
-    assert (batch[PREDICTION] == np.asarray(classes, dtype=object)[proba.argmax(axis=1)]).all()
+    assert (batch[PREDICTED_CLASS] == np.asarray(classes, dtype=object)[proba.argmax(axis=1)]).all()
+    np.testing.assert_allclose(batch[PREDICTION], proba.max(axis=1))  # `score`, as /v1/predict names it
 
     url = deploy(cfg)
     try:

@@ -86,8 +86,8 @@ def test_http_predictions_equal_offline_batch_predictions(service):
             assert answer["version"] == "1" and answer["alias"] == CHAMPION
             got += [p["score"] for p in answer["predictions"]]
         single = client.predict(rows[7])["predictions"][0]["score"]
-    np.testing.assert_allclose(got, offline["prediction"].to_numpy(), rtol=0, atol=1e-6)
-    assert abs(single - offline["prediction"].iloc[7]) < 1e-6
+    np.testing.assert_allclose(got, offline["score"].to_numpy(), rtol=0, atol=1e-6)
+    assert abs(single - offline["score"].iloc[7]) < 1e-6
     assert len({round(p, 6) for p in got}) > len(got) // 10  # answers differ by row: not one constant score
 
 

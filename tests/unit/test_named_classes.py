@@ -12,7 +12,7 @@ import pytest
 
 from raymlops.config import FeaturesConfig, parse_config
 from raymlops.data.features import class_names, fit_features, fit_partial
-from raymlops.errors import FeatureError
+from raymlops.errors import DataValidationError, FeatureError
 from raymlops.inference import PREDICTED_CLASS, PREDICTION, with_predictions
 from raymlops.monitoring.retraining import labelled_traffic
 from tests.helpers import SMOKE_FLIGHTS, SMOKE_WEATHER, smoke_dict
@@ -93,3 +93,16 @@ def test_labelled_traffic_of_named_classes_carries_the_names_again():
     frame = labelled_traffic([line("a", 1.0), line("b", 0.0), line("c", 7.0)], {"x": {"type": "float"}}, "churn",
                              "classification", classes=["no", "yes"])
     assert frame["churn"].tolist() == ["yes", "no"] and frame["x"].tolist() == [1.0, 1.0]  # 7 is no class: dropped
+
+
+def test_batch_scores_take_the_names_http_gives_them_and_never_overwrite_an_input_column():
+    """Issue 15, item 7: batch output called the score `prediction` where /v1/predict says `score`."""
+    frame = pd.DataFrame({"x": [1, 2, 3]})
+    binary = with_predictions(frame, np.array([0.2, 0.6, 0.5]), ["no", "yes"])
+    assert list(binary.columns) == ["x", "score", "class_name"] and binary["class_name"].tolist() == ["no", "yes", "yes"]
+    assert list(with_predictions(frame, np.array([0.2, 0.6, 0.5]), []).columns) == ["x", "score"]
+    multi = with_predictions(frame, np.array([[0.1, 0.9], [0.7, 0.3], [0.5, 0.5]]), ["a", "b"])
+    assert multi["score"].tolist() == [0.9, 0.7, 0.5] and multi["class_name"].tolist() == ["b", "a", "a"]
+    assert list(multi.columns) == ["x", "score", "class_name", "probability_a", "probability_b"]
+    with pytest.raises(DataValidationError, match="already has a column 'score'"):
+        with_predictions(frame.assign(score=1.0), np.array([0.2, 0.6, 0.5]), [])

@@ -90,3 +90,19 @@ def test_row_hashes_do_not_depend_on_column_representation():
     numpy_backed["ts"] = numpy_backed["ts"].dt.as_unit("ns")
     assert (v.row_hashes(arrow_backed) == v.row_hashes(numpy_backed)).all()
     assert fp([arrow_backed]) == fp([numpy_backed])
+
+
+def test_a_snapshot_folder_reads_as_one_table_and_older_snapshots_still_load(tmp_path):
+    """Issue 15, item 7: `pd.read_parquet(snapshot folder)` failed on the manifest among the Parquet files."""
+    tmp = v.new_temp_dir(tmp_path)
+    df = sample()
+    df.iloc[:120].to_parquet(tmp / "part-0.parquet", index=False)
+    df.iloc[120:].to_parquet(tmp / "part-1.parquet", index=False)
+    snap = v.publish_snapshot(tmp, v.SnapshotManifest(
+        snapshot_id="tbl", rows=len(df), schema={"a": "int64"}, sources=["s.csv"],
+        files=["part-0.parquet", "part-1.parquet"], created_at=time.time()))
+    read = pd.read_parquet(snap.path).sort_values("a").reset_index(drop=True)
+    pd.testing.assert_frame_equal(read, df)
+    (snap.path / v.MANIFEST).rename(snap.path / v.LEGACY_MANIFEST)  # as published before the rename
+    assert v.load_snapshot(tmp_path, "tbl").manifest.rows == len(df)
+    assert [s.snapshot_id for s in v.list_snapshots(tmp_path)] == ["tbl"]
