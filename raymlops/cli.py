@@ -308,12 +308,32 @@ def data_list_cmd(config: Path | None = typer.Option(None, "--config", "-c", hel
 @_guarded
 def data_show_cmd(snapshot_id: str = typer.Argument(..., help="Snapshot id (see `raymlops data list`)."),
                   config: Path | None = typer.Option(None, "--config", "-c", help="Use this config's workdir."),
-                  workdir: Path | None = typer.Option(None, help="Working folder (default ./.raymlops).")) -> None:
-    """Show a snapshot's manifest: sources, rows, schema, report."""
+                  workdir: Path | None = typer.Option(None, help="Working folder (default ./.raymlops)."),
+                  split: str | None = typer.Option(None, help="Write the rows of this split (train, validation, "
+                                                   "test) as the config's data.split assigned them; needs --config."),
+                  output: Path | None = typer.Option(None, "--output", "-o", help="Parquet file for --split.")) -> None:
+    """Show a snapshot's manifest (sources, rows, schema, report), or write the rows of one split."""
     from raymlops.data.versioning import load_snapshot
 
     snap = load_snapshot(_snapshots_root(config, workdir), snapshot_id)
-    out.print_json(json.dumps({"path": str(snap.path), **snap.manifest.to_dict()}))
+    if split is None:
+        out.print_json(json.dumps({"path": str(snap.path), **snap.manifest.to_dict()}))
+        return
+    import pandas as pd
+
+    from raymlops.data.splits import SPLITS, rows_of_split
+    from raymlops.errors import ConfigError
+    from raymlops.workspace import write_bytes_atomic
+
+    if config is None or output is None:
+        raise ConfigError("--split needs --config (whose data.split assigned the rows) and --output FILE.parquet")
+    if split not in SPLITS:
+        raise ConfigError(f"--split {split!r}: one of {', '.join(SPLITS)}")
+    frame = pd.concat([pd.read_parquet(snap.path / name) for name in snap.manifest.files], ignore_index=True)
+    rows = rows_of_split(frame, load_config(config).data.split, split)
+    write_bytes_atomic(output, rows.to_parquet(index=False))  # bytes in memory, then one atomic rename
+    out.print(f"wrote the {len(rows):,} {split} rows (of {len(frame):,}) of snapshot {snapshot_id} to {output}",
+              soft_wrap=True)
 
 
 def _registry(config: Path | None, workdir: Path | None):

@@ -94,12 +94,17 @@ def write_text_atomic(path: str | Path, text: str, mode: int | None = None) -> P
     """Write text to a temp file beside ``path``, fsync it, rename it into place and fsync the folder:
     readers see the old file or the new one, never half of one, and a crash right after keeps the new one.
     ``mode``: the file's permissions (default: a normal file's, after the umask; 0o600 for a secret)."""
+    return write_bytes_atomic(path, text.encode("utf-8"), mode)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes, mode: int | None = None) -> Path:
+    """``write_text_atomic`` for bytes (a Parquet file written in memory, say)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, (0o666 & ~_umask()) if mode is None else mode)  # mkstemp creates it private

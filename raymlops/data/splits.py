@@ -37,3 +37,11 @@ def assign_splits(frame: pd.DataFrame, cfg: SplitConfig) -> np.ndarray:
 def _utc(text: str) -> pd.Timestamp:
     ts = pd.Timestamp(text)
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def rows_of_split(frame: pd.DataFrame, cfg: SplitConfig, name: str) -> pd.DataFrame:
+    """The rows of a snapshot that ``name`` holds under ``cfg``: the assignment the data stage made,
+    recomputed from the rows alone (``raymlops data show ID --split test -o rows.parquet``)."""
+    if name not in SPLITS:
+        raise ValueError(f"no split {name!r}: one of {', '.join(SPLITS)}")
+    return frame[assign_splits(frame, cfg) == name].reset_index(drop=True)

@@ -46,6 +46,14 @@ def test_run_smoke_then_list_and_show_snapshot(tmp_path):
     shown = cli("data", "show", sid, "--workdir", str(tmp_path / "work"))
     assert shown.returncode == 0
     assert json.loads(shown.stdout)["rows"] == 3000
+    # Issue 15, item 7: which rows went to which split, as the data stage assigned them
+    test_rows = cli("data", "show", sid, "--config", str(config), "--split", "test", "-o", str(tmp_path / "test.parquet"))
+    assert test_rows.returncode == 0, test_rows.stderr
+    held_out = int(re.search(r"test ([\d,]+)", done.stdout).group(1).replace(",", ""))
+    assert len(pd.read_parquet(tmp_path / "test.parquet")) == held_out and f"{held_out:,} test rows" in test_rows.stdout
+    assert len(pd.read_parquet(snaps[0].path)) == 3000  # the snapshot folder reads as one table
+    no_config = cli("data", "show", sid, "--workdir", str(tmp_path / "work"), "--split", "test", "-o", "x.parquet")
+    assert no_config.returncode == 1 and "--split needs --config" in no_config.stderr
     missing = cli("data", "show", "nope", "--workdir", str(tmp_path / "work"))
     assert missing.returncode == 1 and "SnapshotError" in missing.stderr and sid in missing.stderr
     # The run trained, gated and registered the first version as champion.
