@@ -338,6 +338,20 @@ def _first_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:300]
 
 
+def slice_summary(by_value: dict[str, dict[str, float]], metric: str, most: int = 6) -> str:
+    """One slice column's headline metric per value, worst first (the values a user checks first), e.g.
+    ``auc: LGA 0.5412, JFK 0.5630, EWR 0.5801``; values with too few test rows were left out before."""
+    if not by_value:
+        return "no value has enough test rows"
+    if not any(metric in m for m in by_value.values()):  # e.g. multiclass: its first metric instead
+        metric = next(iter(next(iter(by_value.values()))), metric)
+    lower_is_better = metric in ("rmse", "mae", "log_loss", "calibration_error")
+    ranked = sorted(((v, m[metric]) for v, m in by_value.items() if metric in m),
+                    key=lambda item: item[1], reverse=lower_is_better)
+    shown = ", ".join(f"{v} {x:.4f}" for v, x in ranked[:most])
+    return f"{metric}, worst first: {shown}" + (f" (+{len(ranked) - most} more)" if len(ranked) > most else "")
+
+
 def summary_rows(result: TrainingStageResult) -> list[tuple[str, str]]:
     """What the CLI prints about the stage."""
     m = result.metrics
@@ -356,6 +370,8 @@ def summary_rows(result: TrainingStageResult) -> list[tuple[str, str]]:
     if result.champion_metrics:
         rows.append(("champion on same rows", ", ".join(f"{k} {result.champion_metrics[k]:.4f}" for k in keys
                                                         if k in result.champion_metrics)))
+    for column, by_value in (result.slices or {}).items():
+        rows.append((f"slice {column}", slice_summary(by_value, keys[0])))
     for g in result.gates:
         rows.append(("gate", f"{'PASS' if g.passed else 'FAIL'}  {g.gate}: {g.detail}"))
     if result.refit:

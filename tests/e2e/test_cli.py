@@ -58,6 +58,9 @@ def test_run_smoke_then_list_and_show_snapshot(tmp_path):
     assert missing.returncode == 1 and "SnapshotError" in missing.stderr and sid in missing.stderr
     # The run trained, gated and registered the first version as champion.
     assert "flights-smoke v1 (challenger, champion)" in done.stdout and "PASS" in done.stdout
+    # Slice metrics in the summary, not only in an MLflow artifact (issue 15, item 7)
+    slice_line = re.search(r"slice origin\s*│\s*auc, worst first: (\w+) (0\.\d+), (\w+) (0\.\d+)", done.stdout)
+    assert slice_line and float(slice_line.group(2)) <= float(slice_line.group(4)), done.stdout[-3000:]
     models = cli("models", "flights-smoke", "--config", str(config))
     assert models.returncode == 0 and "v1" in models.stdout and "champion" in models.stdout
     runs = cli("runs", str(config))

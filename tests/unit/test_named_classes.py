@@ -106,3 +106,13 @@ def test_batch_scores_take_the_names_http_gives_them_and_never_overwrite_an_inpu
     assert list(multi.columns) == ["x", "score", "class_name", "probability_a", "probability_b"]
     with pytest.raises(DataValidationError, match="already has a column 'score'"):
         with_predictions(frame.assign(score=1.0), np.array([0.2, 0.6, 0.5]), [])
+
+
+def test_slice_summary_puts_the_worst_value_first_for_either_direction_of_metric():
+    from raymlops.training.stage import slice_summary
+
+    auc = {"EWR": {"auc": 0.61}, "JFK": {"auc": 0.55}, "LGA": {"auc": 0.58}}
+    assert slice_summary(auc, "auc") == "auc, worst first: JFK 0.5500, LGA 0.5800, EWR 0.6100"
+    rmse = {"a": {"rmse": 1.0}, "b": {"rmse": 3.0}}
+    assert slice_summary(rmse, "rmse") == "rmse, worst first: b 3.0000, a 1.0000"
+    assert slice_summary({}, "auc") == "no value has enough test rows"
