@@ -2,7 +2,8 @@
 
 The embedded default is SQLite in the working folder (artifacts beside it); ``registry.tracking_uri``
 or ``MLFLOW_TRACKING_URI`` point at a tracking server instead. Promotion changes one thing, the
-``champion`` alias; every alias move goes through ``move_alias``, which holds a file lock, retries the
+``champion`` alias; every alias move goes through ``move_alias``, which holds the registry's lock
+(``registry_lock``: every writer of the store takes the same one, whatever its workdir), retries the
 unique-constraint race MLflow 3.17 has on SQLite under concurrent writers, and appends the move to the
 audit log (JSON lines) in the same critical section, so the log and the registry agree.
 
@@ -15,7 +16,6 @@ Example::
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import getpass
 import json
@@ -33,6 +33,7 @@ from typing import Any
 
 from raymlops.config import PipelineConfig
 from raymlops.errors import RegistryError
+from raymlops.registry_lock import advisory_key, advisory_lock, file_lock, registry_home, store_file
 from raymlops.workspace import Workspace, append_lines, publish_folder, read_json_lines
 
 log = logging.getLogger(__name__)
@@ -134,12 +135,15 @@ class AliasMove:
 class Registry:
     """The MLflow tracking store and model registry of one working folder."""
 
-    def __init__(self, tracking_uri: str, workdir: Path) -> None:
+    def __init__(self, tracking_uri: str, workdir: Path, *, lock_url: str | None = None,
+                 lock_password_env: str | None = None, lock_timeout_s: float = 120.0) -> None:
         self.tracking_uri = tracking_uri
         self.workdir = Path(workdir)
         self.artifact_root = (self.workdir / "mlartifacts").resolve()
-        self.audit_path = self.workdir / "registry" / "audit.jsonl"
-        self.lock_path = self.workdir / "registry" / "registry.lock"
+        home = registry_home(tracking_uri, self.workdir)  # beside the store: every writer of it sees the lock
+        self.audit_path = home / "audit.jsonl"
+        self.lock_path = home / "registry.lock"
+        self.lock_url, self.lock_password_env, self.lock_timeout_s = lock_url, lock_password_env, lock_timeout_s
         self.audit_path.parent.mkdir(parents=True, exist_ok=True)
         self._held = threading.local()  # how deep this thread is inside ``_locked``
 
@@ -153,7 +157,7 @@ class Registry:
             return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         # MLflow creates and migrates a new SQLite store when a client is made (and the registry store on
         # first use); several processes doing it at once (pipelines started together on a fresh workdir)
-        # crash on each other's half-made tables. One at a time, under the workdir's registry lock.
+        # crash on each other's half-made tables. One at a time, under the registry lock.
         with self._locked():
             client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
             client.search_registered_models(max_results=1)
@@ -161,13 +165,15 @@ class Registry:
 
     @classmethod
     def for_config(cls, cfg: PipelineConfig) -> Registry:
-        return cls.for_workdir(cfg.workdir_path, cfg.registry.tracking_uri)
+        r = cfg.registry
+        return cls.for_workdir(cfg.workdir_path, r.tracking_uri, lock_url=r.lock_url,
+                               lock_password_env=r.lock_password_env, lock_timeout_s=r.lock_timeout_s)
 
     @classmethod
-    def for_workdir(cls, workdir: str | Path, tracking_uri: str | None = None) -> Registry:
+    def for_workdir(cls, workdir: str | Path, tracking_uri: str | None = None, **lock: Any) -> Registry:
         ws = Workspace(Path(workdir).resolve()).ensure()
         uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ws.mlflow_uri
-        return cls(uri, ws.root)
+        return cls(uri, ws.root, **lock)
 
     # ------------------------------------------------------------------------------- tracking
     def experiment_id(self, name: str) -> str:
@@ -352,7 +358,7 @@ class Registry:
     # ---------------------------------------------------------------------------- alias moves
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        """The workdir's registry lock, re-entrant within a thread: the MLflow client is made (under this
+        """The registry's lock (``registry_lock``: beside the store, or an advisory lock), re-entrant within a thread: the MLflow client is made (under this
         lock) on first use, which can be inside an alias move that already holds it, and flock waits on a
         second open of the same file even in the process that holds the first."""
         depth = getattr(self._held, "depth", 0)
@@ -363,14 +369,17 @@ class Registry:
             finally:
                 self._held.depth = depth
             return
-        with open(self.lock_path, "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        if self.lock_url and "://" in self.tracking_uri and store_file(self.tracking_uri) is None:
+            password = os.environ.get(self.lock_password_env) if self.lock_password_env else None
+            taken = advisory_lock(self.lock_url, password, advisory_key(self.tracking_uri), self.lock_timeout_s)
+        else:
+            taken = file_lock(self.lock_path, self.lock_timeout_s)
+        with taken:
             self._held.depth = 1
             try:
                 yield
             finally:
                 self._held.depth = 0
-                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _append_audit(self, move: AliasMove) -> None:
         append_lines(self.audit_path, [json.dumps(move.__dict__, sort_keys=True)])

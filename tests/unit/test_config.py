@@ -228,3 +228,18 @@ def test_a_password_in_a_sql_url_is_refused_when_the_config_loads(url):
     with pytest.raises(ConfigError, match="url holds a password.*password_env") as info:
         parse_config(cfg)
     assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("postgresql://mlflow:hunter2@db:5432/mlflow", "lock_url holds a password"),
+    ("postgresql://mlflow@db:5432/mlflow?password=hunter2", "lock_url holds a password"),
+    ("mysql://mlflow@db/mlflow", "a postgresql://user@host:port/dbname URL"),
+])
+def test_the_registry_lock_url_is_postgresql_without_a_password(url, says):
+    cfg = smoke_dict()
+    cfg["registry"] = {"lock_url": url, "lock_password_env": "PGPASSWORD"}
+    with pytest.raises(ConfigError, match=says) as info:
+        parse_config(cfg)
+    assert "hunter2" not in str(info.value)
+    cfg["registry"]["lock_url"] = "postgresql://mlflow@db:5432/mlflow"
+    assert parse_config(cfg).registry.lock_timeout_s == 120

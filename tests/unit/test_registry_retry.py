@@ -63,7 +63,7 @@ def test_the_registry_lock_is_reentrant_within_a_thread_and_exclusive_across_thr
     import threading
     import time
 
-    reg = registry.Registry("sqlite:///unused.db", tmp_path)  # no MLflow client is made here
+    reg = registry.Registry(f"sqlite:///{tmp_path / 'unused.db'}", tmp_path)  # no MLflow client is made here
     order: list[str] = []
     with reg._locked():
         with reg._locked():  # would wait on itself forever if not re-entrant
