@@ -412,7 +412,7 @@ def _service_evidence(cfg: PipelineConfig) -> dict[str, Any]:
     import urllib.request
 
     from raymlops.serving import service_record
-    from raymlops.serving.app import load_api_key
+    from raymlops.serving.api_key import load_api_key
 
     record = service_record.read(cfg.workdir_path, cfg.model_name)
     if record is None:

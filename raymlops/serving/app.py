@@ -45,6 +45,7 @@ from ray import serve
 
 from raymlops.errors import ModelPackageError
 from raymlops.registry import CHAMPION, Registry
+from raymlops.serving.api_key import load_api_key
 from raymlops.serving.model_calls import ModelCallTimeout, ModelCalls
 from raymlops.serving.rollout import ModelSlots
 from raymlops.serving.schema import (
@@ -134,17 +135,6 @@ class BodyLimit:
 
 class _TooLarge(Exception):
     pass
-
-
-def load_api_key(serving: dict[str, Any]) -> str | None:
-    """The API key from the environment variable, else from the key file; never from the config itself."""
-    key = os.environ.get(serving["api_key_env"], "").strip()
-    if not key and serving.get("api_key_file"):
-        try:
-            key = Path(serving["api_key_file"]).read_text().strip()
-        except OSError as exc:
-            log.error("cannot read the API key file %s: %s", serving["api_key_file"], exc)
-    return key or None
 
 
 def _presented_key(request: Request) -> str | None:
