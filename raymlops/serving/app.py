@@ -29,11 +29,9 @@ import hmac
 import json
 import logging
 import math
-import os
 import random
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import numpy as np
