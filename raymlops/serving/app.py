@@ -377,6 +377,14 @@ def build_app(settings: dict[str, Any]) -> Any:
                 alias, version, scores = await self._score(alias, rows)
             except ModelCallTimeout as exc:
                 raise HTTPException(504, f"{exc} (serving.request_timeout_s)") from None
+            finite = np.isfinite(np.asarray(scores, dtype=float))
+            if not finite.all():  # inputs far outside anything trained on can overflow a network's arithmetic
+                bad = np.flatnonzero(~finite.reshape(len(rows), -1).all(axis=1)).tolist()
+                one = body.record is not None
+                raise HTTPException(422, [{"loc": ["body", "record"] if one else ["body", "records", bad[0]],
+                                           "msg": f"the model's score is not a finite number for {len(bad)} "
+                                                  f"record(s) {bad[:5]}: their values lie too far outside the "
+                                                  "training data to score", "type": "value_error.unscorable"}])
             request_id = uuid.uuid4().hex
             values = ([[float(p) for p in row] for row in scores] if np.ndim(scores) == 2
                       else [float(s) for s in scores])

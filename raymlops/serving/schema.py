@@ -16,12 +16,14 @@ Example::
 from __future__ import annotations
 
 import math
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from typing import Annotated, Any, Literal
 
 import pandas as pd
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     create_model,
@@ -58,6 +60,39 @@ def _range_text(lo: Any, hi: Any) -> str:
     return f", <= {hi}" if hi is not None else ""
 
 
+def _json_number(value: Any) -> Any:
+    """A number arrives as a JSON number: pydantic alone would read true as 1.0 and "12" as 12."""
+    if isinstance(value, (bool, str)):
+        raise ValueError("Input should be a valid number: a JSON number, not true/false or text")
+    return value
+
+
+def _time_text(value: Any) -> Any:
+    """A date or time arrives as ISO 8601 text (the type the OpenAPI document declares); pydantic alone
+    would also read a number as seconds since 1970, and 27397659 would be served as 1970-11-13."""
+    if value is None or isinstance(value, (str, datetime, date)):
+        return value
+    raise ValueError("must be an ISO 8601 date or time as text, e.g. \"2013-06-01T14:00:00Z\"")
+
+
+_EARLIEST = pd.Timestamp.min.ceil("D").tz_localize("UTC").to_pydatetime()  # datetime64[ns], as the features use
+_LATEST = pd.Timestamp.max.floor("D").tz_localize("UTC").to_pydatetime()
+
+
+def _representable(value: Any) -> Any:
+    """Within the times the feature pipeline computes with (datetime64[ns]: 1677-09-22 to 2262-04-11, UTC);
+    without a configured range, year 1 or 9999 would otherwise fail inside the model call (a 500)."""
+    when = value if isinstance(value, datetime) else datetime(value.year, value.month, value.day)
+    when = when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when
+    try:
+        inside = _EARLIEST <= when.astimezone(timezone.utc) <= _LATEST
+    except (OverflowError, ValueError):  # year 1 shifted west of UTC leaves datetime's own range
+        inside = False
+    if not inside:
+        raise ValueError("must lie between 1677-09-22 and 2262-04-11 (UTC)")
+    return value
+
+
 def _field(name: str, spec: dict[str, Any]) -> tuple[Any, Any]:
     """(annotation, default) of one input column."""
     kind = spec.get("type", "string")
@@ -75,15 +110,15 @@ def _field(name: str, spec: dict[str, Any]) -> tuple[Any, Any]:
     if allowed is not None:
         base: Any = Literal[tuple(allowed)]  # type: ignore[valid-type]
     elif kind == "int":
-        base = Annotated[int, Field(strict=False, **bounds)]
+        base = Annotated[int, BeforeValidator(_json_number), Field(strict=False, **bounds)]
     elif kind == "float":
-        base = Annotated[float, Field(allow_inf_nan=False, **bounds)]
+        base = Annotated[float, BeforeValidator(_json_number), Field(allow_inf_nan=False, **bounds)]
     elif kind == "bool":
         base = bool
     elif kind == "timestamp":
-        base = datetime
+        base = Annotated[datetime, BeforeValidator(_time_text), AfterValidator(_representable)]
     elif kind == "date":
-        base = date
+        base = Annotated[date, BeforeValidator(_time_text), AfterValidator(_representable)]
     else:
         base = Annotated[str, Field(max_length=MAX_STRING)]
     description = f"{kind}" + _range_text(lo, hi)

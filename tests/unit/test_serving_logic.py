@@ -49,6 +49,10 @@ def _errors(model, body) -> list[tuple[tuple, str]]:
     ({"carrier": "ZZ"}, ("record", "carrier"), "'AA' or 'UA'"),
     ({"time_hour": "2019-01-01T00:00:00Z"}, ("record", "time_hour"), "at or before 2014-01-02"),
     ({"time_hour": "yesterday"}, ("record", "time_hour"), "datetime"),
+    ({"time_hour": 27397659}, ("record", "time_hour"), "ISO 8601 date or time as text"),  # not seconds since 1970
+    ({"temp": True}, ("record", "temp"), "not true/false or text"),  # pydantic alone reads true as 1.0
+    ({"time_hour": "0001-01-01T00:00:00+03:25"}, ("record", "time_hour"), "between 1677-09-22 and 2262-04-11"),
+    ({"hour": "12"}, ("record", "hour"), "not true/false or text"),
     ({"dest": "x" * 300}, ("record", "dest"), "at most 256"),
     ({"tail": "N1"}, ("record", "tail"), "Extra inputs"),
 ])
