@@ -61,6 +61,15 @@ class FileSourceConfig(StrictModel):
     csv: CsvOptions = Field(default_factory=CsvOptions, description="CSV parsing options.")
 
 
+def _url_holds_password(url: str) -> bool:
+    """``user:password@`` or a ``?password=`` (``passwd``, ``pwd``) in a database URL."""
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(url)
+    query = {k.lower() for k in parse_qs(parts.query, keep_blank_values=True)}
+    return parts.password is not None or bool(query & {"password", "passwd", "pwd"})
+
+
 class SqlSourceConfig(StrictModel):
     """A query read with ``ray.data.read_sql``: SQLite or PostgreSQL."""
 
@@ -78,11 +87,7 @@ class SqlSourceConfig(StrictModel):
     @model_validator(mode="after")
     def _no_password_in_url(self) -> SqlSourceConfig:
         """A password in the URL would land in configs, logs and MLflow params; refused at load time."""
-        from urllib.parse import parse_qs, urlsplit
-
-        parts = urlsplit(self.url)
-        query = {k.lower() for k in parse_qs(parts.query, keep_blank_values=True)}
-        if parts.password is not None or query & {"password", "passwd", "pwd"}:
+        if _url_holds_password(self.url):
             raise ValueError(f"source {self.name!r}: the url holds a password; remove it and name the environment "
                              "variable that holds it in password_env")
         return self
@@ -464,12 +469,12 @@ class RegistryConfig(StrictModel):
     def _lock_url_is_postgres_without_password(self) -> RegistryConfig:
         if self.lock_url is None:
             return self
-        from urllib.parse import parse_qs, urlsplit
+        from urllib.parse import urlsplit
 
         parts = urlsplit(self.lock_url)
         if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
             raise ValueError(f"registry.lock_url {self.lock_url!r}: a postgresql://user@host:port/dbname URL")
-        if parts.password is not None or {k.lower() for k in parse_qs(parts.query)} & {"password", "passwd", "pwd"}:
+        if _url_holds_password(self.lock_url):
             raise ValueError("registry.lock_url holds a password; remove it and name the environment variable "
                              "that holds it in registry.lock_password_env")
         return self

@@ -369,7 +369,7 @@ class Registry:
             finally:
                 self._held.depth = depth
             return
-        if self.lock_url and "://" in self.tracking_uri and store_file(self.tracking_uri) is None:
+        if self.lock_url and store_file(self.tracking_uri) is None:  # a tracking server: the store is not ours to lock
             password = os.environ.get(self.lock_password_env) if self.lock_password_env else None
             taken = advisory_lock(self.lock_url, password, advisory_key(self.tracking_uri), self.lock_timeout_s)
         else:

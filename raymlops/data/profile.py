@@ -30,8 +30,9 @@ def _kind(series: pd.Series) -> str:
         return "int" if len(values) and values.eq(values.round()).all() and series.notna().all() else "float"
     if pd.api.types.is_datetime64_any_dtype(series):
         return "timestamp"
-    if len(series.dropna()) and series.dropna().map(lambda v: isinstance(v, _dt.date)).all():
-        return "timestamp" if series.dropna().map(lambda v: isinstance(v, _dt.datetime)).all() else "date"
+    present = series.dropna()
+    if len(present) and present.map(lambda v: isinstance(v, _dt.date)).all():  # Parquet date32 columns
+        return "timestamp" if present.map(lambda v: isinstance(v, _dt.datetime)).all() else "date"
     text = series.dropna().astype(str)
     if len(text) and pd.to_numeric(text, errors="coerce").notna().all():
         numbers = pd.to_numeric(text)

@@ -14,6 +14,7 @@ import pandas as pd
 
 from raymlops.config import RandomSplitConfig, SplitConfig, TimeSplitConfig
 from raymlops.data.versioning import row_hashes
+from raymlops.errors import ConfigError
 
 SPLITS = ("train", "validation", "test")
 
@@ -43,5 +44,5 @@ def rows_of_split(frame: pd.DataFrame, cfg: SplitConfig, name: str) -> pd.DataFr
     """The rows of a snapshot that ``name`` holds under ``cfg``: the assignment the data stage made,
     recomputed from the rows alone (``raymlops data show ID --split test -o rows.parquet``)."""
     if name not in SPLITS:
-        raise ValueError(f"no split {name!r}: one of {', '.join(SPLITS)}")
+        raise ConfigError(f"no split {name!r}: one of {', '.join(SPLITS)}")
     return frame[assign_splits(frame, cfg) == name].reset_index(drop=True)
