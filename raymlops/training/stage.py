@@ -275,8 +275,10 @@ def run_training_stage(cfg: PipelineConfig, data: DataStageResult, run_name: str
         raise
     except BaseException as exc:
         try:
-            reg.end_run(run_id, "FAILED")
+            # The reason first, then the status: Ray may _exit this process in between (its raylet died),
+            # and a run left RUNNING is one the supervising parent still tags and fails itself.
             reg.set_tags(run_id, {"raymlops.failure": (str(exc) or type(exc).__name__)[:5000]})
+            reg.end_run(run_id, "FAILED")
         except Exception:  # the server may be the reason we are here; keep the first error
             pass
         if isinstance(exc, Exception) and is_unreachable(exc):
