@@ -6,7 +6,7 @@ What it measures
 
     * raymlops: ``run_data_stage(cfg)`` (ingest -> validate -> clean -> snapshot -> split -> fit features)
       followed by materialising every transformed split (``ds.materialize()``), on a local Ray started by
-      ``raymlops.runtime.ray_runtime(num_cpus=2)``. Ray start-up is timed separately and is not in the
+      ``raymlops.runtime.session.ray_runtime(num_cpus=2)``. Ray start-up is timed separately and is not in the
       figures. Every timed repetition uses a fresh, empty workdir (so the snapshot is really written);
       one extra run re-uses the last workdir to show the "snapshot already exists" path.
     * pandas: the same work in one process, through the same pure functions: ``readers.read_file`` for
@@ -483,7 +483,7 @@ def _ray_run(cfg) -> dict[str, Any]:
 
 def child_ray(case: str, months: int, repeat: int, reused: bool) -> dict[str, Any]:
     os.environ["RAYMLOPS_PROGRESS"] = "0"
-    from raymlops.runtime import ray_runtime
+    from raymlops.runtime.session import ray_runtime
 
     runs = []
     notes: list[str] = []

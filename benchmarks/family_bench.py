@@ -96,8 +96,8 @@ def main() -> None:
     from sklearn.metrics import roc_auc_score
 
     from raymlops.data.stage import run_data_stage
-    from raymlops.packaging import load_package
-    from raymlops.runtime import ray_runtime
+    from raymlops.model.packaging import load_package
+    from raymlops.runtime.session import ray_runtime
     from raymlops.training.trainer import model_spec, run_training
 
     results: dict = {"families": {}}
@@ -119,7 +119,7 @@ def main() -> None:
             trained = run_training(cfg, data, run_name=f"bench-{family}")
             seconds = time.perf_counter() - started
             from raymlops.model import get_family
-            from raymlops.packaging import write_package
+            from raymlops.model.packaging import write_package
 
             pkg = write_package(Path(tmp) / f"pkg-{family}" / "model", model_files=trained.model_files,
                                 fitted=data.features, spec=trained.spec, model_config=cfg.model, schema={},

@@ -529,7 +529,7 @@ def ray_server_main(config_path: str, port: int) -> None:
         sys.stdout.flush()
 
     from raymlops.config import load_config
-    from raymlops.runtime import ray_runtime
+    from raymlops.runtime.session import ray_runtime
 
     cfg = load_config(config_path)
     with ray_runtime(num_cpus=2):
@@ -634,7 +634,7 @@ def train(tmp: Path) -> tuple[Path, Path]:
 
     from raymlops.config import load_config
     from raymlops.data.stage import run_data_stage
-    from raymlops.runtime import ray_runtime
+    from raymlops.runtime.session import ray_runtime
     from raymlops.training.stage import run_training_stage
 
     cfg_path = REPO / "configs" / "smoke.yaml"
@@ -658,7 +658,7 @@ def train(tmp: Path) -> tuple[Path, Path]:
 def make_records(schema: dict[str, Any], n: int = 256) -> list[dict[str, Any]]:
     import pandas as pd
 
-    from raymlops.serving.schema import record_model
+    from raymlops.model.inputs import record_model
 
     Record = record_model(schema)
     flights = pd.read_csv(SMOKE / "flights.csv")
@@ -693,7 +693,7 @@ def log_mlflow_model(cfg_path: Path, package: Path, schema: dict[str, Any]) -> s
     from mlflow.types import ColSpec, Schema
 
     from raymlops.config import load_config
-    from raymlops.registry import Registry
+    from raymlops.registry.store import Registry
 
     kinds = {"int": "long", "float": "double", "bool": "boolean"}
     sig = ModelSignature(inputs=Schema([ColSpec(kinds.get(s.get("type"), "string"), col,
@@ -718,14 +718,9 @@ def inprocess_split(package: Path, schema: dict[str, Any], bodies: list[bytes], 
     import torch
 
     from raymlops.config import load_config
-    from raymlops.packaging import load_package
-    from raymlops.serving.schema import (
-        PredictResponse,
-        frame_from_rows,
-        predict_request_model,
-        predictions_for,
-        record_model,
-    )
+    from raymlops.model.packaging import load_package
+    from raymlops.serving.schema import PredictResponse, predict_request_model, predictions_for
+    from raymlops.model.inputs import frame_from_rows, record_model
 
     torch.set_num_threads(1)
     serving = load_config(cfg_path).serving
@@ -822,7 +817,7 @@ def main() -> None:
             say(f"  trained in {time.perf_counter() - t0:.0f} s: {package}")
         import ray
 
-        from raymlops.packaging import verify_package
+        from raymlops.model.packaging import verify_package
 
         assert not ray.is_initialized()
         schema = verify_package(package)["input_schema"]
@@ -933,7 +928,7 @@ def main() -> None:
         model_uri = log_mlflow_model(cfg_path, package, schema)
         mport = free_port()
         from raymlops.config import load_config
-        from raymlops.registry import Registry
+        from raymlops.registry.store import Registry
 
         tracking = Registry.for_config(load_config(cfg_path)).tracking_uri
         mlf = Proc([str(Path(PY).parent / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",

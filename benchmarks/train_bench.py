@@ -853,7 +853,7 @@ def main() -> None:
     import torch
 
     from raymlops.data.stage import run_data_stage
-    from raymlops.runtime import ray_runtime
+    from raymlops.runtime.session import ray_runtime
 
     started = time.perf_counter()
     env_at_start = {HC_ENV: os.environ.get(HC_ENV)}  # parts 1-3 run with whatever the caller set (normally unset)

@@ -1,28 +1,31 @@
 """raymlops: one declarative config from raw data to a monitored, self-retraining HTTP model, on Ray.
 
-The lifecycle, one package or module per stage (docs/architecture.md has the data flow):
+The lifecycle, one package per stage, each importing only those below it (docs/architecture.md):
 
-    config.py            PipelineConfig: the YAML schema every stage reads its section of
-    data/                ingest, validate, snapshot, split, fit features (Ray Data, or in the driver when
-                         the data is small): DataStageResult
-    model/               the model contract (contract.py) and its families: mlp (torch), lgbm (LightGBM),
-                         xgb (XGBoost); local_fit.py fits a family in-process (baselines, small jobs)
-    training/            the family's Ray Train trainer, Ray Tune, evaluation gates, paired comparisons,
-                         the stage that registers a version only after its gates pass
-    packaging.py         the model package (safe formats, checksums); inference.py: batch scoring
-    registry.py          MLflow tracking and the registry: champion / challenger aliases, audit log
-    serving/             Ray Serve + FastAPI: typed requests, rollout, canary, deadlines
-    monitoring/          drift statistics, live quality, the monitor actor; the loop's policy
-    loop.py              the closed loop: canary, watch, retrain
-    runtime.py           the only module that connects to Ray (embedded local cluster or an address)
-    pipeline.py          runs the stages in order
-    cli.py               `raymlops run CONFIG`, `serve`, `predict`, `status`, `loop`, ...
+    config.py     PipelineConfig: the YAML schema every stage reads its section of; the gate grammar
+    data/         ingest, validate, snapshot, split, fit features (Ray Data, or in the driver when the
+                  data is small): DataStageResult
+    model/        the model contract and its families (mlp: torch, lgbm: LightGBM, xgb: XGBoost), the
+                  package (packaging.py: safe formats, checksums), a package's typed inputs, metrics,
+                  batch scoring (batch.py)
+    registry/     MLflow tracking and the registry (store.py): champion / challenger aliases, audit log,
+                  the lock every writer takes (lock.py)
+    monitoring/   drift statistics, live-quality windows, feedback joined by request id, the monitor actor
+    training/     the family's Ray Train trainer, Ray Tune, paired comparisons, gates; the stage registers
+                  a version only after its gates pass
+    serving/      Ray Serve + FastAPI: typed requests, rollout, canary, deadlines; the HTTP client
+    loop/         the closed loop: controller (canary, watch, retrain), its policy and retraining window,
+                  `raymlops serve` with its loop (service.py), replaying labelled rows
+    pipeline.py   runs the stages in order: data, then training
+    runtime/      the only package that starts or connects to Ray (embedded local Ray or an address)
+    ops/          clusters, Ray Jobs, KubeRay manifests, Ray's token, `raymlops ci check`
+    cli.py        `raymlops run CONFIG`, `serve`, `predict`, `status`, `loop`, ...
 
 In a notebook: ``raymlops.run(config)``, ``raymlops.load_model(name).predict(frame)``,
 ``raymlops.serve(config)`` (``api.py``: thin calls of what the CLI runs).
 
-Pure modules (config, validation, versioning, splits, features, profile, drift, policy, evaluation) never
-import Ray or MLflow; import-linter checks that in `make test`.
+Pure modules (config, validation, versioning, splits, features, profile, drift, policy, gates, metrics)
+never import Ray, MLflow or torch; import-linter checks that and the layers in `make test`.
 """
 
 from raymlops.api import Model, load_model, run, serve, shutdown

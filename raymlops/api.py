@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # the heavy modules load on first use, so `import raymlops` s
     import numpy as np
     import pandas as pd
 
-    from raymlops.packaging import LoadedModel
+    from raymlops.model.packaging import LoadedModel
     from raymlops.pipeline import PipelineResult
 
 ConfigLike = str | Path | PipelineConfig
@@ -70,7 +70,7 @@ class Model:
         """One score per row of raw input columns (cast to the input schema as serving casts a request):
         the positive class's probability for classification, the value for regression; for multiclass a
         row of class probabilities per record, columns in ``classes`` order."""
-        from raymlops.inference import score_frame
+        from raymlops.model.batch import score_frame
 
         return score_frame(self.package, frame)
 
@@ -80,8 +80,8 @@ def load_model(name: str, alias: str = "champion", *, version: str | int | None 
     """The version of ``name`` that ``alias`` points at (or ``version``), from the registry of ``config``
     (or ``workdir``, default ``./.raymlops``). The package is cached under the workdir and its checksums
     verified on every load; builder code runs only if ``config`` trusts it."""
-    from raymlops.packaging import load_package
-    from raymlops.registry import Registry
+    from raymlops.model.packaging import load_package
+    from raymlops.registry.store import Registry
 
     cfg = _config(config) if config is not None else None
     registry = Registry.for_config(cfg) if cfg else Registry.for_workdir(workdir or Path(".raymlops"))
@@ -99,7 +99,7 @@ def serve(config: ConfigLike, *, address: str | None = None, num_cpus: int | Non
     global _ray
     import ray
 
-    from raymlops.runtime import ray_runtime
+    from raymlops.runtime.session import ray_runtime
     from raymlops.serving.deploy import deploy
 
     if not ray.is_initialized():

@@ -97,7 +97,7 @@ def run_cmd(config: Path = typer.Argument(..., help="Pipeline config (YAML)."),
             workdir: str | None = typer.Option(None, help="Working folder instead of the config's `workdir` "
                                                "(on a cluster: shared storage every node sees).")) -> None:
     """Run the pipeline: ingest, validate, snapshot, split, features, train (or tune), evaluate, register."""
-    from raymlops import supervisor
+    from raymlops.ops import supervisor
     from raymlops.pipeline import run_pipeline
 
     cfg = load_config(config)
@@ -150,9 +150,9 @@ def run_cmd(config: Path = typer.Argument(..., help="Pipeline config (YAML)."),
 
 def _supervise(cfg: Any, config: Path, *, address: str | None, num_cpus: int | None, run_name: str | None,
                data_only: bool, workdir: str | None) -> None:
-    """Run the pipeline in a child process (``raymlops.supervisor``); if Ray stopped under it, say so,
+    """Run the pipeline in a child process (``raymlops.ops.supervisor``); if Ray stopped under it, say so,
     mark its MLflow attempts FAILED and name the command that resumes it."""
-    from raymlops import supervisor
+    from raymlops.ops import supervisor
     from raymlops.config import default_run_name
 
     name = run_name or default_run_name(cfg)
@@ -170,7 +170,7 @@ def _supervise(cfg: Any, config: Path, *, address: str | None, num_cpus: int | N
     marked = ""
     if not data_only:
         try:
-            from raymlops.registry import Registry
+            from raymlops.registry.store import Registry
 
             failed = Registry.for_config(cfg).fail_running_attempts(cfg.name, name, what)
             marked = f" Its MLflow run{'s' if len(failed) != 1 else ''} {', '.join(failed)} marked FAILED." \
@@ -335,7 +335,7 @@ def data_show_cmd(snapshot_id: str = typer.Argument(..., help="Snapshot id (see 
 
 
 def _registry(config: Path | None, workdir: Path | None):
-    from raymlops.registry import Registry
+    from raymlops.registry.store import Registry
 
     if config is not None:
         return Registry.for_config(load_config(config))
@@ -409,7 +409,7 @@ def runs_cmd(config: Path = typer.Argument(..., help="Pipeline config (its name 
         out.print(f"no runs of {cfg.name!r} yet")
         return
     runs = reg.client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=limit)
-    from raymlops.training.evaluation import METRICS
+    from raymlops.config import METRICS
 
     primary = METRICS[cfg.model.task][0]  # the task's own headline metric: auc, rmse or log_loss
     table = Table(title=f"runs of {cfg.name} ({reg.tracking_uri})")
@@ -433,7 +433,7 @@ def serve_cmd(config: Path = typer.Argument(..., help="Pipeline config (YAML).")
               canary_share: float | None = typer.Option(None, min=0.0, max=1.0,
                                                         help="Share of requests for the challenger.")) -> None:
     """Serve the champion over HTTP (Ray Serve) until Ctrl-C; replicas follow promotions and rollbacks."""
-    from raymlops.serving.deploy import run_service
+    from raymlops.loop.service import run_service
 
     overrides = {} if canary_share is None else {"canary_share": canary_share}
     cfg = load_config(config)
@@ -478,7 +478,7 @@ def predict_cmd(model: str = typer.Option(..., "--model", "-m", help="NAME (cham
                 local_max_mb: float = typer.Option(64.0, min=0, help="Largest input (MB) auto scores locally."),
                 config: Path | None = _CONFIG_OPT, workdir: Path | None = _WORKDIR_OPT) -> None:
     """Score files with a registered model version into Parquet (in-process when small, else Ray Data)."""
-    from raymlops.inference import choose_engine, predict_files
+    from raymlops.model.batch import choose_engine, predict_files
 
     registry = _registry(config, workdir)
     trusted = load_config(config).model.trusted_builders() if config else ()  # a package cannot choose code to run
@@ -489,7 +489,7 @@ def predict_cmd(model: str = typer.Option(..., "--model", "-m", help="NAME (cham
     if chosen == "local":
         result = predict_files(registry, model, input, output, **kwargs)
     else:
-        from raymlops.runtime import ray_runtime
+        from raymlops.runtime.session import ray_runtime
 
         with ray_runtime(address=address, num_cpus=num_cpus):
             result = predict_files(registry, model, input, output, **kwargs)
@@ -512,7 +512,7 @@ def ci_check_cmd(config: Path = typer.Argument(..., help="Pipeline config (YAML)
     """Validate, train and gate the candidate against the champion; exit 1 when a gate fails."""
     import os
 
-    from raymlops.ci import ci_check
+    from raymlops.ops.ci import ci_check
     from raymlops.workspace import write_text_atomic
 
     cfg = load_config(config)
@@ -544,7 +544,7 @@ def k8s_render_cmd(config: Path = typer.Argument(..., help="Pipeline config (YAM
                    project_root: Path = typer.Option(Path("."), help="The project folder the image holds at /app.")
                    ) -> None:
     """Write RayCluster, RayJob, RayService, MLflow, PostgreSQL, storage and Prometheus manifests."""
-    from raymlops.k8s import render, write_manifests
+    from raymlops.ops.kuberay import render, write_manifests
 
     docs = render(load_config(config), image=image, project_root=project_root,
                   namespace=namespace, gpu=gpu, max_workers=max_workers)
@@ -560,7 +560,7 @@ def loop_cmd(config: Path = typer.Argument(..., help="Pipeline config (YAML)."),
              every: float | None = typer.Option(None, help="Seconds between steps (default: retraining.check_every_s).")
              ) -> None:
     """Run the closed loop for a model served elsewhere (`raymlops serve` runs it itself when enabled)."""
-    from raymlops.loop import run_loop
+    from raymlops.loop.controller import run_loop
 
     cfg = load_config(config)
     _library_logs(cfg, "loop")
@@ -578,7 +578,7 @@ def status_cmd(config: Path = typer.Argument(..., help="Pipeline config (YAML)."
                                                   "workdir, over HTTP; '' for no live view."),
                as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables.")) -> None:
     """The loop: versions, aliases, traffic split, drift, live quality and the last decisions."""
-    from raymlops.loop import loop_status
+    from raymlops.loop.controller import loop_status
 
     status = loop_status(load_config(config), address=address or None, live=address != "")
     if as_json:
@@ -640,7 +640,7 @@ def submit_cmd(config: Path = typer.Argument(..., help="Pipeline config (YAML), 
                wait: bool = typer.Option(False, "--wait", help="Stream the logs and exit with the job's outcome.")
                ) -> None:
     """Run the pipeline on a Ray cluster through the Jobs API (the project goes as the job's working_dir)."""
-    from raymlops import jobs
+    from raymlops.ops import jobs
 
     pairs = {}
     for item in env:
@@ -668,7 +668,7 @@ def submit_cmd(config: Path = typer.Argument(..., help="Pipeline config (YAML), 
 def jobs_cmd(address: str | None = typer.Option(None, help="Jobs API address (as for submit)."),
              as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Jobs on the cluster, newest first."""
-    from raymlops import jobs
+    from raymlops.ops import jobs
 
     rows = jobs.list_jobs(jobs.resolve_address(address))
     if as_json:
@@ -689,7 +689,7 @@ def logs_cmd(job_id: str = typer.Argument(..., help="Job id (see `raymlops jobs`
              address: str | None = typer.Option(None, help="Jobs API address (as for submit)."),
              follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming until the job ends.")) -> None:
     """A job's driver logs."""
-    from raymlops import jobs
+    from raymlops.ops import jobs
 
     where = jobs.resolve_address(address)
     if follow:
@@ -704,7 +704,7 @@ def logs_cmd(job_id: str = typer.Argument(..., help="Job id (see `raymlops jobs`
 def stop_cmd(job_id: str = typer.Argument(..., help="Job id (see `raymlops jobs`)."),
              address: str | None = typer.Option(None, help="Jobs API address (as for submit).")) -> None:
     """Stop a running job (its last checkpoint stays; resubmit with the same --run-name to resume)."""
-    from raymlops import jobs
+    from raymlops.ops import jobs
 
     stopped = jobs.stop(job_id, jobs.resolve_address(address))
     out.print(f"{job_id}: {'stop requested' if stopped else 'already finished'}")
@@ -724,7 +724,7 @@ def cluster_up_cmd(workers: int = typer.Option(2, min=0, help="Worker nodes besi
                    object_store_mb: int = typer.Option(512, min=80, help="Object store per node (MiB)."),
                    directory: Path | None = _CLUSTER_DIR) -> None:
     """Start a head and N worker nodes with `ray start` (loopback, token auth); `cluster down` stops them."""
-    from raymlops import cluster
+    from raymlops.ops import cluster
 
     c = cluster.up(directory, workers=workers, head_cpus=head_cpus, worker_cpus=worker_cpus,
                    object_store_mb=object_store_mb, progress=lambda m: err.print(m, highlight=False))
@@ -738,7 +738,7 @@ def cluster_up_cmd(workers: int = typer.Option(2, min=0, help="Worker nodes besi
 def cluster_add_worker_cmd(cpus: float = typer.Option(1, min=0, help="CPUs the node offers."),
                            directory: Path | None = _CLUSTER_DIR) -> None:
     """Join one more worker node to the local cluster."""
-    from raymlops import cluster
+    from raymlops.ops import cluster
 
     c = cluster.LocalCluster.load(directory or cluster.default_cluster_dir())
     if c is None:
@@ -751,7 +751,7 @@ def cluster_add_worker_cmd(cpus: float = typer.Option(1, min=0, help="CPUs the n
 @_guarded
 def cluster_down_cmd(directory: Path | None = _CLUSTER_DIR) -> None:
     """Stop the local cluster's nodes by their recorded process ids."""
-    from raymlops import cluster
+    from raymlops.ops import cluster
 
     stopped = cluster.down(directory, progress=lambda m: err.print(m, highlight=False))
     out.print(f"stopped {', '.join(stopped)}" if stopped else "no local cluster was running")
@@ -762,7 +762,7 @@ def cluster_down_cmd(directory: Path | None = _CLUSTER_DIR) -> None:
 def cluster_status_cmd(directory: Path | None = _CLUSTER_DIR,
                        as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """The local cluster's nodes: process, Ray node id, state in the GCS, CPUs."""
-    from raymlops import cluster
+    from raymlops.ops import cluster
 
     s = cluster.status(directory)
     if as_json:

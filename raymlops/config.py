@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 import time
 import types
 from collections.abc import Callable
@@ -682,6 +683,46 @@ class PipelineConfig(StrictModel):
 
 
 # --------------------------------------------------------------------------- cross-field checks
+# Gates: the expressions `evaluation.gates` holds, read here so a config with a bad one fails to load.
+_GATE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(>=|<=|>|<|==)\s*(champion\s*([+-])\s*)?([0-9.eE+-]+|champion)\s*$")
+# What compute_metrics gives per task: the names a gate may use (checked when the config is loaded).
+METRICS = {"classification": ("auc", "pr_auc", "log_loss", "accuracy", "f1", "calibration_error", "positive_rate",
+                              "rows"),
+           "regression": ("rmse", "mae", "r2", "rows"),
+           "multiclass": ("log_loss", "accuracy", "macro_f1", "auc", "rows")}
+
+
+
+def parse_gate(text: str) -> tuple[str, str, bool, str, float]:
+    """(metric, op, relative_to_champion, sign, number). Raises ConfigError on a malformed gate."""
+    m = _GATE.match(text)
+    if not m:
+        raise ConfigError(f"evaluation.gates: cannot read gate {text!r}; write e.g. 'auc >= 0.70' or "
+                          "'auc >= champion - 0.005'")
+    metric, op, rel, sign, number = m.group(1), m.group(2), m.group(3), m.group(4) or "+", m.group(5)
+    if number == "champion":
+        return metric, op, True, "+", 0.0
+    try:
+        value = float(number)
+    except ValueError:
+        raise ConfigError(f"evaluation.gates: cannot read the number {number!r} in gate {text!r}; write e.g. "
+                          "'auc >= 0.70' or 'auc >= champion - 0.005'") from None
+    return metric, op, bool(rel), sign, value
+
+
+def check_gate(text: str, task: str) -> None:
+    """A gate that can be read and names a metric the task's models report; ConfigError otherwise."""
+    import difflib
+
+    metric = parse_gate(text)[0]
+    known = METRICS[task]
+    if metric not in known:
+        close = difflib.get_close_matches(metric, known, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"evaluation.gates: gate {text!r} names metric {metric!r}, which a {task} model does not "
+                          f"report; {hint}its metrics: {', '.join(known)}")
+
+
 CrossCheck = Callable[[PipelineConfig], list[tuple[str, str]]]
 CROSS_CHECKS: list[CrossCheck] = []
 
@@ -808,8 +849,6 @@ def _multiclass_names_its_classes(cfg: PipelineConfig) -> list[tuple[str, str]]:
 
 @cross_check
 def _gates_are_readable(cfg: PipelineConfig) -> list[tuple[str, str]]:
-    from raymlops.training.evaluation import check_gate  # pure; imported late to keep config light
-
     problems = []
     gates = [(f"evaluation.gates[{i}]", g) for i, g in enumerate(cfg.evaluation.gates)]
     r = cfg.retraining

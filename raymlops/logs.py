@@ -7,7 +7,7 @@ of it. ``quiet_mlflow()`` keeps MLflow to its warnings; ``route_to(path)`` (call
 sends those loggers, Python's warnings and the errors Ray's GCS pushes to the driver (printed as
 ``(raylet) ...``) to ``path``; ``--debug`` leaves everything on the terminal. Libraries add their
 console handlers when they are imported or started, so ``reroute()`` runs again after each start
-(``runtime.ray_runtime``, ``serving.deploy``); it does nothing until ``route_to`` was called.
+(``runtime.session.ray_runtime``, ``serving.deploy``); it does nothing until ``route_to`` was called.
 
 Errors raymlops raises still print as ``ErrorType: message``; the CLI adds the log file's path to them.
 """

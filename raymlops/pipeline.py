@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from raymlops.config import PipelineConfig, default_run_name
 from raymlops.data.stage import DataStageResult, run_data_stage
-from raymlops.runtime import RuntimeInfo, ray_runtime
+from raymlops.runtime.session import RuntimeInfo, ray_runtime
 from raymlops.training.stage import TrainingStageResult, run_training_stage
 
 Progress = Callable[[str, str], None]

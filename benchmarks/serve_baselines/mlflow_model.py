@@ -2,7 +2,7 @@
 
 ``mlflow.pyfunc.log_model(python_model=<this file>, artifacts={"package": <package dir>})`` stores this
 source file and the package directory; nothing is pickled. At load time ``load_context`` verifies and
-loads the package with ``raymlops.packaging.load_package``; ``predict`` applies the same input casts as
+loads the package with ``raymlops.model.packaging.load_package``; ``predict`` applies the same input casts as
 raymlops serving (``coerce_to_schema``, which ``frame_from_rows`` uses) to the DataFrame that MLflow's
 scoring server parsed from ``{"dataframe_records": [...]}`` and calls ``LoadedModel.predict_frame``. The
 answer per record has the same fields as raymlops' ``Prediction`` (score, label, probabilities).
@@ -17,13 +17,14 @@ from mlflow.pyfunc import PythonModel
 
 class RaymlopsPackageModel(PythonModel):
     def load_context(self, context) -> None:
-        from raymlops.packaging import load_package
+        from raymlops.model.packaging import load_package
 
         self.model = load_package(context.artifacts["package"])
         self.schema = self.model.manifest["input_schema"]
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> list[dict]:
-        from raymlops.serving.schema import coerce_to_schema, predictions_for
+        from raymlops.serving.schema import predictions_for
+        from raymlops.model.inputs import coerce_to_schema
 
         frame = coerce_to_schema(model_input.reindex(columns=list(self.schema)), self.schema)[0]
         scores = self.model.predict_frame(frame)

@@ -27,16 +27,10 @@ from fastapi import FastAPI, Response
 from fastapi.exceptions import RequestValidationError
 
 from raymlops.config import load_config
-from raymlops.packaging import load_package
+from raymlops.model.packaging import load_package
 from raymlops.serving.app import BodyLimit, _validation_error  # the same middleware/handler as the Serve app
-from raymlops.serving.schema import (
-    PredictResponse,
-    frame_from_rows,
-    predict_request_model,
-    predictions_for,
-    probe_record,
-    record_model,
-)
+from raymlops.serving.schema import PredictResponse, predict_request_model, predictions_for
+from raymlops.model.inputs import frame_from_rows, probe_record, record_model
 
 cfg = load_config(os.environ["BENCH_CONFIG"])
 serving = cfg.serving.model_dump()

@@ -10,7 +10,7 @@ What it does, as production would:
 2. replays April-December through the HTTP endpoint in steps of at most a week (each month cut at days
    8, 15, 22 and 29), in batched requests from a few threads; once a step is served, its true outcomes
    are sent to ``/v1/feedback`` (the labels of a week's flights arrive at the end of that week);
-3. after each step, one step of the loop (``raymlops.loop``) runs with the step's end as its clock: lost
+3. after each step, one step of the loop (``raymlops.loop.controller``) runs with the step's end as its clock: lost
    quality or a schedule (drift, when no labels exist) may trigger a retrain on the retraining window; a
    candidate that passes the gates against the champion on the newest labelled days is canaried, then
    promoted or discarded on a paired comparison of both versions over the traffic labelled since; a
@@ -44,11 +44,11 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO))
 
-from raymlops.client import Client  # noqa: E402
+from raymlops.serving.client import Client  # noqa: E402
 from raymlops.config import load_config  # noqa: E402
-from raymlops.loop import LoopController  # noqa: E402
-from raymlops.registry import CHALLENGER, CHAMPION, Registry  # noqa: E402
-from raymlops.replay import replay_labelled, wait_for_aliases  # noqa: E402
+from raymlops.loop.controller import LoopController  # noqa: E402
+from raymlops.registry.store import CHALLENGER, CHAMPION, Registry  # noqa: E402
+from raymlops.loop.replay import replay_labelled, wait_for_aliases  # noqa: E402
 
 KEY = "replay-local-key"
 ROWS_PER_REQUEST = 128  # flights per HTTP request (requests come from a few threads, as batched traffic would)
@@ -135,9 +135,9 @@ def main() -> int:
     from ray import serve
 
     from raymlops.model.local_fit import fit_frame, window
-    from raymlops.packaging import load_package
+    from raymlops.model.packaging import load_package
     from raymlops.pipeline import run_pipeline
-    from raymlops.runtime import ray_runtime
+    from raymlops.runtime.session import ray_runtime
     from raymlops.serving.deploy import deploy
 
     def say(stage: str, msg: str) -> None:

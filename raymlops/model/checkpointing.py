@@ -20,6 +20,7 @@ from typing import Any
 LOCAL_DIR = "local_checkpoint_dir"  # the loop config's key, set only for local mode
 COMPLETE = ".complete"
 KEEP = 2
+BEST_WEIGHTS = "best_model.safetensors"  # in an MLP checkpoint: the best epoch's weights
 
 
 def _local_checkpoints(folder: Path) -> list[Path]:

@@ -17,10 +17,10 @@ import numpy as np
 
 from raymlops.config import DEFAULT_SEARCH_SPACES, TUNABLE_BY_FAMILY, ModelConfig
 from raymlops.errors import ModelPackageError
+from raymlops.model.checkpointing import BEST_WEIGHTS
 from raymlops.model.contract import Features, ModelSpec
 
 BUILTIN_BUILDERS = ("mlp",)
-BEST_WEIGHTS = "best_model.safetensors"  # in a checkpoint: the best epoch's weights
 
 
 def numpy_inputs(features: Features, spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:

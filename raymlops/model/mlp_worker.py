@@ -27,9 +27,10 @@ from safetensors.torch import load_file, save_file
 
 from raymlops.config import ModelConfig, TrainingConfig
 from raymlops.model import checkpointing
+from raymlops.model.checkpointing import BEST_WEIGHTS
 from raymlops.model.contract import FIXED_ROUNDS, STATE, ModelSpec
 from raymlops.model.mlp import build_model, loss_for, target_tensor
-from raymlops.model.mlp_family import BEST_WEIGHTS
+
 
 WEIGHTS = "model.safetensors"
 OPTIMIZER = "optimizer.pt"

@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+PREDICTED_AT = "predicted_at"  # the field of a feedback.jsonl line: when the labelled request was answered
+
 
 class PredictionLog:
     """Recent predictions by request id, with a hard cap on how many are kept."""

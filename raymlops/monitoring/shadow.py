@@ -23,7 +23,7 @@ import json
 import os
 from pathlib import Path
 
-from raymlops.monitoring.retraining import PREDICTED_AT
+from raymlops.monitoring.feedback import PREDICTED_AT
 
 _LINEAR_BYTES = 64 * 1024  # below this, read line by line
 

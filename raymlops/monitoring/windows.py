@@ -24,7 +24,7 @@ import pandas as pd
 from raymlops.config import MonitoringConfig
 from raymlops.monitoring.drift import DriftReport, FeatureDrift, detect_drift, prediction_drift, prediction_values
 from raymlops.monitoring.feedback import PredictionLog
-from raymlops.training.evaluation import compute_metrics
+from raymlops.model.metrics import compute_metrics
 
 
 class MonitorState:

@@ -42,21 +42,13 @@ from pydantic import BaseModel, Field
 from ray import serve
 
 from raymlops.errors import ModelPackageError
-from raymlops.registry import CHAMPION, Registry
+from raymlops.registry.store import CHAMPION, Registry
 from raymlops.serving.api_key import load_api_key
 from raymlops.serving.model_calls import ModelCallTimeout, ModelCalls
 from raymlops.serving.rollout import ModelSlots
-from raymlops.serving.schema import (
-    FeedbackRequest,
-    FeedbackResponse,
-    feedback_labels,
-    PredictResponse,
-    frame_from_rows,
-    predict_request_model,
-    predictions_for,
-    probe_record,
-    record_model,
-)
+from raymlops.serving.schema import (FeedbackRequest, FeedbackResponse, PredictResponse, feedback_labels,
+                                     predict_request_model, predictions_for)
+from raymlops.model.inputs import frame_from_rows, probe_record, record_model
 from raymlops.serving.serve_config import DEPLOYMENT, HEALTH_CHECK_TIMEOUT_S, deployment_options
 
 log = logging.getLogger("raymlops.serving")

@@ -23,10 +23,9 @@ from typing import Any
 from raymlops import logs
 from raymlops.config import PipelineConfig
 from raymlops.errors import ModelPackageError, RaymlopsError, RegistryError, ServingError
-from raymlops.packaging import MANIFEST
-from raymlops.registry import CHAMPION, Registry
-from raymlops.serving import service_record
-from raymlops.serving.schema import check_servable
+from raymlops.model.packaging import MANIFEST
+from raymlops.registry.store import CHAMPION, Registry
+from raymlops.model.inputs import check_servable
 
 
 def settings_for(cfg: PipelineConfig, **serving_overrides: Any) -> dict[str, Any]:
@@ -188,36 +187,3 @@ def serve_forever(url: str, say: Any = print, tick: Any = None, tick_every_s: fl
             time.sleep(check_interval_s)
     except KeyboardInterrupt:
         say("stopping")
-
-
-def run_service(cfg: PipelineConfig, *, address: str | None = None, num_cpus: int | None = None,
-                port: int | None = None, say: Any = print, **serving_overrides: Any) -> None:
-    """``raymlops serve``: connect to (or start) Ray, deploy, and keep serving until Ctrl-C; with
-    ``retraining.enabled`` the closed loop runs here too, one step every ``retraining.check_every_s``."""
-    from raymlops.runtime import ray_runtime
-
-    with ray_runtime(address=address, num_cpus=num_cpus) as rt:
-        say(f"Ray at {rt.address} with {rt.num_cpus:g} CPUs")
-        url = deploy(cfg, port=port, **serving_overrides)
-        service_record.write(cfg.workdir_path, cfg.model_name, url=url, ray_address=rt.address)  # for `status`
-        say(f"serving {cfg.model_name} at {url}/v1/predict  (docs: {url}/docs; Ctrl-C stops)")
-        tick = None
-        if cfg.retraining.enabled:
-            from raymlops.loop import LoopController
-
-            controller = LoopController(cfg, progress=lambda step, msg: say(f"loop {step}: {msg}"),
-                                        purpose="`raymlops serve`")
-            tick = controller.tick
-            say(f"closed loop on: a step every {cfg.retraining.check_every_s:g} s, decisions in "
-                f"{controller.decisions_path}")
-        try:
-            serve_forever(url, say, tick=tick, tick_every_s=cfg.retraining.check_every_s)
-        finally:
-            service_record.remove(cfg.workdir_path, cfg.model_name)
-            if rt.started_here:
-                from ray import serve
-
-                try:
-                    serve.shutdown()
-                except Exception as exc:  # Ray itself may be what died; the first error is the one to tell
-                    say(f"could not shut Serve down cleanly: {type(exc).__name__}: {exc}")

@@ -35,8 +35,8 @@ from collections.abc import Collection
 from typing import Any
 
 from raymlops.errors import ModelPackageError, RaymlopsError
-from raymlops.packaging import PROFILE, LoadedModel, load_package
-from raymlops.registry import CHALLENGER, CHAMPION, Registry
+from raymlops.model.packaging import PROFILE, LoadedModel, load_package
+from raymlops.registry.store import CHALLENGER, CHAMPION, Registry
 from raymlops.serving.package_cache import PackageCache
 
 log = logging.getLogger(__name__)

@@ -31,12 +31,13 @@ from raymlops.config import DerivedFeature, PipelineConfig, TimeSplitConfig
 from raymlops.data.features import add_derived
 from raymlops.data.stage import DataStageResult
 from raymlops.errors import GateFailed, RegistryError, TrainingError
-from raymlops.inference import PREDICTION, predict_dataset, probability_columns
+from raymlops.model.batch import PREDICTION, predict_dataset, probability_columns
 from raymlops.monitoring.drift import score_profile
 from raymlops.monitoring.profiles import build_reference_profile
-from raymlops.packaging import input_schema, load_package, manifest_sha256, write_package
-from raymlops.registry import CHALLENGER, CHAMPION, MANIFEST_TAG, Registry, git_commit, is_unreachable
-from raymlops.serving.schema import check_servable
+from raymlops.model.packaging import input_schema, load_package, manifest_sha256, write_package
+from raymlops.registry.store import CHALLENGER, CHAMPION, MANIFEST_TAG, Registry, git_commit, is_unreachable
+from raymlops.model.inputs import check_servable
+from raymlops.model.metrics import compute_metrics, slice_metrics
 from raymlops.training import evaluation
 from raymlops.training.comparison import day_groups
 from raymlops.training.trainer import (TrainingResult, refit_overrides, refit_rows, run_refit, run_training,
@@ -202,15 +203,15 @@ def run_training_stage(cfg: PipelineConfig, data: DataStageResult, run_name: str
                        schema=input_schema(data.features, cfg.validation), lineage=lineage)
         _write_scored_package(cfg, package_dir, profile, package, raw_sample)
         y, pred, groups, days = _score(cfg, data, package_dir)
-        metrics = evaluation.compute_metrics(cfg.model.task, y, pred)
-        slices = {s: evaluation.slice_metrics(cfg.model.task, y, pred, g) for s, g in groups.items()}
+        metrics = compute_metrics(cfg.model.task, y, pred)
+        slices = {s: slice_metrics(cfg.model.task, y, pred, g) for s, g in groups.items()}
         champion_version = reg.version_for_alias(name, CHAMPION)
         champion_metrics = None
         if champion_version is not None:
             say("evaluate", f"scoring champion v{champion_version} on the same test rows")
             champion_dir = reg.local_package(name, champion_version)
             cy, cpred, _, _ = _score(cfg, data, champion_dir)
-            champion_metrics = evaluation.compute_metrics(cfg.model.task, cy, cpred)
+            champion_metrics = compute_metrics(cfg.model.task, cy, cpred)
         comparisons = (evaluation.champion_comparisons(cfg.evaluation.gates, cfg.model.task, y, pred, cpred,
                                                        cfg.evaluation.comparison, groups=days)
                        if champion_metrics is not None and np.array_equal(y, cy) else {})

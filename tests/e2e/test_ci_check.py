@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from raymlops.registry import Registry
+from raymlops.registry.store import Registry
 from tests.e2e.test_cli import cli
 from tests.helpers import smoke_config
 

@@ -16,9 +16,9 @@ import requests
 import yaml
 from mlflow.tracking import MlflowClient
 
-from raymlops.client import Client
-from raymlops.registry import Registry
-from raymlops.serving.schema import probe_record
+from raymlops.serving.client import Client
+from raymlops.registry.store import Registry
+from raymlops.model.inputs import probe_record
 from tests.e2e.test_cli import ENV, RAYMLOPS, cli
 from tests.helpers import REPO, free_port, interrupt, smoke_config, smoke_dict, write_config
 

@@ -10,7 +10,7 @@ import pytest
 @pytest.fixture(scope="session")
 def ray_session():
     os.environ.setdefault("RAYMLOPS_PROGRESS", "0")
-    from raymlops.runtime import ray_runtime
+    from raymlops.runtime.session import ray_runtime
 
     with ray_runtime(num_cpus=2) as rt:
         yield rt

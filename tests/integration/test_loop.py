@@ -12,14 +12,14 @@ import pytest
 import requests
 from typer.testing import CliRunner
 
-from raymlops.client import Client
+from raymlops.serving.client import Client
 from raymlops.config import load_config
 from raymlops.data.stage import run_data_stage
 from raymlops.cli import app
-from raymlops.loop import LoopController, loop_status
+from raymlops.loop.controller import LoopController, loop_status
 from raymlops.monitoring.monitor import stop_monitor
-from raymlops.registry import CHALLENGER, CHAMPION, Registry
-from raymlops.replay import replay_labelled
+from raymlops.registry.store import CHALLENGER, CHAMPION, Registry
+from raymlops.loop.replay import replay_labelled
 from raymlops.training.stage import run_training_stage
 from tests.helpers import SMOKE_FLIGHTS, free_port, serve_port, smoke_dict, wait_for, write_config
 

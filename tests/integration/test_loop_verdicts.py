@@ -16,13 +16,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raymlops.client import Client
+from raymlops.serving.client import Client
 from raymlops.config import RetrainingConfig, load_config
 from raymlops.data.stage import run_data_stage
-from raymlops.loop import LoopController
+from raymlops.loop.controller import LoopController
 from raymlops.monitoring.monitor import stop_monitor
-from raymlops.registry import CHALLENGER, CHAMPION, Registry
-from raymlops.replay import replay_labelled
+from raymlops.registry.store import CHALLENGER, CHAMPION, Registry
+from raymlops.loop.replay import replay_labelled
 from raymlops.training.stage import run_training_stage
 from tests.helpers import SMOKE_FLIGHTS, SMOKE_WEATHER, free_port, serve_port, smoke_dict, wait_for, write_config
 

@@ -13,13 +13,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from raymlops.client import Client
+from raymlops.serving.client import Client
 from raymlops.config import load_config
 from raymlops.data.stage import run_data_stage
 from raymlops.errors import ConfigError, ModelPackageError
-from raymlops.inference import PREDICTED_CLASS, PREDICTION, predict_files
-from raymlops.packaging import MANIFEST, load_package
-from raymlops.registry import CHAMPION, Registry
+from raymlops.model.batch import PREDICTED_CLASS, PREDICTION, predict_files
+from raymlops.model.packaging import MANIFEST, load_package
+from raymlops.registry.store import CHAMPION, Registry
 from raymlops.training.stage import run_training_stage
 from raymlops.training.trainer import run_training
 from tests.helpers import (REPO, SMOKE_FLIGHTS, serve_port, smoke_dict, ten_times_the_smoke_flights,
@@ -147,7 +147,7 @@ def test_a_refit_registers_the_gated_model_trained_on_every_split_and_the_gates_
     """training.refit (what retraining.refit sets for the loop): the registered model learned from the
     training, validation and test rows, for the rounds the gated run kept; the evaluation and the gates
     stay those of the gated model, which is kept beside it."""
-    from raymlops.training import evaluation
+    from raymlops.model.metrics import compute_metrics
 
     data = smoke_dict()
     data["name"] = "smoke-refit"
@@ -168,7 +168,7 @@ def test_a_refit_registers_the_gated_model_trained_on_every_split_and_the_gates_
     y = test[cfg.features.target].to_numpy(float)
     for package, same in ((gated_dir, True), (trained.package_dir, False)):
         scores = load_package(package).predict_frame(test)
-        auc = evaluation.compute_metrics(cfg.model.task, y, scores)["auc"]
+        auc = compute_metrics(cfg.model.task, y, scores)["auc"]
         assert (auc == pytest.approx(report["metrics"]["auc"], abs=1e-9)) is same, (package, auc)
 
     reg = Registry.for_config(cfg)
@@ -229,7 +229,7 @@ def test_multiclass_flights_gate_on_log_loss_serve_class_probabilities_and_learn
     import yaml
     from ray import serve
 
-    from raymlops.inference import probability_columns
+    from raymlops.model.batch import probability_columns
     from raymlops.monitoring.monitor import NAMESPACE, monitor_name, stop_monitor
     from raymlops.serving.deploy import deploy
 

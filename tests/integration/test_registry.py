@@ -8,7 +8,7 @@ import time
 import pytest
 
 from raymlops.errors import RegistryError
-from raymlops.registry import CHAMPION, Registry
+from raymlops.registry.store import CHAMPION, Registry
 
 pytestmark = pytest.mark.integration
 NAME = "m"

@@ -16,14 +16,14 @@ import pandas as pd
 import pytest
 import requests
 
-from raymlops.client import Client
+from raymlops.serving.client import Client
 from raymlops.config import load_config
 from raymlops.data.stage import run_data_stage
 from raymlops.errors import ServingError
-from raymlops.inference import predict_dataset
+from raymlops.model.batch import predict_dataset
 from raymlops.monitoring.monitor import stop_monitor
-from raymlops.registry import CHALLENGER, CHAMPION, Registry
-from raymlops.serving.schema import probe_record
+from raymlops.registry.store import CHALLENGER, CHAMPION, Registry
+from raymlops.model.inputs import probe_record
 from raymlops.training.stage import run_training_stage
 from tests.helpers import free_port, serve_port, smoke_dict, wait_for, write_config
 

@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 from raymlops.config import load_config
 from raymlops.data.stage import run_data_stage
 from raymlops.errors import GateFailed
-from raymlops.registry import CHALLENGER, CHAMPION, Registry
+from raymlops.registry.store import CHALLENGER, CHAMPION, Registry
 from raymlops.training.stage import run_training_stage
 from raymlops.training.trainer import run_training
 from tests.helpers import smoke_dict, ten_times_the_smoke_flights, train_killing_a_worker, write_config
@@ -32,8 +32,8 @@ def test_pipeline_registers_gated_version_with_lineage(ray_session, tmp_path):
     # The reported AUC is the registered package's, recomputed here as a rank statistic (Mann-Whitney)
     from scipy.stats import rankdata
 
-    from raymlops.inference import score_frame
-    from raymlops.packaging import load_package
+    from raymlops.model.batch import score_frame
+    from raymlops.model.packaging import load_package
 
     test = data.raw["test"].to_pandas()
     scores = score_frame(load_package(result.package_dir), test)

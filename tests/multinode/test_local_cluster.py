@@ -1,6 +1,6 @@
 """Multi-node behaviour on a real local cluster: a head and two worker nodes started with `ray start`.
 
-One cluster for the module (`raymlops.cluster.up`); jobs go through the Jobs API with Ray's token.
+One cluster for the module (`raymlops.ops.cluster.up`); jobs go through the Jobs API with Ray's token.
 The nodes share this machine's 2 cores: the worker nodes offer 2 logical CPUs each so a training run
 over two nodes still leaves a CPU for Ray to rebuild data a lost node held.
 """
@@ -22,8 +22,8 @@ import yaml
 
 from mlflow.tracking import MlflowClient
 
-from raymlops import cluster, jobs
-from raymlops.registry import Registry
+from raymlops.ops import cluster, jobs
+from raymlops.registry.store import Registry
 from raymlops.training.trainer import read_checkpoint_state
 from raymlops.workspace import pid_alive
 from tests.helpers import REPO, SMOKE_FLIGHTS, registered_checkpoints, smoke_dict, wait_for

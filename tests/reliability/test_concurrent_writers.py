@@ -14,7 +14,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from raymlops.registry import CHAMPION, Registry
+from raymlops.registry.store import CHAMPION, Registry
 
 pytestmark = pytest.mark.reliability
 NAME = "concurrent-model"

@@ -92,7 +92,7 @@ def test_a_killed_driver_is_resumed_by_a_rerun_with_the_same_name(tmp_path):
         os.kill(first.pid, signal.SIGKILL)  # the driver only: its Ray must follow it down
         first.wait(timeout=30)
         killed_after = len(checkpoints())
-        # raymlops.reaper stops what Ray leaves of the node (its agents hang once GCS and raylet are gone).
+        # raymlops.runtime.reaper stops what Ray leaves of the node (its agents hang once GCS and raylet are gone).
         deadline = time.monotonic() + 30
         while _session_processes(first.pid) and time.monotonic() < deadline:
             time.sleep(0.5)

@@ -16,14 +16,14 @@ import textwrap
 
 import pytest
 
-from raymlops.registry import CHAMPION, Registry
+from raymlops.registry.store import CHAMPION, Registry
 
 pytestmark = pytest.mark.reliability
 NAME = "promotion-model"
 
 CRASHING_PROMOTER = textwrap.dedent("""
     import os, sys
-    from raymlops.registry import Registry
+    from raymlops.registry.store import Registry
     workdir, point, version = sys.argv[1], sys.argv[2], sys.argv[3]
     reg = Registry.for_workdir(workdir)
     real = reg.client.set_registered_model_alias

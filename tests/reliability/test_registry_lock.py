@@ -14,11 +14,11 @@ import time
 import pytest
 
 from raymlops.errors import RegistryError
-from raymlops.registry import Registry
+from raymlops.registry.store import Registry
 
 HOLD = """
 import sys, time
-from raymlops.registry import Registry
+from raymlops.registry.store import Registry
 reg = Registry(sys.argv[1], sys.argv[2], lock_url=sys.argv[3] or None, lock_password_env=sys.argv[4] or None)
 with reg._locked():
     print("held", flush=True)

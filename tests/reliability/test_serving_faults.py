@@ -17,11 +17,11 @@ import numpy as np
 import psutil
 import pytest
 
-from raymlops.client import Client
+from raymlops.serving.client import Client
 from raymlops.config import load_config
 from raymlops.data.stage import run_data_stage
 from raymlops.errors import ServingError
-from raymlops.serving.schema import probe_record
+from raymlops.model.inputs import probe_record
 from raymlops.training.stage import run_training_stage
 from tests.helpers import serve_port, smoke_dict, wait_for, write_config
 

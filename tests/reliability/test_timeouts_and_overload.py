@@ -18,7 +18,7 @@ import requests
 
 from raymlops.config import load_config
 from raymlops.data.stage import run_data_stage
-from raymlops.serving.schema import probe_record
+from raymlops.model.inputs import probe_record
 from raymlops.training.stage import run_training_stage
 from tests import slow_model
 from tests.helpers import serve_port, smoke_dict, wait_for, write_config

@@ -19,8 +19,8 @@ import torch
 from safetensors.torch import save_file
 
 from raymlops.errors import ModelPackageError
-from raymlops.packaging import MANIFEST, PROFILE, WEIGHTS, load_package, manifest_sha256, sha256
-from raymlops.registry import MANIFEST_TAG, Registry
+from raymlops.model.packaging import MANIFEST, PROFILE, WEIGHTS, load_package, manifest_sha256, sha256
+from raymlops.registry.store import MANIFEST_TAG, Registry
 from tests.unit.test_models_and_packaging import _package, fitted_and_frame  # noqa: F401
 
 pytestmark = pytest.mark.reliability

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from raymlops.ci import summary_markdown
+from raymlops.ops.ci import summary_markdown
 
 REPORT = {"metrics": {"auc": 0.71, "log_loss": 0.52, "accuracy": 0.8}, "slices": {},
           "champion": {"version": "3", "metrics": {"auc": 0.70, "log_loss": 0.50, "accuracy": 0.8}},

@@ -11,7 +11,8 @@ import pytest
 from sklearn import metrics as skm
 
 from raymlops.config import ComparisonConfig, RetrainingConfig
-from raymlops.monitoring.policy import canary_decision, rollback_decision
+from raymlops.loop.policy import canary_decision, rollback_decision
+from raymlops.model.metrics import classification_metrics
 from raymlops.training import evaluation as ev
 from raymlops.training.comparison import _counts, _metric, compare, compare_unpaired
 
@@ -136,7 +137,7 @@ def _gate_comparisons(y, a, b, **kw):
 
 def test_a_champion_gate_inside_the_noise_passes_and_says_so():
     y, a, b = binormal(np.random.default_rng(9), 6500, 0.8, 0.8)
-    metrics, champion = ev.classification_metrics(y, b), ev.classification_metrics(y, a)
+    metrics, champion = classification_metrics(y, b), classification_metrics(y, a)
     comparisons = _gate_comparisons(y, a, b)
     c = comparisons["auc"]
     assert c.verdict == "same"
@@ -148,14 +149,14 @@ def test_a_champion_gate_inside_the_noise_passes_and_says_so():
 
 def test_a_champion_gate_fails_when_the_whole_interval_breaks_it():
     y, a, b = binormal(np.random.default_rng(10), 6500, 1.0, 0.6)
-    metrics, champion = ev.classification_metrics(y, b), ev.classification_metrics(y, a)
+    metrics, champion = classification_metrics(y, b), classification_metrics(y, a)
     (r,) = ev.evaluate_gates(["auc >= champion - 0.005"], metrics, champion, _gate_comparisons(y, a, b))
     assert not r.passed and "fails" in r.detail and "CI" in r.detail
 
 
 def test_a_small_test_split_falls_back_to_point_values_and_says_so():
     y, a, b = binormal(np.random.default_rng(11), 100, 0.8, 0.8)
-    metrics, champion = ev.classification_metrics(y, b), ev.classification_metrics(y, a)
+    metrics, champion = classification_metrics(y, b), classification_metrics(y, a)
     (r,) = ev.evaluate_gates(["auc >= champion - 0.005"], metrics, champion, _gate_comparisons(y, a, b))
     assert "point values: 100 rows < 200" in r.detail and r.passed == (metrics["auc"] >= champion["auc"] - 0.005)
     assert ev.champion_comparisons(["auc >= champion"], "classification", y, b, a,
@@ -168,7 +169,7 @@ R = RetrainingConfig(enabled=True, canary_min_samples=100, rollback_min_samples=
 
 def _live(rng, n, mu):
     y, s, _ = binormal(rng, n, mu, mu)
-    return y, s, ev.classification_metrics(y, 1 / (1 + np.exp(-s)))
+    return y, s, classification_metrics(y, 1 / (1 + np.exp(-s)))
 
 
 def test_a_canary_inside_the_noise_waits_then_the_champion_stays():

@@ -7,7 +7,7 @@ import json
 import os
 import stat
 
-from raymlops.registry import AliasMove, Registry
+from raymlops.registry.store import AliasMove, Registry
 from raymlops.workspace import append_lines, read_json_lines, write_json_atomic, write_text_atomic
 
 
@@ -61,7 +61,7 @@ def test_a_torn_audit_line_does_not_stop_the_history_or_the_pending_moves(tmp_pa
 
 
 def test_a_torn_feedback_line_does_not_stop_the_retraining_window():
-    from raymlops.monitoring.retraining import labelled_traffic
+    from raymlops.loop.retraining import labelled_traffic
 
     good = json.dumps({"request_id": "r1", "index": 0, "record": {"x": 1.5}, "label": 1, "predicted_at": 10.0})
     later = json.dumps({"request_id": "r2", "index": 0, "record": {"x": 2.5}, "label": 0, "predicted_at": 11.0})

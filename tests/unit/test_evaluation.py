@@ -6,30 +6,31 @@ import numpy as np
 import pytest
 
 from raymlops.errors import ConfigError
+from raymlops.model import metrics
 from raymlops.training import evaluation as ev
 
 
 def test_classification_metrics_on_known_cases():
     y = np.array([0, 0, 1, 1])
-    perfect = ev.classification_metrics(y, np.array([0.1, 0.2, 0.8, 0.9]))
+    perfect = metrics.classification_metrics(y, np.array([0.1, 0.2, 0.8, 0.9]))
     assert perfect["auc"] == 1.0 and perfect["accuracy"] == 1.0 and perfect["f1"] == 1.0
-    inverted = ev.classification_metrics(y, np.array([0.9, 0.8, 0.2, 0.1]))
+    inverted = metrics.classification_metrics(y, np.array([0.9, 0.8, 0.2, 0.1]))
     assert inverted["auc"] == 0.0 and inverted["accuracy"] == 0.0
-    constant = ev.classification_metrics(y, np.full(4, 0.5))
+    constant = metrics.classification_metrics(y, np.full(4, 0.5))
     assert constant["auc"] == 0.5 and constant["log_loss"] == pytest.approx(math.log(2))
-    assert math.isnan(ev.classification_metrics(np.ones(3), np.full(3, 0.7))["auc"])
+    assert math.isnan(metrics.classification_metrics(np.ones(3), np.full(3, 0.7))["auc"])
 
 
 def test_calibration_error_is_zero_when_rates_match():
     rng = np.random.default_rng(0)
     p = rng.uniform(size=200_000)
     y = (rng.uniform(size=p.size) < p).astype(float)
-    assert ev.calibration_error(y, p) < 0.01
-    assert ev.calibration_error(y, np.clip(p + 0.2, 0, 1)) > 0.1
+    assert metrics.calibration_error(y, p) < 0.01
+    assert metrics.calibration_error(y, np.clip(p + 0.2, 0, 1)) > 0.1
 
 
 def test_regression_metrics():
-    m = ev.regression_metrics(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 5.0]))
+    m = metrics.regression_metrics(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 5.0]))
     assert m["mae"] == pytest.approx(2 / 3) and m["rmse"] == pytest.approx(math.sqrt(4 / 3))
 
 
@@ -37,7 +38,7 @@ def test_slices_skip_small_groups():
     y = np.array([0, 1] * 50)
     p = np.where(y == 1, 0.9, 0.1)
     groups = np.array(["AA"] * 80 + ["ZZ"] * 20)
-    out = ev.slice_metrics("classification", y, p, groups, min_rows=30)
+    out = metrics.slice_metrics("classification", y, p, groups, min_rows=30)
     assert list(out) == ["AA"] and out["AA"]["auc"] == 1.0
 
 
@@ -61,7 +62,8 @@ def test_nan_metric_fails_its_gate_and_bad_gates_are_config_errors():
 
 
 def test_multiclass_metrics_of_class_probabilities():
-    from raymlops.training.evaluation import check_gate, compute_metrics
+    from raymlops.config import check_gate
+    from raymlops.model.metrics import compute_metrics
 
     y = np.array([0, 1, 2, 2, 1, 0])
     perfect = np.eye(3)[y] * 0.97 + 0.01

@@ -21,7 +21,7 @@ from raymlops.model.boosting import RoundState
 from raymlops.model.contract import ModelSpec, feature_matrix
 from raymlops.model.lgbm import lightgbm_params, root_row_count
 from raymlops.model.xgb import dmatrix, xgboost_params
-from raymlops.packaging import MANIFEST, load_package, write_package
+from raymlops.model.packaging import MANIFEST, load_package, write_package
 from tests.helpers import SMOKE_FLIGHTS, SMOKE_WEATHER, smoke_dict
 
 FEATURES = FeaturesConfig.model_validate({
@@ -212,7 +212,7 @@ def test_every_family_fits_a_multiclass_target_and_packages_one_probability_per_
     features.target_classes order, better than the class frequencies alone, and a package of the model
     that scores exactly as the model did."""
     from raymlops.model.local_fit import fit_frame
-    from raymlops.training.evaluation import multiclass_metrics
+    from raymlops.model.metrics import multiclass_metrics
     from tests.helpers import REPO
 
     cfg = _multiclass_config(family)

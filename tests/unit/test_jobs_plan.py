@@ -9,8 +9,8 @@ import yaml
 
 from raymlops.config import load_config
 from raymlops.errors import ClusterError
-from raymlops.jobs import ENV_PASSED, plan_submission, resolve_address
-from raymlops.ray_auth import auth_headers, load_token
+from raymlops.ops.jobs import ENV_PASSED, plan_submission, resolve_address
+from raymlops.ops.ray_auth import auth_headers, load_token
 from tests.helpers import smoke_dict
 
 

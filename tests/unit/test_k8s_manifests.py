@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from raymlops.config import load_config
-from raymlops.k8s import CONFIG_FILE, MLFLOW_URI, render, write_manifests
+from raymlops.ops.kuberay import CONFIG_FILE, MLFLOW_URI, render, write_manifests
 from raymlops.serving.serve_config import IMPORT_PATH, check_serve_config
 from tests.helpers import REPO, SMOKE_CONFIG
 

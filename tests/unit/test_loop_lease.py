@@ -10,11 +10,11 @@ import time
 
 import pytest
 
-from raymlops.monitoring.lease import Lease, LeaseHeld
+from raymlops.loop.lease import Lease, LeaseHeld
 
 HOLD = """
 import sys, time
-from raymlops.monitoring.lease import Lease
+from raymlops.loop.lease import Lease
 Lease(sys.argv[1], purpose="`raymlops serve`", ttl_s=float(sys.argv[2])).acquire()
 print("held", flush=True)
 time.sleep(600)
@@ -77,7 +77,7 @@ def test_a_loop_step_of_a_second_writer_changes_nothing(tmp_path):
     """The controller takes the lease before it looks at anything: a second writer's step raises, and the
     loop's state and decision log stay the holder's."""
     from raymlops.config import load_config
-    from raymlops.loop import LoopController
+    from raymlops.loop.controller import LoopController
     from tests.helpers import smoke_config
 
     cfg = load_config(smoke_config(tmp_path, workdir=str(tmp_path / "work")))

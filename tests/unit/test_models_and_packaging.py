@@ -10,7 +10,7 @@ import torch
 from raymlops.config import FeaturesConfig, ModelConfig, ValidationConfig
 from raymlops.data.features import fit_features, fit_partial
 from raymlops.errors import ConfigError, ModelPackageError
-from raymlops.packaging import WEIGHTS, input_schema, load_package, write_package
+from raymlops.model.packaging import WEIGHTS, input_schema, load_package, write_package
 from raymlops.model.contract import ModelSpec
 from raymlops.model.mlp import build_model, resolve_builder
 from tests.helpers import SMOKE_FLIGHTS
@@ -111,7 +111,7 @@ def test_validation_ranges_bound_requests_only_where_the_config_asks():
     from raymlops.config import load_config
     from types import SimpleNamespace
 
-    from raymlops.serving.schema import record_model
+    from raymlops.model.inputs import record_model
     from tests.helpers import REPO
 
     cfg = load_config(REPO / "configs" / "flights.yaml")

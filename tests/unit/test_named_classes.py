@@ -13,8 +13,8 @@ import pytest
 from raymlops.config import FeaturesConfig, parse_config
 from raymlops.data.features import class_names, fit_features, fit_partial
 from raymlops.errors import DataValidationError, FeatureError
-from raymlops.inference import PREDICTED_CLASS, PREDICTION, with_predictions
-from raymlops.monitoring.retraining import labelled_traffic
+from raymlops.model.batch import PREDICTED_CLASS, PREDICTION, with_predictions
+from raymlops.loop.retraining import labelled_traffic
 from tests.helpers import SMOKE_FLIGHTS, SMOKE_WEATHER, smoke_dict
 
 
@@ -54,7 +54,7 @@ def test_a_binary_model_of_named_classes_fits_scores_and_packages_like_a_0_1_mod
 
     from raymlops.model import get_family
     from raymlops.model.local_fit import fit_frame
-    from raymlops.packaging import load_package, write_package
+    from raymlops.model.packaging import load_package, write_package
 
     data = smoke_dict()
     data["model"] = {"task": "classification", "family": "lightgbm"}

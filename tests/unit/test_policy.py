@@ -6,7 +6,7 @@ import pytest
 
 from raymlops.config import MonitoringConfig, RetrainingConfig
 from raymlops.errors import ConfigError
-from raymlops.monitoring.policy import DAY_S, Evidence, canary_decision, retrain_decision, rollback_decision
+from raymlops.loop.policy import DAY_S, Evidence, canary_decision, retrain_decision, rollback_decision
 from tests.helpers import smoke_config
 
 MON = MonitoringConfig(min_window_rows=500)

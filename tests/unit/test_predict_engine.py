@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from raymlops.errors import DataValidationError
-from raymlops.inference import PREDICTION, choose_engine, predict_files
-from raymlops.packaging import manifest_sha256
-from raymlops.registry import MANIFEST_TAG, Registry
+from raymlops.model.batch import PREDICTION, choose_engine, predict_files
+from raymlops.model.packaging import manifest_sha256
+from raymlops.registry.store import MANIFEST_TAG, Registry
 from tests.helpers import SMOKE_FLIGHTS
 from tests.unit.test_models_and_packaging import _package, fitted_and_frame  # noqa: F401
 

@@ -1,4 +1,4 @@
-"""raymlops.reaper finds a node's processes by session folder and Ray's environment marker (no Ray)."""
+"""raymlops.runtime.reaper finds a node's processes by session folder and Ray's environment marker (no Ray)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from raymlops import reaper
+from raymlops.runtime import reaper
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 HOLD = "import sys, time; f = open(sys.argv[1], 'a'); time.sleep(120)"

@@ -13,7 +13,7 @@ import pytest
 
 from raymlops.config import FeaturesConfig
 from raymlops.data.features import fit_features, fit_partial
-from raymlops.serving.schema import frame_from_rows, record_model
+from raymlops.model.inputs import frame_from_rows, record_model
 from tests.helpers import SMOKE_FLIGHTS, SMOKE_WEATHER
 
 CFG = FeaturesConfig.model_validate({

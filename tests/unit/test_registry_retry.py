@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from raymlops import registry
+from raymlops.registry import store as registry
 from raymlops.errors import RegistryError
 
 
@@ -98,7 +98,7 @@ def test_an_unreachable_registry_is_not_an_absent_alias(tmp_path):
     from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, PERMISSION_DENIED, RESOURCE_DOES_NOT_EXIST
 
     from raymlops.errors import RegistryError
-    from raymlops.registry import Registry, is_unreachable
+    from raymlops.registry.store import Registry, is_unreachable
 
     reg = Registry("http://127.0.0.1:9", tmp_path)
     reg.__dict__["client"] = _Refusing(MlflowException("Registered model alias champion not found.",

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from raymlops.config import TimeSplitConfig, load_config
-from raymlops.monitoring.retraining import labelled_traffic, retraining_config, retraining_window
+from raymlops.loop.retraining import labelled_traffic, retraining_config, retraining_window
 from tests.helpers import smoke_config
 
 SCHEMA = {"distance": {"type": "float"}, "carrier": {"type": "string"}, "time_hour": {"type": "timestamp"}}
@@ -92,7 +92,7 @@ def test_time_split_without_rows_is_a_clear_error(tmp_path):
 def test_a_window_whose_newest_days_are_empty_holds_the_retrain_and_says_why(tmp_path):
     """Labels lost while the monitor restarted can leave the newest days nearly empty: the retrain would fail
     on an empty validation split 4 s in (seen in the flights replay); the loop holds it instead."""
-    from raymlops.loop import MIN_SPLIT_ROWS, _thin_splits
+    from raymlops.loop.controller import MIN_SPLIT_ROWS, _thin_splits
 
     cfg = load_config(smoke_config(tmp_path))
     cfg = cfg.model_copy(update={"retraining": cfg.retraining.model_copy(update={"test_days": 7, "validation_days": 7})})

@@ -66,7 +66,7 @@ def test_status_finds_the_recorded_service_and_says_when_nothing_is_served(tmp_p
     import sys
 
     from raymlops.config import load_config
-    from raymlops.loop import _service_evidence
+    from raymlops.loop.controller import _service_evidence
     from raymlops.serving import service_record
     from tests.helpers import smoke_config
 

@@ -12,9 +12,9 @@ from raymlops.config import ValidationConfig
 from raymlops.data.validation import coerce_frame
 from raymlops.errors import ModelPackageError, RegistryError
 from raymlops.monitoring.feedback import PredictionLog
-from raymlops.registry import parse_model_ref
-from raymlops.serving.schema import (FeedbackRequest, check_servable, frame_from_rows, predict_request_model,
-                                     predictions_for, probe_record, record_model)
+from raymlops.registry.store import parse_model_ref
+from raymlops.serving.schema import FeedbackRequest, predict_request_model, predictions_for
+from raymlops.model.inputs import check_servable, frame_from_rows, probe_record, record_model
 
 SCHEMA = {
     "time_hour": {"type": "timestamp", "nullable": False, "min": "2013-01-01", "max": "2014-01-02"},

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from raymlops import supervisor
+from raymlops.ops import supervisor
 
 
 def test_a_killed_pipeline_process_is_described_with_its_signal_and_the_likely_cause():
@@ -19,7 +19,7 @@ def test_a_killed_pipeline_process_is_described_with_its_signal_and_the_likely_c
 def _child(tmp_path, body: str) -> supervisor.ChildEnd:
     """A stand-in pipeline process with the child's environment; ends as ``body`` makes it end."""
     marker = tmp_path / "exit"
-    code = f"from raymlops import supervisor\nsupervisor.become_child()\n{body}"
+    code = f"from raymlops.ops import supervisor\nsupervisor.become_child()\n{body}"
     env = {supervisor.CHILD_ENV: f"{os.getpid()}:{marker}", "PATH": ""}
     rc = subprocess.run([sys.executable, "-c", code], env=env, timeout=60).returncode
     return supervisor.ChildEnd(rc, marker.is_file() and marker.read_text() == supervisor.CLEAN)
@@ -35,6 +35,6 @@ def test_only_a_pipeline_call_that_returned_or_raised_counts_as_clean(tmp_path):
 
 def test_a_child_whose_parent_is_already_gone_stops_at_once(tmp_path, monkeypatch):
     monkeypatch.setenv(supervisor.CHILD_ENV, f"999999999:{tmp_path / 'exit'}")
-    code = "from raymlops import supervisor\nsupervisor.become_child()\nprint('still here')"
+    code = "from raymlops.ops import supervisor\nsupervisor.become_child()\nprint('still here')"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "still here" not in done.stdout

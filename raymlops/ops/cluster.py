@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from raymlops.errors import ClusterError
-from raymlops.ray_auth import auth_headers, ensure_token
+from raymlops.ops.ray_auth import auth_headers, ensure_token
 from raymlops.workspace import pid_alive, write_json_atomic
 
 STATE_FILE = "cluster.json"
@@ -99,7 +99,7 @@ def _free_port() -> int:
 
 
 def _node_env() -> dict[str, str]:
-    # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 is how raymlops.runtime keeps an embedded single-node Ray on
+    # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 is how raymlops.runtime.session keeps an embedded single-node Ray on
     # loopback; a process that started one (a test session) must not hand it to nodes that form a cluster.
     dropped = ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
     env = {k: v for k, v in os.environ.items() if k not in dropped}

@@ -9,7 +9,7 @@ the parent says what happened, marks the run's attempts FAILED in MLflow and nam
 resumes it. Errors the pipeline raises are the child's to print, as always.
 
 The child dies with its parent (``PR_SET_PDEATHSIG`` where Linux has it, a watchdog thread anyway), so
-a ``raymlops run`` killed outright still takes its Ray with it (``raymlops.reaper`` then stops the rest).
+a ``raymlops run`` killed outright still takes its Ray with it (``raymlops.runtime.reaper`` then stops the rest).
 """
 
 from __future__ import annotations

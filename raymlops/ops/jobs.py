@@ -127,7 +127,7 @@ def resolve_address(address: str | None) -> str:
     candidate = (address or os.environ.get("RAY_API_SERVER_ADDRESS") or
                  (os.environ.get("RAY_ADDRESS") if "://" in os.environ.get("RAY_ADDRESS", "") else None))
     if not candidate:
-        from raymlops.cluster import LocalCluster, default_cluster_dir
+        from raymlops.ops.cluster import LocalCluster, default_cluster_dir
 
         local = LocalCluster.load(default_cluster_dir())
         if local is None:
@@ -146,7 +146,7 @@ def job_client(address: str):
     """A JobSubmissionClient that carries Ray's token (found as Ray finds it) on every request."""
     from ray.job_submission import JobSubmissionClient
 
-    from raymlops.ray_auth import auth_headers
+    from raymlops.ops.ray_auth import auth_headers
 
     try:
         return JobSubmissionClient(address, headers=auth_headers())

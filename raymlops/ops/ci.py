@@ -73,7 +73,7 @@ def ci_check(cfg: PipelineConfig, *, run_name: str, address: str | None = None, 
              promote: bool = False, progress: Any = None) -> CiResult:
     """Run the pipeline as ``raymlops run`` does and judge it; never raises for a failed gate."""
     from raymlops.pipeline import run_pipeline
-    from raymlops.registry import CHAMPION, Registry
+    from raymlops.registry.store import CHAMPION, Registry
     from raymlops.workspace import Workspace
 
     report_path = Workspace(cfg.workdir_path).root / "packages" / run_name / "evaluation.json"

@@ -13,7 +13,7 @@ One ``tick`` looks at what the monitor saw and at the registry aliases, and take
    (``monitoring/shadow.py``), so they are compared on the same rows and not on two different weeks.
    Inside the noise they wait, up to ``retraining.max_wait_s``;
 3. otherwise -> ``retrain_decision``: on drift, prediction drift, a quality floor or a schedule (with
-   cool-down and a daily cap) run the training stage on the retraining window (``monitoring/retraining.py``);
+   cool-down and a daily cap) run the training stage on the retraining window (``loop/retraining.py``);
    a candidate that passes the same gates as always, on the newest labelled days against the champion,
    is registered as ``challenger`` and the replicas start sending it the canary share.
 
@@ -46,11 +46,11 @@ import pandas as pd
 
 from raymlops.config import PipelineConfig, TimeSplitConfig
 from raymlops.errors import GateFailed, RaymlopsError
-from raymlops.monitoring.lease import Lease
-from raymlops.monitoring.policy import (Decision, Evidence, canary_decision, gate_metric, retrain_decision,
+from raymlops.loop.lease import Lease
+from raymlops.loop.policy import (Decision, Evidence, canary_decision, gate_metric, retrain_decision,
                                        rollback_decision)
-from raymlops.monitoring.retraining import labelled_traffic, retraining_config, retraining_window, split_starts
-from raymlops.registry import CHALLENGER, CHAMPION, Registry
+from raymlops.loop.retraining import labelled_traffic, retraining_config, retraining_window, split_starts
+from raymlops.registry.store import CHALLENGER, CHAMPION, Registry
 from raymlops.training.comparison import HIGHER_IS_BETTER, Comparison, compare, day_groups, interval
 from raymlops.workspace import append_lines, read_json_lines, write_json_atomic
 
@@ -245,7 +245,7 @@ class LoopController:
 
     def _package(self, version: str) -> Any:
         """A version's verified package, loaded once per controller (downloaded next to the others)."""
-        from raymlops.packaging import load_package
+        from raymlops.model.packaging import load_package
 
         if str(version) not in self._packages:
             self._packages[str(version)] = load_package(self.registry.local_package(self.name, version),
@@ -447,7 +447,7 @@ def loop_status(cfg: PipelineConfig, address: str | None = None, live: bool = Tr
         status["evidence"] = _service_evidence(cfg)
         return status
     try:
-        from raymlops.runtime import ray_runtime
+        from raymlops.runtime.session import ray_runtime
 
         with ray_runtime(address=address):
             return controller.status()
@@ -460,7 +460,7 @@ def loop_status(cfg: PipelineConfig, address: str | None = None, live: bool = Tr
 def run_loop(cfg: PipelineConfig, *, address: str | None, once: bool = False, progress: Progress | None = None,
              every_s: float | None = None) -> list[Decision]:
     """``raymlops loop``: step the loop of a model served on the cluster at ``address`` (once, or forever)."""
-    from raymlops.runtime import ray_runtime
+    from raymlops.runtime.session import ray_runtime
 
     decisions: list[Decision] = []
     with ray_runtime(address=address):
@@ -478,7 +478,7 @@ def run_loop(cfg: PipelineConfig, *, address: str | None, once: bool = False, pr
 def _champion_manifest(registry: Registry, name: str, version: str | None) -> dict[str, Any]:
     """The champion's package manifest (input schema, class names), from the workdir's copy, which
     ``local_package`` has verified against the registry's digest."""
-    from raymlops.packaging import MANIFEST
+    from raymlops.model.packaging import MANIFEST
 
     if version is None:
         raise RaymlopsError(f"model {name!r} has no champion: the loop needs one to retrain against")

@@ -3,7 +3,7 @@
 The embedded default is SQLite in the working folder (artifacts beside it); ``registry.tracking_uri``
 or ``MLFLOW_TRACKING_URI`` point at a tracking server instead. Promotion changes one thing, the
 ``champion`` alias; every alias move goes through ``move_alias``, which holds the registry's lock
-(``registry_lock``: every writer of the store takes the same one, whatever its workdir), retries the
+(``registry.lock``: every writer of the store takes the same one, whatever its workdir), retries the
 unique-constraint race MLflow 3.17 has on SQLite under concurrent writers, and appends the move to the
 audit log (JSON lines) in the same critical section, so the log and the registry agree.
 
@@ -33,7 +33,7 @@ from typing import Any
 
 from raymlops.config import PipelineConfig
 from raymlops.errors import RegistryError
-from raymlops.registry_lock import advisory_key, advisory_lock, file_lock, registry_home, store_file
+from raymlops.registry.lock import advisory_key, advisory_lock, file_lock, registry_home, store_file
 from raymlops.workspace import Workspace, append_lines, publish_folder, read_json_lines
 
 log = logging.getLogger(__name__)
@@ -324,7 +324,7 @@ class Registry:
         with the version (raises ModelPackageError, naming the file, when they differ)."""
         import mlflow.artifacts
 
-        from raymlops.packaging import verify_package
+        from raymlops.model.packaging import verify_package
 
         mv = self.version_info(name, version)
         dest = Path(dest)
@@ -337,7 +337,7 @@ class Registry:
     def local_package(self, name: str, version: str | int) -> Path:
         """This workdir's copy of a version's package (``packages/NAME-vN/model``), downloaded once (beside,
         then renamed into place) and verified against the registry's manifest digest on every call."""
-        from raymlops.packaging import verify_package
+        from raymlops.model.packaging import verify_package
 
         target = self.workdir / "packages" / f"{name}-v{version}" / "model"
         if target.is_dir():
@@ -358,7 +358,7 @@ class Registry:
     # ---------------------------------------------------------------------------- alias moves
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        """The registry's lock (``registry_lock``: beside the store, or an advisory lock), re-entrant within a thread: the MLflow client is made (under this
+        """The registry's lock (``registry.lock``: beside the store, or an advisory lock), re-entrant within a thread: the MLflow client is made (under this
         lock) on first use, which can be inside an alias move that already holds it, and flock waits on a
         second open of the same file even in the process that holds the first."""
         depth = getattr(self._held, "depth", 0)

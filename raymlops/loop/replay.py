@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from raymlops.client import Client
+from raymlops.serving.client import Client
 
 
 def records_of(frame: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ import pandas as pd
 import ray.data
 
 from raymlops.errors import DataValidationError
-from raymlops.packaging import LoadedModel, load_package
+from raymlops.model.packaging import LoadedModel, load_package
 
 # The columns batch scoring adds, named as /v1/predict names its fields (``serving.schema.Prediction``).
 PREDICTION = "score"  # P(positive) for a binary model, the predicted value (regression); multiclass: see below
@@ -73,7 +73,7 @@ class _Scorer:
 def score_frame(model: LoadedModel, frame: pd.DataFrame) -> Any:
     """Scores of raw rows whose columns are cast to the model's input schema first, as serving casts a
     request: what ``raymlops predict`` and ``raymlops.load_model(...).predict`` compute."""
-    from raymlops.serving.schema import coerce_to_schema
+    from raymlops.model.inputs import coerce_to_schema
 
     schema = model.manifest["input_schema"]
     missing = [c for c in schema if c not in frame.columns]

@@ -6,7 +6,7 @@ running for seconds and its dashboard and runtime-env agents for good (they hang
 raylet's death to a GCS that is gone). Every process of the node is Ray's by its title (``ray::...``)
 or program, and keeps its log files open in the node's session folder
 (``/tmp/ray/session_<time>_<driver pid>``, unique per cluster), so a small
-watcher started beside the driver (``python -m raymlops.reaper PID SESSION_DIR``, in its own session
+watcher started beside the driver (``python -m raymlops.runtime.reaper PID SESSION_DIR``, in its own session
 so a signal to the driver's group does not stop it) waits for the driver to end, gives Ray's own
 shutdown a moment, then terminates what is left of that node and nothing else.
 """
@@ -121,7 +121,7 @@ def start(session_dir: str, raylet_pid: int | None = None) -> None:
 
     if not sys.platform.startswith("linux"):
         return
-    subprocess.Popen([sys.executable, "-m", "raymlops.reaper", str(os.getpid()), session_dir, str(raylet_pid or 0)],
+    subprocess.Popen([sys.executable, "-m", "raymlops.runtime.reaper", str(os.getpid()), session_dir, str(raylet_pid or 0)],
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                      start_new_session=True, close_fds=True)
 

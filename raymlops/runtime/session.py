@@ -119,7 +119,7 @@ def ray_runtime(address: str | None = None, num_cpus: int | None = None) -> Iter
     _quiet_data_context()
     logs.reroute()  # ray.init added its console handlers: to the command's log file, when it keeps one
     if not address:
-        from raymlops import reaper
+        from raymlops.runtime import reaper
 
         node = getattr(ray._private.worker, "_global_node", None)  # no public API names the session folder
         if node is not None:  # the node ends with this process, even on SIGKILL

@@ -29,9 +29,8 @@ import pandas as pd
 
 from raymlops.config import FileSourceConfig, PipelineConfig, RetrainingConfig, TimeSplitConfig
 from raymlops.errors import ConfigError
-from raymlops.serving.schema import coerce_to_schema
-
-PREDICTED_AT = "predicted_at"
+from raymlops.monitoring.feedback import PREDICTED_AT
+from raymlops.model.inputs import coerce_to_schema
 
 
 def labelled_traffic(lines: Iterable[str], schema: dict[str, dict[str, Any]], target: str, task: str,
