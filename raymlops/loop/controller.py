@@ -418,7 +418,7 @@ def _service_evidence(cfg: PipelineConfig) -> dict[str, Any]:
     if record is None:
         return {"error": f"nothing is served: no `raymlops serve` of {cfg.model_name!r} runs from "
                          f"{cfg.workdir_path} (pass --address HOST:PORT to read a cluster's monitor)"}
-    key = load_api_key(cfg.serving.model_dump())
+    key = load_api_key(cfg.serving)
     request = urllib.request.Request(f"{record['url']}/v1/monitor",
                                      headers={"Authorization": f"Bearer {key}"} if key else {})
     try:

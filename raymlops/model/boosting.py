@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from raymlops.model import checkpointing
-from raymlops.model.contract import FIXED_ROUNDS, STATE, ModelSpec, feature_matrix
+from raymlops.model.contract import STATE, ModelSpec, WorkerConfig, feature_matrix
 
 MODEL_KEYS_FOR_STATE = ("num_boost_round", "early_stopping_rounds", "checkpoint_every")
 
@@ -72,9 +72,9 @@ class RoundState:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
-def resume_state(model_file: str, config: dict[str, Any]) -> tuple[RoundState, bytes | None]:
+def resume_state(model_file: str, config: WorkerConfig) -> tuple[RoundState, bytes | None]:
     """The state and the full model's bytes from this run's last checkpoint, if any."""
-    checkpoint = checkpointing.resume_checkpoint(config)
+    checkpoint = checkpointing.resume_checkpoint(config.local_checkpoint_dir)
     if not checkpoint:
         return RoundState(), None
     with checkpoint.as_directory() as d:
@@ -88,7 +88,7 @@ class RoundReporter:
     a report to Ray Train with a checkpoint (rank 0 writes the files; every rank reports)."""
 
     def __init__(self, state: RoundState, *, total_rounds: int, every: int, patience: int,
-                 save: Callable[[Path, RoundState], None], config: dict[str, Any]) -> None:
+                 save: Callable[[Path, RoundState], None], config: WorkerConfig) -> None:
         self.state, self.total_rounds, self.every, self.patience, self.save = state, total_rounds, every, patience, save
         self.config = config
 
@@ -97,7 +97,7 @@ class RoundReporter:
         import ray
         import ray.train
 
-        stop = self.state.observe(iteration, val_loss, self.patience, fixed=bool(self.config.get(FIXED_ROUNDS)))
+        stop = self.state.observe(iteration, val_loss, self.patience, fixed=self.config.fixed_rounds)
         last = iteration + 1 >= self.total_rounds
         if not (stop or last or (iteration + 1) % self.every == 0):
             return stop
@@ -113,7 +113,7 @@ class RoundReporter:
             self.save(folder, self.state)
             (folder / STATE).write_text(self.state.to_json())
 
-        checkpointing.report(self.config, iteration + 1, metrics, write)
+        checkpointing.report(self.config.local_checkpoint_dir, iteration + 1, metrics, write)
         return stop
 
 

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-LOCAL_DIR = "local_checkpoint_dir"  # the loop config's key, set only for local mode
 COMPLETE = ".complete"
 KEEP = 2
 BEST_WEIGHTS = "best_model.safetensors"  # in an MLP checkpoint: the best epoch's weights
@@ -27,23 +26,25 @@ def _local_checkpoints(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("checkpoint_*") if (p / COMPLETE).is_file())
 
 
-def resume_checkpoint(config: dict[str, Any]) -> Any:
-    """The checkpoint to resume from: Ray Train's, or in local mode the newest complete one on disk."""
+def resume_checkpoint(local_dir: str | None) -> Any:
+    """The checkpoint to resume from: Ray Train's, or in local mode (``local_dir``, the worker config's
+    ``local_checkpoint_dir``) the newest complete one on disk."""
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint or not config.get(LOCAL_DIR):
+    if checkpoint or not local_dir:
         return checkpoint
-    found = _local_checkpoints(Path(config[LOCAL_DIR]))
+    found = _local_checkpoints(Path(local_dir))
     return ray.train.Checkpoint.from_directory(str(found[-1])) if found else None
 
 
-def report(config: dict[str, Any], step: int, metrics: dict[str, Any], write: Callable[[Path], None]) -> None:
-    """Report ``metrics`` with a checkpoint that ``write`` fills (rank 0 writes; every rank reports)."""
+def report(local_dir: str | None, step: int, metrics: dict[str, Any], write: Callable[[Path], None]) -> None:
+    """Report ``metrics`` with a checkpoint that ``write`` fills (rank 0 writes; every rank reports); in
+    local mode (``local_dir``) the checkpoint is written there."""
     import ray.train
 
-    if config.get(LOCAL_DIR):
-        folder = Path(config[LOCAL_DIR])
+    if local_dir:
+        folder = Path(local_dir)
         folder.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".checkpoint-", dir=folder))
         try:

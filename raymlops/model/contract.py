@@ -69,13 +69,12 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import pandas as pd
 
+from raymlops.config import BaseModelConfig, TrainingConfig
 from raymlops.data.features import FittedFeatures
 from raymlops.errors import ConfigError
 
 STATE = "state.json"  # every family's checkpoint holds it: metrics, history, where to resume
-# Worker config key of a refit (training.refit): train every round or epoch it is given, no early stopping,
-# and keep the last model (its validation rows are among its training rows, so "best" means nothing).
-FIXED_ROUNDS = "fixed_rounds"
+WORKER_KEY = "raymlops"  # Ray Train's train_loop_config is a dict: the WorkerConfig is its one entry
 
 
 @dataclass(frozen=True)
@@ -127,6 +126,34 @@ class ModelSpec:
 # Transformed features: a frame (batch scoring, training) or column arrays (a request's records, from
 # ``FittedFeatures.transform_records``); every family reads both.
 Features = pd.DataFrame | dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What each Ray Train worker of a run receives (typed; Ray pickles it to every worker).
+
+    ``model`` and ``training`` are the config's sections with a tuning trial's values applied.
+    ``fixed_rounds`` marks a refit (``training.refit``): train every round or epoch it is given, no early
+    stopping, and keep the last model (its validation rows are among its training rows, so "best" means
+    nothing). ``local_checkpoint_dir`` is set only in local mode (``num_workers: 0``), where the loop
+    writes and finds its own checkpoints (``model/checkpointing.py``).
+    """
+
+    spec: ModelSpec
+    model: BaseModelConfig
+    training: TrainingConfig
+    target: str
+    fixed_rounds: bool = False
+    local_checkpoint_dir: str | None = None
+
+    def loop_config(self) -> dict[str, Any]:
+        """Ray Train's ``train_loop_config``, which must be a dict: this config as its one entry."""
+        return {WORKER_KEY: self}
+
+    @staticmethod
+    def of(loop_config: dict[str, Any]) -> WorkerConfig:
+        """The worker's side of ``loop_config``."""
+        return loop_config[WORKER_KEY]
 
 
 def feature_matrix(features: Features, spec: ModelSpec) -> np.ndarray:

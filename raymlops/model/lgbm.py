@@ -18,7 +18,7 @@ import pandas as pd
 
 from raymlops.config import DEFAULT_SEARCH_SPACES, TUNABLE_BY_FAMILY
 from raymlops.errors import ModelPackageError
-from raymlops.model.contract import Features, ModelSpec, feature_matrix
+from raymlops.model.contract import Features, ModelSpec, WorkerConfig, feature_matrix
 
 MODEL_FILE = "model.txt"            # the full booster, to resume from
 BEST_MODEL_FILE = "best_model.txt"  # the booster cut at its best round, for the package
@@ -54,14 +54,16 @@ def root_row_count(booster: Any) -> int:
     return int(tree.get("internal_count", tree.get("leaf_count", 0)))
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import lightgbm as lgb
     import ray.train
     from ray.train.lightgbm import get_network_params
 
     from raymlops.model.boosting import RoundReporter, resume_state, shard_arrays
 
-    spec, model, training, target = ModelSpec(**config["spec"]), config["model"], config["training"], config["target"]
+    config = WorkerConfig.of(loop_config)
+    spec, target = config.spec, config.target
+    model, training = config.model.model_dump(), config.training.model_dump()  # the family's params read dicts
     world = ray.train.get_context().get_world_size()
     params = lightgbm_params(spec, model, training, world)
     if world > 1:

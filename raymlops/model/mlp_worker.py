@@ -25,10 +25,9 @@ import torch.distributed as dist
 from ray.data.collate_fn import NumpyBatchCollateFn
 from safetensors.torch import load_file, save_file
 
-from raymlops.config import ModelConfig, TrainingConfig
 from raymlops.model import checkpointing
 from raymlops.model.checkpointing import BEST_WEIGHTS
-from raymlops.model.contract import FIXED_ROUNDS, STATE, ModelSpec
+from raymlops.model.contract import STATE, ModelSpec, WorkerConfig
 from raymlops.model.mlp import build_model, loss_for, target_tensor
 
 
@@ -88,11 +87,9 @@ def _auc(y: np.ndarray, score: np.ndarray) -> float:
     return float(roc_auc_score(y, score)) if len(np.unique(y)) == 2 else float("nan")
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    spec = ModelSpec(**config["spec"])
-    mcfg = ModelConfig(**config["model"])
-    tcfg = TrainingConfig(**config["training"])
-    target = config["target"]
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    config = WorkerConfig.of(loop_config)
+    spec, mcfg, tcfg, target = config.spec, config.model, config.training, config.target
     classification = spec.task == "classification"
     torch.manual_seed(tcfg.seed)
     np.random.seed(tcfg.seed)
@@ -102,7 +99,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.learning_rate)
     start_epoch, best, best_state, bad_epochs, history = 0, math.inf, None, 0, []
 
-    checkpoint = checkpointing.resume_checkpoint(config)
+    checkpoint = checkpointing.resume_checkpoint(config.local_checkpoint_dir)
     if checkpoint:
         with checkpoint.as_directory() as d:
             model.load_state_dict(load_file(os.path.join(d, WEIGHTS)))
@@ -155,7 +152,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             y_all = _gather(np.concatenate(labels) if labels else np.zeros(0, np.float32))
             s_all = _gather(np.concatenate(scores) if scores else np.zeros(0, np.float32))
             metrics["val_auc"] = _auc(y_all, s_all)
-        if val_loss < best - 1e-7 or config.get(FIXED_ROUNDS):  # a refit keeps its last epoch
+        if val_loss < best - 1e-7 or config.fixed_rounds:  # a refit keeps its last epoch
             best, bad_epochs, best_state = val_loss, 0, _cpu_state(model)
         else:
             bad_epochs += 1
@@ -173,6 +170,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             (folder / STATE).write_text(json.dumps({"epoch": epoch, "best_val_loss": best, "bad_epochs": bad_epochs,
                                                     "metrics": metrics, "history": history}))
 
-        checkpointing.report(config, epoch, metrics, write)
+        checkpointing.report(config.local_checkpoint_dir, epoch, metrics, write)
         if stop:
             break

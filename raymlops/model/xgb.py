@@ -16,7 +16,7 @@ import pandas as pd
 
 from raymlops.config import DEFAULT_SEARCH_SPACES, TUNABLE_BY_FAMILY
 from raymlops.errors import ModelPackageError
-from raymlops.model.contract import Features, ModelSpec, feature_matrix
+from raymlops.model.contract import Features, ModelSpec, WorkerConfig, feature_matrix
 
 MODEL_FILE = "model.ubj"
 BEST_MODEL_FILE = "best_model.ubj"
@@ -48,12 +48,14 @@ def dmatrix(x: np.ndarray, spec: ModelSpec, label: np.ndarray | None = None) -> 
                        feature_types=feature_types(spec), enable_categorical=True)
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import xgboost as xgb
 
     from raymlops.model.boosting import RoundReporter, resume_state, shard_arrays
 
-    spec, model, training, target = ModelSpec(**config["spec"]), config["model"], config["training"], config["target"]
+    config = WorkerConfig.of(loop_config)
+    spec, target = config.spec, config.target
+    model, training = config.model.model_dump(), config.training.model_dump()  # the family's params read dicts
     params = xgboost_params(spec, model, training)
     x, y = shard_arrays("train", spec, target)
     vx, vy = shard_arrays("validation", spec, target)

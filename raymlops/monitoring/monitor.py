@@ -106,9 +106,9 @@ class PredictionJournal:
 
 
 class Monitor:
-    def __init__(self, model: str, workdir: str, monitoring: dict[str, Any], task: str) -> None:
+    def __init__(self, model: str, workdir: str, monitoring: MonitoringConfig, task: str) -> None:
         self.model = model
-        self.cfg = MonitoringConfig(**monitoring)
+        self.cfg = monitoring
         self.state = MonitorState(self.cfg, task)
         self.dir = Path(workdir) / "monitoring" / model
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -248,7 +248,7 @@ def monitor_name(model: str, workdir: str | Path) -> str:
     return f"monitor:{model}:{digest}"
 
 
-def get_monitor(model: str, workdir: str, monitoring: dict[str, Any], task: str) -> Any:
+def get_monitor(model: str, workdir: str, monitoring: MonitoringConfig, task: str) -> Any:
     """The model's monitor actor, created on first use (tiny: no CPU reserved, restarted if it dies)."""
     actor = ray.remote(Monitor).options(name=monitor_name(model, workdir), namespace=NAMESPACE, lifetime="detached",
                                         get_if_exists=True, num_cpus=0, max_restarts=-1, max_task_retries=0)

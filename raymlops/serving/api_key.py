@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+
+from raymlops.config import ServingConfig
 
 log = logging.getLogger(__name__)
 
 
-def load_api_key(serving: Mapping[str, Any]) -> str | None:
+def load_api_key(serving: ServingConfig) -> str | None:
     """The API key from the environment variable, else from the key file; never from the config itself."""
-    key = os.environ.get(serving["api_key_env"], "").strip()
-    if not key and serving.get("api_key_file"):
+    key = os.environ.get(serving.api_key_env, "").strip()
+    if not key and serving.api_key_file:
         try:
-            key = Path(serving["api_key_file"]).read_text().strip()
+            key = Path(serving.api_key_file).read_text().strip()
         except OSError as exc:
-            log.error("cannot read the API key file %s: %s", serving["api_key_file"], exc)
+            log.error("cannot read the API key file %s: %s", serving.api_key_file, exc)
     return key or None

@@ -42,14 +42,15 @@ from pydantic import BaseModel, Field
 from ray import serve
 
 from raymlops.errors import ModelPackageError
+from raymlops.model.inputs import frame_from_rows, probe_record, record_model
 from raymlops.registry.store import CHAMPION, Registry
 from raymlops.serving.api_key import load_api_key
 from raymlops.serving.model_calls import ModelCallTimeout, ModelCalls
 from raymlops.serving.rollout import ModelSlots
 from raymlops.serving.schema import (FeedbackRequest, FeedbackResponse, PredictResponse, feedback_labels,
                                      predict_request_model, predictions_for)
-from raymlops.model.inputs import frame_from_rows, probe_record, record_model
 from raymlops.serving.serve_config import DEPLOYMENT, HEALTH_CHECK_TIMEOUT_S, deployment_options
+from raymlops.serving.settings import ServeSettings, settings_for
 
 log = logging.getLogger("raymlops.serving")
 MAX_SAMPLED_ROWS = 64  # rows of one request handed to the monitor
@@ -168,14 +169,14 @@ def keep_replica_grpc_on_loopback() -> None:
     replica_module.add_port_to_grpc_server = add_port
 
 
-def build_app(settings: dict[str, Any]) -> Any:
-    """The Serve application for one model. ``settings`` is JSON (see ``deploy.settings_for``)."""
-    serving, schema, model_name = settings["serving"], settings["input_schema"], settings["model"]
+def build_app(settings: ServeSettings) -> Any:
+    """The Serve application for one model (``settings``: see ``serving.settings.settings_for``)."""
+    serving, schema, model_name = settings.serving, settings.input_schema, settings.model
     Record = record_model(schema, name="Record")
-    PredictRequest = predict_request_model(Record, serving["max_records_per_request"])
+    PredictRequest = predict_request_model(Record, serving.max_records_per_request)
     api = FastAPI(title=f"raymlops: {model_name}", version="1",
                   description=f"Predictions of the registered model {model_name!r} (champion alias).")
-    api.add_middleware(BodyLimit, limit=serving["max_body_bytes"])
+    api.add_middleware(BodyLimit, limit=serving.max_body_bytes)
     api.add_exception_handler(RequestValidationError, _validation_error)
 
     def key_check(required: bool):
@@ -185,7 +186,7 @@ def build_app(settings: dict[str, Any]) -> Any:
             expected = request.app.state.api_key
             if expected is None:
                 raise HTTPException(401, "this service has no API key configured (set "
-                                         f"{serving['api_key_env']} or serving.api_key_file); "
+                                         f"{serving.api_key_env} or serving.api_key_file); "
                                          "state-changing routes are disabled")
             presented = _presented_key(request)
             if not presented:
@@ -195,7 +196,7 @@ def build_app(settings: dict[str, Any]) -> Any:
                 raise HTTPException(403, "API key not accepted")
         return Depends(check)
 
-    predict_key = key_check(serving["require_key_for_predict"])
+    predict_key = key_check(serving.require_key_for_predict)
     admin_key = key_check(True)
 
     async def score_rows(calls: ModelCalls, model: Any, rows: list[dict[str, Any]]) -> np.ndarray:
@@ -212,36 +213,37 @@ def build_app(settings: dict[str, Any]) -> Any:
     @serve.ingress(api)
     class ModelServer:
         def __init__(self) -> None:
-            if serving["host"] in LOOPBACK_HOSTS:
+            if serving.host in LOOPBACK_HOSTS:
                 keep_replica_grpc_on_loopback()
             api.state.api_key = load_api_key(serving)
             if api.state.api_key is None:
                 log.warning("no API key configured: /v1/feedback and /v1/admin/* refuse every request")
             started = time.monotonic()
-            self.registry = Registry.for_workdir(settings["workdir"], settings["tracking_uri"])
+            self.registry = Registry.for_workdir(settings.workdir, settings.tracking_uri)
             self.slots = ModelSlots(self.registry, model_name, schema,
-                                    trusted_builders=settings.get("trusted_builders", ()))
+                                    trusted_builders=settings.trusted_builders)
             # A replacement replica starts from the champion its node confirmed with the registry within
             # the last few checks (no MLflow on the way to serving), and checks the registry right after.
-            self.checked = not self.slots.start_from_cache(max_age_s=STARTUP_CACHE_CHECKS * serving["watch_interval_s"])
+            self.checked = not self.slots.start_from_cache(max_age_s=STARTUP_CACHE_CHECKS * serving.watch_interval_s)
             if self.checked:
                 self.slots.refresh()  # raises (and the replica fails to start) when no champion can be served
             self.startup = {"from": "registry" if self.checked else "node cache",
                             "init_s": 0.0, "process_s": _process_age_s()}
-            self.calls = ModelCalls(MODEL_CALL_THREADS, serving["request_timeout_s"])
+            self.calls = ModelCalls(MODEL_CALL_THREADS, serving.request_timeout_s)
             # The probe must fail before Serve's own health-check timeout does, with a message that says why.
-            self.probe_timeout_s = min(serving["request_timeout_s"], HEALTH_CHECK_TIMEOUT_S / 2)
+            self.probe_timeout_s = min(serving.request_timeout_s, HEALTH_CHECK_TIMEOUT_S / 2)
             self.probe = frame_from_rows(
                                          [Record.model_validate(probe_record(schema)).model_dump()], schema)
             self.rng = random.Random()
-            self.canary_share = serving["canary_share"]
-            self.watch_interval_s = serving["watch_interval_s"]
-            self.batching = serving["batching"]["enabled"]
-            self.sample_rate = settings["monitoring"]["sample_rate"] if settings["monitoring"]["enabled"] else 0.0
+            self.canary_share = serving.canary_share
+            self.watch_interval_s = serving.watch_interval_s
+            self.batching = serving.batching.enabled
+            monitoring = settings.monitoring
+            self.sample_rate = monitoring.sample_rate if monitoring.enabled else 0.0
             self.monitor = None
-            if settings["monitoring"]["enabled"]:
+            if monitoring.enabled:
                 from raymlops.monitoring.monitor import get_monitor
-                self.monitor = get_monitor(model_name, settings["workdir"], settings["monitoring"], settings["task"])
+                self.monitor = get_monitor(model_name, settings.workdir, monitoring, settings.task)
             self.samples: list[dict[str, Any]] = []
             self.in_flight: list[tuple[Any, int]] = []  # hand-overs not yet known to have arrived
             self.lost = 0  # samples whose hand-over failed (the monitor was down): reported, not hidden
@@ -258,9 +260,9 @@ def build_app(settings: dict[str, Any]) -> Any:
             self.watch_interval_s = float(user_config.get("watch_interval_s", self.watch_interval_s))
             batching = user_config.get("batching", {})
             self.batching = bool(batching.get("enabled", self.batching))
-            self._score_batch.set_max_batch_size(int(batching.get("max_batch_size", serving["batching"]["max_batch_size"])))
+            self._score_batch.set_max_batch_size(int(batching.get("max_batch_size", serving.batching.max_batch_size)))
             self._score_batch.set_batch_wait_timeout_s(
-                float(batching.get("wait_timeout_s", serving["batching"]["wait_timeout_s"])))
+                float(batching.get("wait_timeout_s", serving.batching.wait_timeout_s)))
             if not self.tasks:
                 self.tasks = [asyncio.create_task(self._watch()), asyncio.create_task(self._flush_loop())]
 
@@ -336,8 +338,8 @@ def build_app(settings: dict[str, Any]) -> Any:
             return score
 
         # ----------------------------------------------------------------------------- scoring
-        @serve.batch(max_batch_size=serving["batching"]["max_batch_size"],
-                     batch_wait_timeout_s=serving["batching"]["wait_timeout_s"])
+        @serve.batch(max_batch_size=serving.batching.max_batch_size,
+                     batch_wait_timeout_s=serving.batching.wait_timeout_s)
         async def _score_batch(self, items: list[tuple[str, list[dict[str, Any]]]]) -> list[tuple[str, str, np.ndarray]]:
             """One frame per alias for the whole batch: building frames costs about as much as scoring them."""
             out: list[Any] = [None] * len(items)
@@ -387,14 +389,14 @@ def build_app(settings: dict[str, Any]) -> Any:
             response.headers["X-Model-Version"] = version
             response.headers["X-Request-Id"] = request_id
             return PredictResponse(request_id=request_id, model=model_name, version=version, alias=alias,
-                                   predictions=predictions_for(settings["task"], values, settings.get("classes")))
+                                   predictions=predictions_for(settings.task, values, list(settings.classes)))
 
         @api.post("/v1/feedback", response_model=FeedbackResponse, dependencies=[admin_key],
                   summary="Report true outcomes of earlier predictions", responses=_errors(400, 401, 403, 408, 413, 503))
         async def feedback(self, body: FeedbackRequest) -> FeedbackResponse:
             if self.monitor is None:
                 raise HTTPException(503, "monitoring is disabled for this model (monitoring.enabled: false)")
-            labels, problem = feedback_labels(settings["task"], body.items, settings.get("classes"))
+            labels, problem = feedback_labels(settings.task, body.items, list(settings.classes))
             if problem:  # one bad label would poison every later live-quality figure of that version
                 index, message = problem  # shaped like every other 422 (FastAPI's validation errors)
                 raise HTTPException(422, [{"loc": ["body", "items", index, "label"], "msg": message,
@@ -439,7 +441,7 @@ def build_app(settings: dict[str, Any]) -> Any:
         @api.get("/v1/model", summary="What this replica serves", responses=_errors(408, 503))
         async def model_info(self) -> dict[str, Any]:
             return {"model": model_name, "replica": self.replica, "canary_share": self.canary_share,
-                    "input_schema": schema, "task": settings["task"], **self.slots.describe(),
+                    "input_schema": schema, "task": settings.task, **self.slots.describe(),
                     # Model calls running, abandoned past their deadline (still running) and timed out in all;
                     # tasks on this replica's event loop: both return to their resting level after a hang ends.
                     "model_calls": self.calls.stats(), "event_loop_tasks": len(asyncio.all_tasks()),
@@ -464,6 +466,5 @@ def build_app(settings: dict[str, Any]) -> Any:
 def app_builder(args: dict[str, str]) -> Any:
     """Import path for ``serve deploy`` / KubeRay: ``raymlops.serving.app:app_builder`` with ``{config: PATH}``."""
     from raymlops.config import load_config
-    from raymlops.serving.deploy import settings_for
 
     return build_app(settings_for(load_config(args["config"])))

@@ -1,7 +1,8 @@
 """Deploying the Serve application from a pipeline config (the driver side of serving).
 
-``settings_for(cfg)`` resolves what the replicas need into plain JSON: the registered model, where the
-registry is, and the input schema of the current champion (the API is typed by it). ``deploy(cfg)``
+``serving.settings.settings_for(cfg)`` resolves what the replicas need (``ServeSettings``): the
+registered model, where the registry is, and the input schema of the current champion (the API is
+typed by it). ``deploy(cfg)``
 starts Serve on ``serving.host:port`` (127.0.0.1 by default) and runs the application; ``serve_forever``
 keeps it up until Ctrl-C. Promotion needs no redeploy: replicas follow the registry aliases.
 
@@ -14,47 +15,21 @@ Example::
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from typing import Any
 
 from raymlops import logs
-from raymlops.config import PipelineConfig
-from raymlops.errors import ModelPackageError, RaymlopsError, RegistryError, ServingError
-from raymlops.model.packaging import MANIFEST
-from raymlops.registry.store import CHAMPION, Registry
-from raymlops.model.inputs import check_servable
+from raymlops.config import PipelineConfig, ServingConfig
+from raymlops.errors import RaymlopsError, ServingError
+from raymlops.serving.settings import settings_for
 
 
-def settings_for(cfg: PipelineConfig, **serving_overrides: Any) -> dict[str, Any]:
-    """Everything a replica needs, as JSON; fails clearly when the model has no champion."""
-    registry = Registry.for_config(cfg)
-    name = cfg.model_name
-    version = registry.version_for_alias(name, CHAMPION)
-    if version is None:
-        raise RegistryError(f"model {name!r} has no champion to serve in {registry.tracking_uri}; "
-                            "train one with `raymlops run CONFIG` or promote one with `raymlops promote`")
-    with tempfile.TemporaryDirectory(prefix="raymlops-manifest-") as tmp:
-        # download_package verified every file against the manifest registered with the version: read it
-        manifest = json.loads((registry.download_package(name, version, tmp) / MANIFEST).read_text())
-    try:  # the request model is built from the input schema: say which column stops it, before Serve starts
-        check_servable(manifest["input_schema"])
-    except ModelPackageError as exc:
-        raise ServingError(f"model {name!r} v{version} cannot be served: {exc}") from None
-    if cfg.retraining.enabled and cfg.serving.canary_share == 0 and "canary_share" not in serving_overrides:
-        serving_overrides = {**serving_overrides, "canary_share": cfg.retraining.canary_share}  # the loop's canary
-    serving = cfg.serving.model_copy(update=serving_overrides).model_dump()
-    return {"model": name, "tracking_uri": registry.tracking_uri, "workdir": str(cfg.workdir_path.resolve()),
-            "input_schema": manifest["input_schema"], "task": manifest["spec"]["task"],
-            "classes": manifest["spec"].get("classes", []),
-            "serving": serving, "monitoring": cfg.monitoring.model_dump(), "trusted_builders": list(cfg.model.trusted_builders())}
-
-
-def base_url(serving: dict[str, Any]) -> str:
-    host = "127.0.0.1" if serving["host"] in ("0.0.0.0", "::") else serving["host"]
-    return f"http://{host}:{serving['port']}{serving['route_prefix'].rstrip('/')}"
+def base_url(serving: ServingConfig) -> str:
+    """Where a client on this machine reaches the service (a wildcard bind is reached on loopback)."""
+    host = "127.0.0.1" if serving.host in ("0.0.0.0", "::") else serving.host
+    return f"http://{host}:{serving.port}{serving.route_prefix.rstrip('/')}"
 
 
 def running_http() -> tuple[str, int] | None:
@@ -96,12 +71,12 @@ def deploy(cfg: PipelineConfig, *, port: int | None = None, ready_timeout_s: flo
     if port is not None:
         serving_overrides["port"] = port
     settings = settings_for(cfg, **serving_overrides)
-    s = settings["serving"]
+    s = settings.serving
     logs.reroute()  # importing Serve gave its driver-side logger a console handler
-    start_serve(s["host"], s["port"], s["request_timeout_s"], s["access_log"])
-    app_name = s["app_name"] or settings["model"]
+    start_serve(s.host, s.port, s.request_timeout_s, s.access_log)
+    app_name = settings.app_name
     try:
-        serve.run(build_app(settings), name=app_name, route_prefix=s["route_prefix"], blocking=False)
+        serve.run(build_app(settings), name=app_name, route_prefix=s.route_prefix, blocking=False)
         logs.reroute()  # Serve configured its driver-side logger when it started
     except Exception as exc:
         why = _why(app_name) or (str(exc) if isinstance(exc, RaymlopsError) else f"{type(exc).__name__}: {exc}")

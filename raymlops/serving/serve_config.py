@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from raymlops.config import PipelineConfig
+from raymlops.config import PipelineConfig, ServingConfig
 from raymlops.errors import ConfigError
 
 IMPORT_PATH = "raymlops.serving.app:app_builder"
@@ -25,9 +25,9 @@ DEPLOYMENT = "ModelServer"
 HEALTH_CHECK_TIMEOUT_S = 10.0
 
 
-def deployment_options(serving: dict[str, Any]) -> dict[str, Any]:
+def deployment_options(serving: ServingConfig) -> dict[str, Any]:
     """The ``serving`` section as Serve deployment options (JSON: used by code and config file alike)."""
-    s = serving
+    s = serving.model_dump()
     return {
         "max_ongoing_requests": s["max_ongoing_requests"],
         "max_queued_requests": s["max_queued_requests"],
@@ -47,14 +47,15 @@ def deployment_options(serving: dict[str, Any]) -> dict[str, Any]:
 
 
 def live_config(serving: dict[str, Any]) -> dict[str, Any]:
-    """The ``user_config``: what can change on running replicas without restarting them."""
+    """The ``user_config`` (from a dumped ``serving`` section): what can change on running replicas
+    without restarting them."""
     return {"canary_share": serving["canary_share"], "watch_interval_s": serving["watch_interval_s"],
             "batching": dict(serving["batching"])}
 
 
 def serve_config(cfg: PipelineConfig, config_path: str) -> dict[str, Any]:
     s = cfg.serving
-    deployment = {"name": DEPLOYMENT, **deployment_options(s.model_dump())}
+    deployment = {"name": DEPLOYMENT, **deployment_options(s)}
     doc = {
         "proxy_location": "EveryNode",
         "http_options": {"host": s.host, "port": s.port, "request_timeout_s": s.request_timeout_s},

@@ -21,8 +21,7 @@ import ray.train
 from raymlops.config import PipelineConfig
 from raymlops.data.stage import DataStageResult
 from raymlops.errors import ConfigError, TrainingError
-from raymlops.model import checkpointing
-from raymlops.model.contract import FIXED_ROUNDS, STATE, ModelSpec, get_family
+from raymlops.model.contract import STATE, ModelSpec, WorkerConfig, get_family
 from raymlops.workspace import Workspace
 
 
@@ -32,7 +31,7 @@ class TrainingResult:
     checkpoint_dir: Path
     model_files: dict[str, Path]
     spec: ModelSpec
-    params: dict[str, Any]
+    config: WorkerConfig  # what its workers trained with
     final_metrics: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
@@ -42,14 +41,16 @@ class TrainingResult:
         return len(self.history)
 
 
-def loop_config(cfg: PipelineConfig, spec: ModelSpec, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The plain dict each worker receives: model and training settings with tuned values applied."""
-    overrides = overrides or {}
-    model = cfg.model.model_dump()
-    training = cfg.training.model_dump()
-    for key, value in overrides.items():
+def worker_config(cfg: PipelineConfig, spec: ModelSpec, overrides: dict[str, Any] | None = None, *,
+                  fixed_rounds: bool = False, local_checkpoint_dir: str | None = None) -> WorkerConfig:
+    """What each worker receives: the model and training sections with a trial's tuned values applied
+    (validated again, so a tuned value of the wrong type fails here, in the driver)."""
+    model, training = cfg.model.model_dump(), cfg.training.model_dump()
+    for key, value in (overrides or {}).items():
         (model if key in model else training)[key] = value
-    return {"spec": spec.to_dict(), "model": model, "training": training, "target": cfg.features.target}
+    return WorkerConfig(spec=spec, model=type(cfg.model).model_validate(model),
+                        training=type(cfg.training).model_validate(training), target=cfg.features.target,
+                        fixed_rounds=fixed_rounds, local_checkpoint_dir=local_checkpoint_dir)
 
 
 def model_spec(cfg: PipelineConfig, data: DataStageResult) -> ModelSpec:
@@ -87,14 +88,12 @@ def build_trainer(cfg: PipelineConfig, data: DataStageResult, run_name: str, sto
     family = get_family(cfg.model.family)
     t = cfg.training
     workers = workers_for(cfg, data) if workers is None else workers
-    config = loop_config(cfg, spec, overrides)
-    if fixed_rounds:
-        config[FIXED_ROUNDS] = True
-    if workers == 0:  # local mode: the loop writes and finds its own checkpoints (model/checkpointing.py)
-        config[checkpointing.LOCAL_DIR] = str(storage / run_name)
+    # In local mode the loop writes and finds its own checkpoints (model/checkpointing.py).
+    config = worker_config(cfg, spec, overrides, fixed_rounds=fixed_rounds,
+                           local_checkpoint_dir=str(storage / run_name) if workers == 0 else None)
     return family.trainer_class()(
         family.worker(),
-        train_loop_config=config,
+        train_loop_config=config.loop_config(),
         scaling_config=ray.train.ScalingConfig(
             num_workers=workers, use_gpu=t.use_gpu, placement_strategy=t.placement_strategy,
             resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}),
@@ -140,7 +139,7 @@ def training_result(cfg: PipelineConfig, run_name: str, ckpt_dir: Path, spec: Mo
     state = read_checkpoint_state(ckpt_dir)
     return TrainingResult(
         run_name=run_name, checkpoint_dir=ckpt_dir, model_files=get_family(cfg.model.family).checkpoint_files(ckpt_dir),
-        spec=spec, params=loop_config(cfg, spec, overrides),
+        spec=spec, config=worker_config(cfg, spec, overrides),
         final_metrics=state["metrics"], history=state.get("history", [state["metrics"]]), seconds=seconds)
 
 

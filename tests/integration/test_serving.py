@@ -269,7 +269,7 @@ def test_canary_sends_its_share_to_the_challenger_and_says_which_answered(servic
     from ray import serve
 
     from raymlops.serving.app import build_app
-    from raymlops.serving.deploy import settings_for
+    from raymlops.serving.settings import settings_for
 
     reg, name, url, cfg = service["registry"], service["name"], service["url"], service["cfg"]
     challenger = register_copy(reg, name, service["trained"].package_dir, service["tmp"])
@@ -279,7 +279,7 @@ def test_canary_sends_its_share_to_the_challenger_and_says_which_answered(servic
     try:
         wait_for(lambda: requests.get(f"{url}/v1/model", timeout=10).json()["canary_share"] == 0.3
                   and requests.get(f"{url}/v1/model", timeout=10).json()[CHALLENGER], what="canary settings")
-        record = probe_record(settings["input_schema"])
+        record = probe_record(settings.input_schema)
         answers = [requests.post(f"{url}/v1/predict", json={"record": record}, timeout=10).json()
                    for _ in range(300)]
         by_alias = {a: {x["version"] for x in answers if x["alias"] == a} for a in (CHAMPION, CHALLENGER)}

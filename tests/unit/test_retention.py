@@ -64,7 +64,7 @@ def test_the_monitor_enforces_retention_at_start_and_on_its_calls(tmp_path):
     _lines(folder / "feedback.jsonl", "received_at", [now - 200 * DAY, now - 10])
     _lines(folder / "predictions.jsonl", "time", [now - 100 * DAY, now - 99 * DAY, now - 5])
     cfg = MonitoringConfig(metrics_port=_free_port())  # the shipped retention: 90 days, 512 MiB
-    monitor = Monitor("m", str(tmp_path), cfg.model_dump(), "classification")
+    monitor = Monitor("m", str(tmp_path), cfg, "classification")
     assert len((folder / "feedback.jsonl").read_text().splitlines()) == 1
     assert monitor.predictions.lines == 1 and len(monitor.predictions.load()) == 1
     _lines(folder / "feedback.jsonl", "received_at", [now - 91 * DAY, now])
