@@ -2,7 +2,8 @@
 
 The lifecycle, one package per stage, each importing only those below it (docs/architecture.md):
 
-    config.py     PipelineConfig: the YAML schema every stage reads its section of; the gate grammar
+    config/       PipelineConfig: the YAML schema, one module per section every stage reads; the gate
+                  grammar; load.py reads a file and names every problem by YAML path and line
     data/         ingest, validate, snapshot, split, fit features (Ray Data, or in the driver when the
                   data is small): DataStageResult
     model/        the model contract and its families (mlp: torch, lgbm: LightGBM, xgb: XGBoost), the
@@ -19,7 +20,7 @@ The lifecycle, one package per stage, each importing only those below it (docs/a
     pipeline.py   runs the stages in order: data, then training
     runtime/      the only package that starts or connects to Ray (embedded local Ray or an address)
     ops/          clusters, Ray Jobs, KubeRay manifests, Ray's token, `raymlops ci check`
-    cli.py        `raymlops run CONFIG`, `serve`, `predict`, `status`, `loop`, ...
+    cli/          `raymlops run CONFIG`, `serve`, `predict`, `status`, `loop`, ... (a module per group)
 
 In a notebook: ``raymlops.run(config)``, ``raymlops.load_model(name).predict(frame)``,
 ``raymlops.serve(config)`` (``api.py``: thin calls of what the CLI runs).

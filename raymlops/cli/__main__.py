@@ -1,0 +1,3 @@
+from raymlops.cli import main
+
+main()
