@@ -38,6 +38,7 @@ bench: setup
 	$(PY) benchmarks/serve_bench.py
 	$(PY) benchmarks/monitor_bench.py
 	$(PY) benchmarks/family_bench.py
+	$(PY) benchmarks/registry_bench.py
 
 clean:
 	rm -rf .raymlops examples/flights/data

@@ -19,6 +19,7 @@ from raymlops.data.stage import run_data_stage
 from raymlops.errors import ConfigError, ModelPackageError
 from raymlops.model.batch import PREDICTED_CLASS, PREDICTION, predict_files
 from raymlops.model.packaging import MANIFEST, load_package
+from raymlops.monitoring.monitor import stop_monitor
 from raymlops.registry.store import CHAMPION, Registry
 from raymlops.training.stage import run_training_stage
 from raymlops.training.trainer import run_training
@@ -88,6 +89,7 @@ def test_family_trains_on_two_workers_serves_and_http_equals_batch_predict(famil
             single = client.predict(rows[3])["predictions"][0]["score"]
     finally:
         serve.shutdown()
+        stop_monitor(cfg.model_name, cfg.workdir_path)  # detached: it would poll for the rest of the session
     np.testing.assert_allclose(got, batch[PREDICTION].to_numpy(), rtol=0, atol=1e-6)
     assert abs(single - batch[PREDICTION].iloc[3]) < 1e-6
 

@@ -67,6 +67,9 @@ def fuzz_service(ray_session, tmp_path_factory):
     print(f"\nschemathesis: {total} requests over {len(seen)} operations: " +
           ", ".join(f"{op} {n}" for op, n in sorted(seen.items())))
     serve.delete("fuzz")
+    from raymlops.monitoring.monitor import stop_monitor
+
+    stop_monitor(cfg.model_name, cfg.workdir_path)  # detached: it would poll for the rest of the session
 
 
 @pytest.fixture(scope="module")
