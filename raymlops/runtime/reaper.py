@@ -64,13 +64,27 @@ def _zombie(proc: Path) -> bool:
     return stat[stat.rindex(")") + 2] == "Z"
 
 
-def _alive(pid: int, started: float) -> bool:
-    import psutil
-
+def start_ticks(pid: int) -> int | None:
+    """When the process started, in clock ticks since boot (``/proc/PID/stat`` field 22), or None if it
+    is gone. Not psutil's ``create_time``: that adds the boot time computed from the wall clock, so a
+    clock step (NTP) changes it and a live driver looked dead, which stopped its Ray under it."""
     try:
-        return psutil.Process(pid).create_time() == started
-    except psutil.Error:  # gone (a reused pid has another start time)
-        return False
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(")") + 2:].split()[19])
+
+
+def _alive(pid: int, started: int) -> bool:
+    """The same process still runs (a reused pid has another start time)."""
+    return not _zombie_pid(pid) and start_ticks(pid) == started
+
+
+def _zombie_pid(pid: int) -> bool:
+    try:
+        return _zombie(Path(f"/proc/{pid}"))
+    except OSError:
+        return True
 
 
 def reap(session_dir: str, raylet_pid: int | None = None,
@@ -93,12 +107,7 @@ def reap(session_dir: str, raylet_pid: int | None = None,
 
 
 def watch(driver_pid: int, session_dir: str, raylet_pid: int | None = None, poll_s: float = 1.0) -> list[int]:
-    import psutil
-
-    try:
-        started = psutil.Process(driver_pid).create_time()
-    except psutil.Error:
-        started = None
+    started = start_ticks(driver_pid)
     while started is not None and _alive(driver_pid, started):
         time.sleep(poll_s)
     _log(session_dir, f"driver {driver_pid} ended")

@@ -72,3 +72,26 @@ def test_a_child_of_this_raylet_is_found_even_without_a_file_in_the_session(tmp_
     finally:
         child.kill()
         child.wait()
+
+
+def test_the_driver_is_followed_by_its_start_in_ticks_since_boot_not_by_the_wall_clock(monkeypatch):
+    """psutil's create_time adds a boot time derived from the wall clock: after a clock step (NTP) a live
+    driver looked dead, and the reaper stopped the Ray of a pytest session under it (GCS gone, driver
+    _exit-ed mid-suite)."""
+    import os
+    import subprocess
+    import sys
+
+    import psutil._pslinux
+
+    me = os.getpid()
+    started = reaper.start_ticks(me)
+    assert started is not None and reaper._alive(me, started)
+    real = psutil._pslinux.boot_time
+    monkeypatch.setattr(psutil._pslinux, "boot_time", lambda: real() + 5.0)  # the clock stepped 5 s
+    assert reaper._alive(me, started)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child_started = reaper.start_ticks(child.pid)
+    child.wait()
+    assert child_started is not None and not reaper._alive(child.pid, child_started)
+    assert reaper.start_ticks(child.pid) is None
