@@ -19,13 +19,14 @@ from tests.helpers import REPO, SMOKE_CONFIG
 CRDS = REPO / "tests" / "data" / "kuberay-crds"
 K8S_VERSION = "1.31"
 IMAGE = "raymlops:0.1.0"
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the same safe loader, in C when PyYAML has libyaml
 
 
 @pytest.fixture(scope="module")
 def crd_schemas() -> dict[str, dict]:
     schemas = {}
     for path in CRDS.glob("ray.io_*.yaml"):
-        crd = yaml.safe_load(path.read_text())
+        crd = yaml.load(path.read_text(), Loader=_LOADER)  # 3.3 MB of CRDs: libyaml reads them 8x faster
         (v1,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
         schemas[crd["spec"]["names"]["kind"]] = v1["schema"]["openAPIV3Schema"]
     assert set(schemas) == {"RayCluster", "RayJob", "RayService"}
