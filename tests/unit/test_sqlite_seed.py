@@ -8,10 +8,17 @@ import sqlite3
 from raymlops.registry import sqlite_seed
 
 
+def _ddl(sql: str | None) -> tuple[str, ...]:
+    """A statement's lines as a set: MLflow's migrations emit a table's constraints in an order that
+    varies between two runs in one process (the same table, the same constraints)."""
+    return tuple(sorted(line.strip().rstrip(",") for line in (sql or "").splitlines()))
+
+
 def _schema(path) -> tuple[set, list, list]:
     db = sqlite3.connect(path)
     try:
-        tables = set(db.execute("SELECT type, name, sql FROM sqlite_master").fetchall())
+        tables = {(kind, name, _ddl(sql)) for kind, name, sql in
+                  db.execute("SELECT type, name, sql FROM sqlite_master").fetchall()}
         revision = db.execute("SELECT version_num FROM alembic_version").fetchall()
         experiments = db.execute("SELECT name, artifact_location FROM experiments ORDER BY experiment_id").fetchall()
     finally:
