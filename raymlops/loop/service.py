@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from raymlops.config import PipelineConfig
-from raymlops.loop.controller import LoopController
 from raymlops.serving import service_record
 from raymlops.serving.deploy import deploy, serve_forever
 
@@ -28,6 +27,8 @@ def run_service(cfg: PipelineConfig, *, address: str | None = None, num_cpus: in
         say(f"serving {cfg.model_name} at {url}/v1/predict  (docs: {url}/docs; Ctrl-C stops)")
         tick = None
         if cfg.retraining.enabled:
+            from raymlops.loop.controller import LoopController  # the training stack: only with the loop on
+
             controller = LoopController(cfg, progress=lambda step, msg: say(f"loop {step}: {msg}"),
                                         purpose="`raymlops serve`")
             tick = controller.tick

@@ -52,6 +52,9 @@ def cluster_config(cfg: PipelineConfig, project_root: Path) -> dict[str, Any]:
     data = cfg.model_dump(mode="json", exclude={"base_dir"})
     data["workdir"] = f"{DATA_MOUNT}/raymlops"
     data["registry"]["tracking_uri"] = MLFLOW_URI
+    # Inside a pod loopback is unreachable from the Kubernetes Service in front of it, so the pods listen on
+    # every interface of their own network namespace: exposure is the Services' (ClusterIP, not public),
+    # and Ray's token and the API key still guard them. The local default stays 127.0.0.1.
     data["serving"]["host"] = "0.0.0.0"
     data["serving"]["api_key_env"] = "RAYMLOPS_API_KEY"
     data["serving"]["api_key_file"] = None
@@ -133,7 +136,8 @@ def ray_cluster_spec(image: str, *, gpu: bool = False, max_workers: int = 4) -> 
         "autoscalerOptions": {"upscalingMode": "Default", "idleTimeoutSeconds": 300},
         "authOptions": {"mode": "token"},
         "headGroupSpec": {
-            "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},  # head schedules no work
+            # The Jobs API must answer the head's ClusterIP Service (token auth on); the head schedules no work.
+            "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
             "template": {"metadata": {"labels": _labels("ray-head")},
                          "spec": {"containers": [head], "volumes": _volumes()}},
         },

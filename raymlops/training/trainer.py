@@ -31,7 +31,6 @@ class TrainingResult:
     checkpoint_dir: Path
     model_files: dict[str, Path]
     spec: ModelSpec
-    config: WorkerConfig  # what its workers trained with
     final_metrics: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
@@ -129,18 +128,17 @@ def run_training(cfg: PipelineConfig, data: DataStageResult, run_name: str,
                             f"{ws.checkpoints / run_name}; rerun with --run-name {run_name} to resume.") from exc
     if result.checkpoint is None:
         raise TrainingError(f"training run {run_name!r} reported no checkpoint (no epoch completed)")
-    return training_result(cfg, run_name, Path(result.checkpoint.path), spec, overrides,
+    return training_result(cfg, run_name, Path(result.checkpoint.path), spec,
                            seconds=time.perf_counter() - started)
 
 
 def training_result(cfg: PipelineConfig, run_name: str, ckpt_dir: Path, spec: ModelSpec,
-                    overrides: dict[str, Any] | None, seconds: float) -> TrainingResult:
+                    seconds: float) -> TrainingResult:
     """What a finished run (or the best tuning trial) left in its checkpoint."""
     state = read_checkpoint_state(ckpt_dir)
     return TrainingResult(
         run_name=run_name, checkpoint_dir=ckpt_dir, model_files=get_family(cfg.model.family).checkpoint_files(ckpt_dir),
-        spec=spec, config=worker_config(cfg, spec, overrides),
-        final_metrics=state["metrics"], history=state.get("history", [state["metrics"]]), seconds=seconds)
+        spec=spec, final_metrics=state["metrics"], history=state.get("history", [state["metrics"]]), seconds=seconds)
 
 
 def refit_overrides(trained: TrainingResult, overrides: dict[str, Any] | None = None) -> dict[str, Any]:

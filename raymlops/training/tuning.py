@@ -251,7 +251,7 @@ def run_tuning(cfg: PipelineConfig, data: DataStageResult, run_name: str, *, tra
     if not ckpt:
         raise TrainingError("the best tuning trial reported no checkpoint")
     overrides = _resolve({k: best_result.config[k] for k in space}, lookups)
-    best = training_result(cfg, run_name, Path(ckpt), spec, overrides, seconds=time.perf_counter() - started)
+    best = training_result(cfg, run_name, Path(ckpt), spec, seconds=time.perf_counter() - started)
     return TuningResult(best=best, best_overrides=overrides, trials=trials, max_epochs=max_t)
 
 

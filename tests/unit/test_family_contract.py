@@ -295,7 +295,7 @@ def test_a_refit_trains_for_what_early_stopping_kept():
     from raymlops.training.trainer import TrainingResult, refit_overrides
 
     def result(final, history):
-        return TrainingResult(run_name="r", checkpoint_dir=Path("."), model_files={}, spec=None, config=None,
+        return TrainingResult(run_name="r", checkpoint_dir=Path("."), model_files={}, spec=None,
                               final_metrics=final, history=history)
 
     trees = result({"round": 87, "best_round": 37, "val_loss": 0.5}, [])
