@@ -137,7 +137,9 @@ class Registry:
     """The MLflow tracking store and model registry of one working folder."""
 
     def __init__(self, tracking_uri: str, workdir: Path, *, lock_url: str | None = None,
-                 lock_password_env: str | None = None, lock_timeout_s: float = 120.0) -> None:
+                 lock_password_env: str | None = None, lock_timeout_s: float = 120.0, client: Any = None) -> None:
+        """``client`` replaces the MLflow client made on first use: unit tests pass the in-memory one
+        (``registry.memory.InMemoryMlflowClient``)."""
         self.tracking_uri = tracking_uri
         self.workdir = Path(workdir)
         self.artifact_root = (self.workdir / "mlartifacts").resolve()
@@ -147,6 +149,8 @@ class Registry:
         self.lock_url, self.lock_password_env, self.lock_timeout_s = lock_url, lock_password_env, lock_timeout_s
         self.audit_path.parent.mkdir(parents=True, exist_ok=True)
         self._held = threading.local()  # how deep this thread is inside ``_locked``
+        if client is not None:
+            self.__dict__["client"] = client  # where the cached property keeps its value
 
     @functools.cached_property
     def client(self) -> Any:

@@ -82,7 +82,8 @@ def test_the_registry_lock_is_reentrant_within_a_thread_and_exclusive_across_thr
 
 
 class _Refusing:
-    """An MLflow client whose alias look-up fails as ``exc`` says (a registry answer, or an outage)."""
+    """An MLflow client whose alias look-up fails as ``exc`` says: for a refusal the in-memory client never
+    makes (a permission error)."""
 
     def __init__(self, exc: Exception) -> None:
         self.exc = exc
@@ -91,28 +92,40 @@ class _Refusing:
         raise self.exc
 
 
+# What MLflow 3.17's REST client raised for a server that refused the connection.
+REFUSED = ("API request to http://127.0.0.1:9/api/2.0/mlflow/registered-models/alias failed with exception "
+           "HTTPConnectionPool(host='127.0.0.1', port=9): Max retries exceeded with url: /api/2.0/mlflow/"
+           "registered-models/alias?name=m&alias=champion (Caused by NewConnectionError(\"HTTPConnection(host="
+           "'127.0.0.1', port=9): Failed to establish a new connection: [Errno 111] Connection refused\"))")
+
+
 def test_an_unreachable_registry_is_not_an_absent_alias(tmp_path):
     """version_for_alias said None (no champion) for every error, so an outage settled a move that had
     happened as 'abandoned' and made replicas drop their challenger."""
     from mlflow.exceptions import MlflowException
-    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, PERMISSION_DENIED, RESOURCE_DOES_NOT_EXIST
+    from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
 
     from raymlops.errors import RegistryError
-    from raymlops.registry.store import Registry, is_unreachable
+    from raymlops.registry.memory import InMemoryMlflowClient
+    from raymlops.registry.store import Registry, alias_absent, is_unreachable
 
-    reg = Registry("http://127.0.0.1:9", tmp_path)
-    reg.__dict__["client"] = _Refusing(MlflowException("Registered model alias champion not found.",
-                                                       error_code=INVALID_PARAMETER_VALUE))
+    client = InMemoryMlflowClient(tmp_path / "store", tracking_uri="http://127.0.0.1:9")
+    reg = Registry("http://127.0.0.1:9", tmp_path, client=client)
+    with pytest.raises(MlflowException, match="^Registered Model with name=m not found$") as answer:
+        client.get_model_version_by_alias("m", "champion")
+    assert answer.value.error_code == "RESOURCE_DOES_NOT_EXIST"
     assert reg.version_for_alias("m", "champion") is None
-    reg.__dict__["client"] = _Refusing(MlflowException("Registered Model with name=m not found",
-                                                       error_code=RESOURCE_DOES_NOT_EXIST))
+    client.create_registered_model("m")
+    with pytest.raises(MlflowException, match=r"^Registered model alias champion not found\.$") as answer:
+        client.get_model_version_by_alias("m", "champion")
+    assert answer.value.error_code == "INVALID_PARAMETER_VALUE"
     assert reg.version_for_alias("m", "champion") is None
-    reg.__dict__["client"] = _Refusing(MlflowException(
-        "API request to http://127.0.0.1:9/api/2.0/mlflow/registered-models/alias failed with exception "
-        "HTTPConnectionPool(host='127.0.0.1', port=9): Max retries exceeded (Connection refused)"))
+    assert is_unreachable(MlflowException(REFUSED)) and not alias_absent(MlflowException(REFUSED))
+    client.unreachable = True
     with pytest.raises(RegistryError, match="cannot be reached, so where 'm'@champion points is unknown") as err:
         reg.version_for_alias("m", "champion")
     assert is_unreachable(err.value)
-    reg.__dict__["client"] = _Refusing(MlflowException("permission denied", error_code=PERMISSION_DENIED))
+    reg = Registry("http://127.0.0.1:9", tmp_path,
+                   client=_Refusing(MlflowException("permission denied", error_code=PERMISSION_DENIED)))
     with pytest.raises(RegistryError, match="cannot read alias 'champion' of model 'm'"):
         reg.version_for_alias("m", "champion")
