@@ -14,11 +14,11 @@ What it measures (all in ONE invocation, same model, same requests, same load ge
        ``ray_runtime(num_cpus=2)``, pinned to 1 replica (``min_replicas = max_replicas = 1``), everything
        else as raymlops ships it (dynamic batching on: 16 / 5 ms, monitoring on with sample_rate 1,
        access log off, 0.5 CPU per replica). ``POST /v1/predict`` with ``{"record": {...}}``.
-   (b) plain: ``benchmarks/serve_baselines/plain_app.py``, one uvicorn process (``--workers 1``, access
+   (b) plain: ``benchmarks/baselines/plain_app.py``, one uvicorn process (``--workers 1``, access
        log off), the same body limit, pydantic request model, ``frame_from_rows`` + ``predict_frame`` and
        response model as the Serve replica; no Ray, no batching, no monitoring. Same body and route.
    (c) mlflow: the same package logged as an MLflow pyfunc with "models from code"
-       (``benchmarks/serve_baselines/mlflow_model.py``; artifacts = the package folder; a signature
+       (``benchmarks/baselines/mlflow_model.py``; artifacts = the package folder; a signature
        built from the input schema; nothing pickled), served by ``mlflow models serve --env-manager
        local -w 1``. ``POST /invocations`` with ``{"dataframe_records": [{...}]}``.
    (b) and (c) run with OMP_NUM_THREADS=1 (what Ray gives a 0.5-CPU replica).
@@ -116,7 +116,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 OUT_JSON = REPO / "benchmarks" / "out" / "serve_bench.json"
-BASELINES = REPO / "benchmarks" / "serve_baselines"
+BASELINES = REPO / "benchmarks" / "baselines"
 SMOKE = REPO / "examples" / "smoke"
 PY = sys.executable
 SLO_S = 0.050
