@@ -53,25 +53,22 @@ BASELINE = "pandas, 1 process"
 
 def make_config(case: str, months: int, engine: str, workdir: str):
     """The pipeline config of a case with the benchmark's adjustments; returns (cfg, notes)."""
-    from raymlops.config import load_config, parse_config
-
-    path = REPO / "configs" / ("flights.yaml" if case == "flights" else "smoke.yaml")
-    base = load_config(path)
-    data = base.model_dump(mode="json", exclude={"base_dir"})
-    data["workdir"] = workdir
     notes: list[str] = []
-    if case == "flights":
-        src = next(s for s in data["data"]["sources"] if s["name"] == "flights")
-        src["path"] = [f"../examples/flights/data/flights/2013-{m:02d}.parquet" for m in range(1, months + 1)]
-        notes.append(f"flights source: 2013-01..2013-{months:02d}")
-        rc = data["validation"].get("row_count") or {}
-        if months < 2 and (rc.get("min") or 0) > 1000:
-            rc["min"] = 1000
-            notes.append("validation.row_count.min -> 1000 (fewer than 2 months)")
-    if engine != "default":  # the same data through one engine, to measure both sides of the crossover
-        data["data"]["in_process_max_mb"] = 0 if engine == "ray" else 1e6
-        notes.append(f"data.in_process_max_mb: {data['data']['in_process_max_mb']:g} (--engine {engine})")
-    return parse_config(data, source=f"{path.name} (benchmark copy)", base_dir=base.base_dir), notes
+
+    def edit(data: dict[str, Any]) -> None:
+        if case == "flights":
+            src = next(s for s in data["data"]["sources"] if s["name"] == "flights")
+            src["path"] = [f"../examples/flights/data/flights/2013-{m:02d}.parquet" for m in range(1, months + 1)]
+            notes.append(f"flights source: 2013-01..2013-{months:02d}")
+            rc = data["validation"].get("row_count") or {}
+            if months < 2 and (rc.get("min") or 0) > 1000:
+                rc["min"] = 1000
+                notes.append("validation.row_count.min -> 1000 (fewer than 2 months)")
+        if engine != "default":  # the same data through one engine, to measure both sides of the crossover
+            data["data"]["in_process_max_mb"] = 0 if engine == "ray" else 1e6
+            notes.append(f"data.in_process_max_mb: {data['data']['in_process_max_mb']:g} (--engine {engine})")
+
+    return harness.bench_config("flights" if case == "flights" else "smoke", workdir, edit), notes
 
 
 def case_label(case: str, months: int) -> str:

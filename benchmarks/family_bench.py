@@ -23,32 +23,26 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import harness
 import numpy as np
-import yaml
 from harness import REPO, Comparison
 
 BASELINE = "plain LightGBM (1 process, 2 threads)"
 
 
 def config(case: str, family: str, workdir: Path, workers: str | None):
-    from raymlops.config import parse_config
+    def edit(data: dict) -> None:
+        data["tuning"] = {"enabled": False}
+        if workers is not None:
+            data["training"]["num_workers"] = workers if workers == "auto" else int(workers)
+        if family != data.get("model", {}).get("family", "mlp"):
+            data["model"] = {"task": "classification", "family": family}
+            if family == "mlp":
+                data["model"].update(hidden_sizes=[64, 32], dropout=0.1, embedding_dim=8)
 
-    data = yaml.safe_load((REPO / "configs" / f"{case}.yaml").read_text())
-    for src in data["data"]["sources"]:
-        src["path"] = str((REPO / "configs" / src["path"]).resolve())
-    data["workdir"] = str(workdir)
-    data["tuning"] = {"enabled": False}
-    if workers is not None:
-        data["training"]["num_workers"] = workers if workers == "auto" else int(workers)
-    if family != data.get("model", {}).get("family", "mlp"):
-        data["model"] = {"task": "classification", "family": family}
-        if family == "mlp":
-            data["model"].update(hidden_sizes=[64, 32], dropout=0.1, embedding_dim=8)
-    return parse_config(data, source=f"{case}.yaml (benchmark copy)", base_dir=str(REPO / "configs"))
+    return harness.bench_config(case, workdir, edit)
 
 
 def arrays(ds, spec, target):

@@ -109,6 +109,20 @@ def run_meta(args: Any = None) -> dict[str, Any]:
             "args": vars(args) if args is not None else None}
 
 
+def bench_config(name: str, workdir: str | Path, edit: Callable[[dict[str, Any]], None] | None = None):
+    """``configs/<name>.yaml`` as a benchmark uses it: its workdir in a temp folder, ``edit`` applied to its data."""
+    import yaml
+
+    from raymlops.config import parse_config
+
+    path = REPO / "configs" / f"{name}.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["workdir"] = str(workdir)
+    if edit is not None:
+        edit(data)
+    return parse_config(data, source=f"{path.name} (benchmark copy)", base_dir=str(path.parent))
+
+
 # ------------------------------------------------------------------------------------- timing
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100): always one of the values, never an interpolation."""
