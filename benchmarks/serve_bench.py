@@ -17,7 +17,7 @@ What is measured (one invocation)
 
 How to run (from the repository root)::
 
-    .venv/bin/python benchmarks/serve_bench.py            # ~5 minutes on 2 cores
+    .venv/bin/python benchmarks/serve_bench.py
     .venv/bin/python benchmarks/serve_bench.py --quick    # short phases
 
 Options: ``--closed-s S`` (default 8, quick 2), ``--step-s S`` (open-loop step, default 5, quick 1.5),

@@ -18,7 +18,7 @@ and 1-client p50 latency.
 
 How to run (from the repository root)::
 
-    .venv/bin/python benchmarks/serve_knobs_bench.py                          # every knob, ~6 minutes
+    .venv/bin/python benchmarks/serve_knobs_bench.py                          # every knob
     .venv/bin/python benchmarks/serve_knobs_bench.py --knobs monitoring_off   # monitoring on vs off
     .venv/bin/python benchmarks/serve_knobs_bench.py --quick                  # monitoring_off, 2 s phases
 
