@@ -31,14 +31,20 @@ test: setup lint
 test-unit: setup
 	$(PY) -m pytest -q tests/unit
 
+# Every benchmark writes benchmarks/out/<script>.json; summary.py puts all their ours/baseline ratios in
+# benchmarks/out/summary.md (and .json). The flights data comes first: the data and training ones read it.
 bench: setup
 	$(PY) examples/flights/prepare.py --out examples/flights/data
 	$(PY) benchmarks/data_bench.py
 	$(PY) benchmarks/train_bench.py
-	$(PY) benchmarks/serve_bench.py
-	$(PY) benchmarks/monitor_bench.py
+	$(PY) benchmarks/tune_bench.py
 	$(PY) benchmarks/family_bench.py
+	$(PY) benchmarks/serve_bench.py
+	$(PY) benchmarks/serve_knobs_bench.py
+	$(PY) benchmarks/serve_handler_bench.py
+	$(PY) benchmarks/monitor_bench.py
 	$(PY) benchmarks/registry_bench.py
+	$(PY) benchmarks/summary.py
 
 clean:
 	rm -rf .raymlops examples/flights/data

@@ -1,45 +1,38 @@
-"""Benchmark of drift monitoring: cost per check, and detection on streams with known change points.
+"""Drift monitoring: the cost of one check, and detection on streams with known change points.
 
-What it measures (pure: no Ray, one process, one core)
+Pure (no Ray, one process). The named baseline is "a plain scipy loop" a user would write: per feature,
+``scipy.stats.ks_2samp`` of the window against the full 50,000-row reference column, or
+``scipy.stats.chi2_contingency`` on the two value-count tables, at 0.01 per feature, no correction.
 
-1. Cost of one drift check over a window of 10,000 rows x 20 features (14 numeric, of which 7 normal and
-   7 skewed gamma, and 6 categorical with 5 levels): ``detect_drift`` (PSI + KS against the 1,000-value
-   reference sample for numeric features, PSI + chi-square against the reference shares for categorical
-   ones, Wasserstein / Jensen-Shannon distances, Holm across features) versus the named baseline, "a plain
-   scipy loop" a user would write: per feature, ``scipy.stats.ks_2samp`` of the window against the full
-   50,000-row reference column, or ``scipy.stats.chi2_contingency`` on the two value-count tables, no
-   correction. Median of 15 runs each; ratio ours / baseline (< 1: ours is cheaper).
+1. One check over 10,000 rows x 20 features (7 normal and 7 skewed gamma numeric columns, 6 categorical
+   with 5 levels): ``detect_drift`` (PSI + KS against the profile's 1,000-value reference sample,
+   PSI + chi-square for categorical columns, Holm across features) against the baseline; median of 15.
+2. Streams of 30 windows x 2,000 rows whose ``x2`` shifts by ``delta`` standard deviations at window 20,
+   over 20 seeds: false alarms per window before the change (any feature flagged) and the delay in
+   windows until ``x2`` is flagged, ours (Holm, alpha 0.01, min_psi 0.1) against the baseline.
 
-2. Detection on synthetic streams of windows (2,000 rows each, 20 features) whose feature ``x2`` shifts by
-   ``delta`` standard deviations at window 20 (of 30): over 20 seeds, the false-alarm rate per window
-   before the change (any feature flagged) and the detection delay in windows after it (first window
-   flagging x2), for ours (Holm, alpha 0.01, min_psi 0.1) and for the baseline (plain scipy at 0.01 per
-   feature, no correction, no PSI floor).
-
-Run: ``python benchmarks/monitor_bench.py``; writes ``benchmarks/out/monitor_bench.json``. Serving
-throughput with monitoring on vs off is measured by ``benchmarks/serve_bench.py --quick --knobs monitoring_off``
-(the same run, same Ray: the shipped deployment vs one with ``monitoring.enabled: false``).
+Run: ``python benchmarks/monitor_bench.py [--quick]`` (quick: 5 timings, 4 seeds); writes
+``benchmarks/out/monitor_bench.json``. Serving with monitoring on vs off:
+``benchmarks/serve_knobs_bench.py --knobs monitoring_off``.
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
-import time
-from pathlib import Path
 
+import harness
 import numpy as np
 import pandas as pd
+from harness import Comparison
 from scipy import stats
-
-from raymlops.monitoring.drift import detect_drift
-from raymlops.monitoring.profiles import build_reference_profile
-from raymlops.workspace import write_json_atomic
 
 NUMERIC = [f"x{i}" for i in range(14)]
 CATEGORICAL = [f"c{i}" for i in range(6)]
 LEVELS = np.array(["a", "b", "c", "d", "e"])
 PROBS = np.array([0.4, 0.25, 0.15, 0.12, 0.08])
-SEEDS, WINDOWS, CHANGE = 20, 30, 20
+WINDOWS, CHANGE = 30, 20
+BASELINE = "plain scipy loop"
 
 
 def frame(rng: np.random.Generator, n: int, shift: float = 0.0) -> pd.DataFrame:
@@ -50,10 +43,7 @@ def frame(rng: np.random.Generator, n: int, shift: float = 0.0) -> pd.DataFrame:
 
 
 def plain_scipy(reference: pd.DataFrame, window: pd.DataFrame, alpha: float = 0.01) -> list[str]:
-    drifted = []
-    for c in NUMERIC:
-        if stats.ks_2samp(reference[c].to_numpy(), window[c].to_numpy()).pvalue < alpha:
-            drifted.append(c)
+    drifted = [c for c in NUMERIC if stats.ks_2samp(reference[c].to_numpy(), window[c].to_numpy()).pvalue < alpha]
     for c in CATEGORICAL:
         table = pd.concat([reference[c].value_counts(), window[c].value_counts()], axis=1).fillna(0).to_numpy()
         if stats.chi2_contingency(table.T).pvalue < alpha:
@@ -61,60 +51,63 @@ def plain_scipy(reference: pd.DataFrame, window: pd.DataFrame, alpha: float = 0.
     return drifted
 
 
-def timed(fn, repeats: int = 15) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+def stream(check, delta: float, seeds: int) -> dict[str, float]:
+    """False alarms per window before the change, share of seeds detected, mean delay in windows."""
+    false = before = 0
+    delays = []
+    for seed in range(seeds):
+        rng = np.random.default_rng(1000 + seed)
+        for w in range(WINDOWS):
+            flagged = check(frame(rng, 2000, shift=delta if w >= CHANGE else 0.0))
+            if w < CHANGE:
+                before += 1
+                false += bool(flagged)
+            elif "x2" in flagged:
+                delays.append(w - CHANGE)
+                break
+    return {"false_alarm_rate": false / before, "detected": len(delays) / seeds,
+            "mean_delay_windows": statistics.mean(delays) if delays else float("nan")}
 
 
 def main() -> None:
-    rng = np.random.default_rng(0)
-    reference = frame(rng, 50_000)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="5 timed checks and 4 seeds per stream")
+    parser.add_argument("--max-wait", type=float, default=60.0, help="wait up to this long for a quiet machine")
+    args = parser.parse_args()
+    from raymlops.monitoring.drift import detect_drift
+    from raymlops.monitoring.profiles import build_reference_profile
+
+    repeats, seeds = (5, 4) if args.quick else (15, 20)
+    reference = frame(np.random.default_rng(0), 50_000)
     profile = build_reference_profile(reference, NUMERIC, CATEGORICAL)
     window = frame(np.random.default_rng(1), 10_000)
 
-    ours_s = timed(lambda: detect_drift(profile, window, alpha=0.01))
-    base_s = timed(lambda: plain_scipy(reference, window))
-    print("1. one drift check, 10,000 rows x 20 features (median of 15)")
-    print(f"   raymlops detect_drift   {ours_s * 1000:8.1f} ms  ({ours_s / 20 * 1000:.2f} ms per feature)")
-    print(f"   plain scipy loop        {base_s * 1000:8.1f} ms")
-    print(f"   ratio ours / baseline   {ours_s / base_s:8.2f}")
+    quiet = harness.wait_for_quiet(args.max_wait)
+    with harness.CpuWatch() as watch:
+        ours = harness.summarize(harness.repeat(lambda: detect_drift(profile, window, alpha=0.01), repeats))
+        base = harness.summarize(harness.repeat(lambda: plain_scipy(reference, window), repeats))
+    machine = {**watch.result(), **quiet}
+    comparisons = [Comparison("monitor_bench", "one drift check, 10,000 rows x 20 features (median)",
+                              ours["median"] * 1000, base["median"] * 1000, BASELINE, "ms",
+                              extra={"disturbed": machine["disturbed"]})]
 
-    results = {"check": {"rows": 10_000, "features": 20, "ours_ms": ours_s * 1000, "plain_scipy_ms": base_s * 1000,
-                         "ratio": ours_s / base_s}, "streams": {}}
-    print("\n2. streams of 30 windows x 2,000 rows, x2 shifts at window 20 (20 seeds)")
-    print(f"   {'delta':>6} {'method':>12} {'false alarms/window':>20} {'detected':>9} {'delay (windows)':>16}")
+    streams = {}
     for delta in (0.1, 0.2, 0.5):
-        row = {}
-        for method in ("raymlops", "plain_scipy"):
-            false, windows_before, delays = 0, 0, []
-            for seed in range(SEEDS):
-                srng = np.random.default_rng(1000 + seed)
-                found = None
-                for w in range(WINDOWS):
-                    win = frame(srng, 2000, shift=delta if w >= CHANGE else 0.0)
-                    if method == "raymlops":
-                        flagged = detect_drift(profile, win, alpha=0.01, min_psi=0.1).drifted
-                    else:
-                        flagged = plain_scipy(reference, win)
-                    if w < CHANGE:
-                        windows_before += 1
-                        false += bool(flagged)
-                    elif found is None and "x2" in flagged:
-                        found = w - CHANGE
-                        break
-                if found is not None:
-                    delays.append(found)
-            rate = false / windows_before
-            delay = statistics.mean(delays) if delays else float("nan")
-            row[method] = {"false_alarm_rate": rate, "detected": len(delays) / SEEDS, "mean_delay_windows": delay}
-            print(f"   {delta:>6} {method:>12} {rate:>20.3f} {len(delays) / SEEDS:>9.0%} {delay:>16.2f}")
-        results["streams"][str(delta)] = row
-    out = write_json_atomic(Path(__file__).parent / "out" / "monitor_bench.json", results)
-    print(f"\nwrote {out}")
+        mine = stream(lambda w: detect_drift(profile, w, alpha=0.01, min_psi=0.1).drifted, delta, seeds)
+        plain = stream(lambda w: plain_scipy(reference, w), delta, seeds)
+        streams[str(delta)] = {"raymlops": mine, "plain_scipy": plain}
+        case = f"stream, x2 shifts {delta} sd"
+        comparisons += [
+            Comparison("monitor_bench", f"{case}: false alarms per window", mine["false_alarm_rate"],
+                       plain["false_alarm_rate"], BASELINE, "per window"),
+            Comparison("monitor_bench", f"{case}: share of seeds detected", mine["detected"], plain["detected"],
+                       BASELINE, "", higher_is_better=True,
+                       extra={"mean_delay_windows_ours": mine["mean_delay_windows"],
+                              "mean_delay_windows_baseline": plain["mean_delay_windows"]})]
+    harness.print_comparisons(comparisons)
+    harness.write_results(__file__, comparisons, {"check": {"rows": 10_000, "features": 20, "ours_s": ours,
+                                                            "baseline_s": base, "machine": machine},
+                                                  "streams": streams, "seeds": seeds}, args)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ class ServingConfig(StrictModel):
     max_replicas: int = Field(2, ge=1, description="Most replicas.")
     target_ongoing_requests: float = Field(4, gt=0, description="Autoscaling target of in-flight requests per replica.")
     max_ongoing_requests: int = Field(
-        64, ge=1, description="Most requests a replica works on at once (batching needs several in flight: 64 served 2.4x the requests/s of 16 at 32 clients, benchmarks/serve_bench.py).")
+        64, ge=1, description="Most requests a replica works on at once (batching needs several in flight: 64 served 2.4x the requests/s of 16 at 32 clients, benchmarks/serve_knobs_bench.py).")
     max_queued_requests: int = Field(
         64, ge=1, description="Most requests waiting per proxy; beyond it requests are shed at once (finite queue).")
     shed_status: Literal[503, 429] = Field(503, description="HTTP status of a shed request.")

@@ -14,7 +14,7 @@ sample queue, dynamic batching, registry watching):
 Run (the benchmark does this)::
 
     BENCH_CONFIG=/tmp/x/pipeline.yaml BENCH_PACKAGE=/tmp/x/work/packages/bench/model BENCH_VERSION=1 \\
-      .venv/bin/python -m uvicorn --app-dir benchmarks/serve_baselines plain_app:app \\
+      .venv/bin/python -m uvicorn --app-dir benchmarks/baselines plain_app:app \\
       --host 127.0.0.1 --port 18100 --workers 1 --no-access-log
 """
 
