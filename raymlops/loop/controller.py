@@ -380,7 +380,9 @@ class LoopController:
     # ------------------------------------------------------------------------------- status
     def status(self, live: bool = True) -> dict[str, Any]:
         """Versions, aliases, traffic split, drift, quality and the last decisions, for ``raymlops status``."""
-        versions = [{"version": v.version, "aliases": list(getattr(v, "aliases", []) or []),
+        aliases = self.registry.aliases(self.name)
+        versions = [{"version": v.version,
+                     "aliases": sorted(a for a, version in aliases.items() if version == str(v.version)),
                      "created": getattr(v, "creation_timestamp", None),
                      "data": (v.tags or {}).get("raymlops.data_fingerprint")}
                     for v in self.registry.list_versions(self.name)]

@@ -225,10 +225,10 @@ class Registry:
     def _running_attempts(self, experiment: str, run_name: str, but: str | None = None) -> tuple[list[str], list[str]]:
         """Top-level runs of ``run_name`` shown as RUNNING (except ``but``), and their RUNNING child runs."""
         exp = self.experiment_id(experiment)
-        quoted = run_name.replace("\\", "\\\\").replace("'", "\\'")
-        stale = [r.info.run_id for r in self.client.search_runs(
-            [exp], f"tags.`raymlops.run_name` = '{quoted}' and attributes.status = 'RUNNING'")
-            if r.info.run_id != but]
+        # The name is matched here, not in the filter: MLflow's filter parser keeps a backslash that escapes
+        # a quote, so a name holding ' or \\ could never match there. Few runs are RUNNING at a time.
+        stale = [r.info.run_id for r in self.client.search_runs([exp], "attributes.status = 'RUNNING'")
+                 if (r.data.tags or {}).get("raymlops.run_name") == run_name and r.info.run_id != but]
         children = [r.info.run_id for parent in stale for r in self.client.search_runs(
             [exp], f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status = 'RUNNING'")]
         return stale, children
@@ -351,6 +351,18 @@ class Registry:
             verify_package(target, self.registered_manifest(name, version))
             return target
         return publish_folder(target, lambda tmp: self.download_package(name, version, tmp))
+
+    def aliases(self, name: str) -> dict[str, str]:
+        """Where each alias of model ``name`` points, ``{alias: version}``; empty when the registry answers
+        that the model does not exist. (Versions from ``list_versions`` carry no aliases: MLflow's SQL
+        stores leave them out of a version search.)"""
+        try:
+            model = self.client.get_registered_model(name)
+        except Exception as exc:
+            if alias_absent(exc):
+                return {}
+            raise RegistryError(f"cannot read the aliases of model {name!r}: {exc}") from exc
+        return {alias: str(version) for alias, version in (model.aliases or {}).items()}
 
     def list_versions(self, name: str) -> list[Any]:
         try:

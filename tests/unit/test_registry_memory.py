@@ -355,3 +355,29 @@ def test_a_registered_package_comes_back_verified_and_a_tampered_copy_is_refused
     stored.write_bytes(b"tampered")
     with pytest.raises(ModelPackageError, match="weights.bin does not match the checksum"):
         reg.download_package("m", version, tmp_path / "again")
+
+
+@pytest.mark.parametrize("name", ["o'brien", "back\\slash", "it's \"quoted\" \\'"])
+def test_attempts_of_a_run_named_with_quotes_or_backslashes_are_found(reg, client, name):
+    """The name was matched inside MLflow's filter, whose parser keeps the backslash escaping a quote: such
+    a run was never found, so a rerun left it RUNNING and a dead pipeline's run was never marked FAILED."""
+    died = reg.start_run("exp", name, tags={"raymlops.run_name": name})
+    other = reg.start_run("exp", "plain", tags={"raymlops.run_name": "plain"})
+    rerun = reg.start_run("exp", name, tags={"raymlops.run_name": name})
+    assert reg.end_interrupted_runs("exp", name, resumed_by=rerun) == [died]
+    assert reg.fail_running_attempts("exp", name, reason="Ray stopped") == [rerun]
+    assert [client.get_run(r).info.status for r in (died, rerun, other)] == ["KILLED", "FAILED", "RUNNING"]
+
+
+def test_aliases_say_where_each_alias_points_and_nothing_for_an_unknown_model(reg, client):
+    """Versions found by a search carry no aliases (as on MLflow's SQL stores), so `raymlops status` showed
+    every version without its aliases; Registry.aliases reads them from the registered model."""
+    _register(reg, 3)
+    reg.promote("m", "2", reason="better")
+    reg.move_alias("m", "challenger", "3", action="canary", reason="new")
+    assert all(not v.aliases for v in reg.list_versions("m"))  # what status used to read
+    assert reg.aliases("m") == {"champion": "2", "challenger": "3"}
+    assert reg.aliases("no-such-model") == {}
+    client.unreachable = True
+    with pytest.raises(RegistryError, match="cannot read the aliases of model 'm'"):
+        reg.aliases("m")
