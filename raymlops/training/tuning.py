@@ -159,6 +159,34 @@ def _trial(params: dict[str, Any], *, cfg: PipelineConfig, data: DataStageResult
                             callbacks=[TuneReportCallback()], spec=spec,
                             workers=workers_for(cfg, data, tuning=True), max_failures=0)
     trainer.fit()
+    _let_tune_take_the_last_report()
+
+
+def _let_tune_take_the_last_report(timeout_s: float = 60.0) -> None:
+    """Return from a trial only once its main thread has taken every report Ray Train relayed to it.
+
+    Ray 2.60's Train-in-Tune hand-off can deadlock at a trial's end. ``TuneReportCallback`` relays each
+    report through a one-slot queue actor; the trial's main thread takes it from there and then puts it on
+    the session's one-slot result queue, which only that same thread empties. When the trial function
+    returns while the last relayed report still waits (the main thread busy with the one before, logging
+    it to MLflow), the function's own end-of-trial result fills the result queue first, and the main
+    thread then blocks forever putting the relayed report behind it: no trial reports again, every CPU
+    is free, and the search ends on ``tuning.stall_timeout_s`` (found with py-spy on a stalled ASHA test).
+    Waiting here until both queues are empty, and staying empty for a moment, lets the main thread take
+    the last report and pass it on first. It reads the session's private queues: no public API says when
+    the hand-off is done.
+    """
+    from ray.train._internal.session import get_session
+
+    session = get_session()
+    relay = getattr(session, "_inter_actor_queue", None)
+    if relay is None:
+        return
+    deadline = time.monotonic() + timeout_s
+    settled = 0
+    while time.monotonic() < deadline and settled < 2:  # empty twice, 0.2 s apart: past the put as well
+        settled = settled + 1 if relay.empty() and session.result_queue.empty() else 0
+        time.sleep(0.2)
 
 
 @contextmanager
