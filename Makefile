@@ -25,11 +25,17 @@ demo: setup
 lint: setup
 	$(VENV)/bin/lint-imports
 
+# Three parts (tests/conftest.py): the unit tests in two processes of their own; every other test not marked
+# serial in two processes, a file at a time, longest first; then the serial ones (wall-clock bounds, a
+# multi-node cluster) with the machine to themselves.
 test: setup lint
-	$(PY) -m pytest -q -p no:cacheprovider --durations=15 tests
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 tests/unit
+	$(PY) -m pytest -q -p no:cacheprovider --durations=15 -n 2 --dist loadfile --no-loadscope-reorder -m "not serial" \
+		--ignore tests/unit tests
+	$(PY) -m pytest -q -p no:cacheprovider --durations=15 -m serial tests
 
 test-unit: setup
-	$(PY) -m pytest -q tests/unit
+	$(PY) -m pytest -q -n 2 tests/unit
 
 # Every benchmark writes benchmarks/out/<script>.json; summary.py puts all their ours/baseline ratios in
 # benchmarks/out/summary.md (and .json). The flights data comes first: the data and training ones read it.

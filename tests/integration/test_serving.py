@@ -27,7 +27,7 @@ from raymlops.model.inputs import probe_record
 from raymlops.training.stage import run_training_stage
 from tests.helpers import free_port, serve_port, smoke_dict, wait_for, write_config
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.serial]  # a request rate and shedding latency
 KEY = "test-key-5f1c9a"
 
 

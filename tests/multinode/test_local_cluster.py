@@ -28,7 +28,7 @@ from raymlops.training.trainer import read_checkpoint_state
 from raymlops.workspace import pid_alive
 from tests.helpers import REPO, SMOKE_FLIGHTS, registered_checkpoints, smoke_dict, wait_for
 
-pytestmark = pytest.mark.multinode
+pytestmark = [pytest.mark.multinode, pytest.mark.serial]  # three Ray nodes on this machine
 RAYMLOPS = [sys.executable, "-m", "raymlops"]
 
 

@@ -25,7 +25,7 @@ from raymlops.model.inputs import probe_record
 from raymlops.training.stage import run_training_stage
 from tests.helpers import serve_port, smoke_dict, wait_for, write_config
 
-pytestmark = pytest.mark.reliability
+pytestmark = [pytest.mark.reliability, pytest.mark.serial]  # a replacement within 10 s, the load really ran
 RATE_PER_THREAD, THREADS, SECONDS = 5.0, 8, 20.0
 
 

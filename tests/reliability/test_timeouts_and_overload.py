@@ -23,7 +23,7 @@ from raymlops.training.stage import run_training_stage
 from tests import slow_model
 from tests.helpers import serve_port, smoke_dict, wait_for, write_config
 
-pytestmark = pytest.mark.reliability
+pytestmark = [pytest.mark.reliability, pytest.mark.serial]  # latency bounds and a measured capacity
 MiB = 1 << 20
 
 
