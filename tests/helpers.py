@@ -108,12 +108,28 @@ def ten_times_the_smoke_flights(tmp_path: Path) -> Path:
     return path
 
 
+def own_ray_processes(title_prefix: str) -> list:
+    """Processes of this test process's own Ray whose title starts with ``title_prefix`` (``ray::RayTrainWorker``).
+
+    The session's Ray is started by this process, so its processes descend from it; the Ray of the
+    other test process (`make test` runs two) does not, and a test must never touch that one's workers.
+    """
+    import psutil
+
+    found = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if " ".join(p.cmdline()).startswith(title_prefix):
+                found.append(p)
+        except psutil.Error:  # ended between the listing and the look
+            pass
+    return found
+
+
 def train_killing_a_worker(train, run_dir: Path, timeout_s: float = 300):
     """Run ``train()`` in a thread, SIGKILL one Ray Train worker once the controller has registered a
     checkpoint of ``run_dir``, and return (train's result, the killed pid or None if the run ended first)."""
     import threading
-
-    import psutil
 
     box: dict = {}
     thread = threading.Thread(target=lambda: box.update(result=train()))
@@ -122,8 +138,7 @@ def train_killing_a_worker(train, run_dir: Path, timeout_s: float = 300):
     deadline = time.time() + timeout_s
     while time.time() < deadline and thread.is_alive() and killed is None:
         if registered_checkpoints(run_dir) >= 1:
-            workers = [p for p in psutil.process_iter(["cmdline"])
-                       if " ".join(p.info["cmdline"] or []).startswith("ray::RayTrainWorker")]
+            workers = own_ray_processes("ray::RayTrainWorker")
             if workers:
                 killed = workers[-1].pid
                 os.kill(killed, signal.SIGKILL)

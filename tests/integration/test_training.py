@@ -12,7 +12,8 @@ from raymlops.errors import GateFailed
 from raymlops.registry.store import CHALLENGER, CHAMPION, Registry
 from raymlops.training.stage import run_training_stage
 from raymlops.training.trainer import run_training
-from tests.helpers import smoke_dict, ten_times_the_smoke_flights, train_killing_a_worker, write_config
+from tests.helpers import (own_ray_processes, smoke_dict, ten_times_the_smoke_flights, train_killing_a_worker,
+                           write_config)
 
 pytestmark = pytest.mark.integration
 
@@ -141,8 +142,6 @@ def test_killed_worker_resumes_from_checkpoint_with_same_result(ray_session, tmp
 def test_a_small_run_trains_in_the_driver_keeps_its_checkpoints_and_resumes_by_name(ray_session, tmp_path, family):
     """Local mode (num_workers 'auto' on 1,824 training rows): no worker processes, checkpoints written by
     the loop itself, and a rerun with the same name continues from the newest one."""
-    import psutil
-
     from raymlops.training.trainer import workers_for
 
     short, long_ = ({"epochs": 2}, {"epochs": 4}) if family == "mlp" else (
@@ -157,8 +156,7 @@ def test_a_small_run_trains_in_the_driver_keeps_its_checkpoints_and_resumes_by_n
     assert cfg.training.num_workers == "auto" and workers_for(cfg, stage) == 0
 
     def train_workers() -> int:
-        return sum(" ".join(p.info["cmdline"] or []).startswith("ray::RayTrainWorker")
-                   for p in psutil.process_iter(["cmdline"]))
+        return len(own_ray_processes("ray::RayTrainWorker"))
 
     first = run_training(cfg, stage, run_name="local")
     assert train_workers() == 0
