@@ -21,14 +21,15 @@ What it does, as production would:
 The report (``report.json``, ``report.md`` and ``report.png`` under ``--out``) compares, per month and on
 the same requests, the AUC of what the closed loop served with that of the static January-March model
 and of two scheduled retrains, what a user would write with cron: at every step of the loop's clock the
-same model family and config is refitted (in this process, ``raymlops.model.local_fit``) on all labelled history,
-and on its latest ``retraining.window_days``. It gives each line's retrains and training time, so the
+same model family and config is refitted on all labelled history and on its latest ``retraining.window_days``
+(in a process of its own, ``raymlops.loop.baselines``, so the replay never waits for it). It gives each line's retrains and training time, so the
 loop's cost is seen beside what it buys, and lists drift and every decision with its reasons.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -134,7 +135,7 @@ def main() -> int:
 
     from ray import serve
 
-    from raymlops.model.local_fit import fit_frame, window
+    from raymlops.loop.baselines import LINES, ScheduledBaselines
     from raymlops.model.packaging import load_package
     from raymlops.pipeline import run_pipeline
     from raymlops.runtime.session import ray_runtime
@@ -144,7 +145,7 @@ def main() -> int:
         print(f"[{time.strftime('%H:%M:%S')}] {stage:>9}  {msg}", flush=True)
 
     started = time.time()
-    with ray_runtime() as rt:
+    with ray_runtime() as rt, contextlib.ExitStack() as stack:
         say("runtime", f"Ray at {rt.address} with {rt.num_cpus:g} CPUs")
         first = run_pipeline(cfg, run_name="flights-jan-mar", progress=say).training
         say("train", f"static model v{first.version}: test AUC {first.metrics['auc']:.4f} (April)")
@@ -158,16 +159,17 @@ def main() -> int:
         replayed = parse_months(args.months)
         time_column = getattr(cfg.data.split, "column", None) or "time_hour"
         window_days = r.window_days or 60
-        # What a cron job knows at the first replayed step: every labelled flight before it.
+        # What a cron job knows at the first replayed step: every labelled flight before it. Its fits run in a
+        # process of their own (raymlops.loop.baselines), so serving and the loop never wait for them.
         history = pd.concat([month_rows(data, m, weather, 1.0, args.seed) for m in range(1, replayed[0])],
                             ignore_index=True)
-        scheduled = {"scheduled_all": {"retrains": 0, "train_seconds": 0.0},
-                     "scheduled_window": {"retrains": 0, "train_seconds": 0.0, "window_days": window_days}}
-        spent = dict.fromkeys(("scheduled_fits", "serving", "loop_steps", "alias_waits"), 0.0)
-        # For context, cron at the loop's own retraining.every_s: the all-history fit of the step it falls on
-        # is kept until the next one is due (no extra fits: each step's fit is made above anyway).
-        slow = {"every_days": (r.every_s or 0) / 86_400, "model": None, "at": None, "retrains": 0, "train_seconds": 0.0}
+        cron = stack.enter_context(ScheduledBaselines(
+            cfg, history, time_column=time_column, window_days=window_days, validation_days=r.validation_days,
+            every_days=(r.every_s or 0) / 86_400))
+        del history
+        spent = dict.fromkeys(("serving", "loop_steps", "alias_waits", "waiting_for_baselines"), 0.0)
         step_seconds = 10.0
+        pending_months: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
         for month in replayed:
             month_frame = month_rows(data, month, weather, args.sample, args.seed)
             parts: list[dict[str, Any]] = []
@@ -175,19 +177,7 @@ def main() -> int:
             evidence: dict[str, Any] = {}
             seconds = 0.0
             for step, rows in enumerate(steps_of(month_frame)):
-                baselines = {}
-                t0 = time.perf_counter()
-                for line, frame in (("scheduled_all", history),
-                                    ("scheduled_window", window(history, time_column, window_days))):
-                    fitted = fit_frame(cfg, frame, time_column=time_column, validation_days=r.validation_days)
-                    baselines[line] = fitted
-                    scheduled[line]["retrains"] += 1
-                    scheduled[line]["train_seconds"] += fitted.seconds
-                spent["scheduled_fits"] += time.perf_counter() - t0
-                starts = pd.Timestamp(rows[time_column].min()).tz_convert("UTC").normalize()
-                if slow["at"] is None or (starts - slow["at"]).days >= slow["every_days"]:
-                    slow.update(model=baselines["scheduled_all"], at=starts, retrains=slow["retrains"] + 1,
-                                train_seconds=slow["train_seconds"] + baselines["scheduled_all"].seconds)
+                baselines = cron.submit(rows)  # fitted on what was labelled before this step
                 killer = None
                 if month == args.kill_monitor_month and step == 1:  # about a third into the step's requests
                     killer = kill_monitor_soon(cfg, step_seconds / 3, kill_note)
@@ -201,10 +191,7 @@ def main() -> int:
                 if killer is not None:
                     killer.join()
                 parts.append({"rows": rows, "answers": answers, "static": static.predict_frame(rows),
-                              "scheduled_slow": slow["model"].predict_frame(rows),
-                              **{line: model.predict_frame(rows) for line, model in baselines.items()},
-                              **{f"{line}_train_rows": model.train_rows for line, model in baselines.items()}})
-                history = pd.concat([history, rows], ignore_index=True)  # labelled at the end of its step
+                              "baselines": baselines})
                 # The step's clock: the end of its last day (labels for its flights are in by then).
                 clock = pd.Timestamp(rows[time_column].max()).tz_convert("UTC").normalize() + pd.Timedelta(days=1)
                 t0 = time.perf_counter()
@@ -228,9 +215,6 @@ def main() -> int:
                 "month": month, "rows": len(rows), "steps": len(parts),
                 "requests_per_s": round(len(answers) / ROWS_PER_REQUEST / seconds, 1),
                 "served_auc": auc(labels, answers["score"].to_numpy()), "static_auc": auc(labels, static_scores),
-                **{f"{line}_auc": auc(labels, np.concatenate([p[line] for p in parts])) for line in scheduled},
-                "scheduled_slow_auc": auc(labels, np.concatenate([p["scheduled_slow"] for p in parts])),
-                **{f"{line}_train_rows": parts[-1][f"{line}_train_rows"] for line in scheduled},
                 "versions": {str(v): int(n) for v, n in answers.groupby("version").size().items()},
                 # Pooled AUC mixes two models' score scales in a canary month; per version is the fair view.
                 "by_version": {str(v): {"rows": int(len(idx)), "served_auc": auc(labels[idx], answers["score"].to_numpy()[idx]),
@@ -253,15 +237,39 @@ def main() -> int:
                                            "samples_lost": int(stats["gap"]),
                                            "labels_not_joined": int(answers.attrs["unknown_labels"])}
             months.append(entry)
+            pending_months.append((entry, [{"labels": labels[idx], "baselines": p["baselines"]} for p, idx in
+                                           zip(parts, np.split(np.arange(len(labels)),
+                                                               np.cumsum([len(p["rows"]) for p in parts])[:-1]))]))
             taken = [f"{d['kind']} {d['action']} ({d['at']})" for d in entry["decisions"]]
             say(f"2013-{month:02d}", f"{len(rows):,} flights in {len(parts)} steps, served AUC {entry['served_auc']:.4f} "
-                f"vs static {entry['static_auc']:.4f}, scheduled all {entry['scheduled_all_auc']:.4f}, "
-                f"window {entry['scheduled_window_auc']:.4f}; versions {entry['versions']}; "
+                f"vs static {entry['static_auc']:.4f}; versions {entry['versions']}; "
                 f"{', '.join(taken) or 'no action'}")
         serve.shutdown()
+        t0 = time.perf_counter()
+        say("baselines", "waiting for the scheduled retrains' last fits")
+        scheduled = {"scheduled_all": {"retrains": 0, "train_seconds": 0.0, "wall_seconds": 0.0},
+                     "scheduled_window": {"retrains": 0, "train_seconds": 0.0, "wall_seconds": 0.0,
+                                          "window_days": window_days},
+                     "scheduled_slow": {"retrains": 0, "train_seconds": 0.0, "wall_seconds": 0.0,
+                                        "every_days": (r.every_s or 0) / 86_400}}
+        for entry, steps in pending_months:
+            done = [s["baselines"].result() for s in steps]
+            labels = np.concatenate([s["labels"] for s in steps])
+            for line in (*LINES, "scheduled_slow"):
+                entry[f"{line}_auc"] = auc(labels, np.concatenate([d.scores[line] for d in done]))
+                for d in done:
+                    scheduled[line]["retrains"] += line != "scheduled_slow" or d.slow_refitted
+                    scheduled[line]["train_seconds"] += d.cpu_seconds[line]
+                    scheduled[line]["wall_seconds"] += d.seconds[line]
+            for line in LINES:
+                entry[f"{line}_train_rows"] = done[-1].train_rows[line]
+            say(f"2013-{entry['month']:02d}", f"scheduled all {entry['scheduled_all_auc']:.4f}, "
+                f"window {entry['scheduled_window_auc']:.4f} (served {entry['served_auc']:.4f})")
+        cron.close()
+        spent["waiting_for_baselines"] = time.perf_counter() - t0
     retrains = [d["outcome"] | {"reasons": d["reasons"]} for m in months for d in m["decisions"]
                 if d["kind"] == "retrain" and d["action"] == "retrain"]
-    means = {line: float(np.mean([m[f"{line}_auc"] for m in months])) for line in scheduled}
+    means = {line: float(np.mean([m[f"{line}_auc"] for m in months])) for line in LINES}
     report = {"config": str(args.config), "sample": args.sample, "seconds": round(time.time() - started),
               "family": cfg.model.family,
               "static_version": first.version, "static_test_auc": first.metrics["auc"], "months": months,
@@ -273,15 +281,17 @@ def main() -> int:
               "mean_scheduled_auc": max(means.values()),
               # context: cron on all history at the loop's retraining.every_s (not the bar: it steps less often)
               "mean_scheduled_slow_auc": float(np.mean([m["scheduled_slow_auc"] for m in months])),
-              # the loop's training time is its fits (the gated run and its refit), as the cron lines' is; its
-              # retrains' whole time (window, data stage, gates, registration) is retrain_seconds
+              # The loop's training time is its fits (the gated run and its refit), in the loop's process while
+              # it served, in wall seconds; its retrains' whole time (window, data stage, gates, registration)
+              # is retrain_seconds. The scheduled lines' is the CPU time of their one-thread fits (what each
+              # takes on an idle core), since their process runs at a lower priority beside the replay;
+              # wall_seconds is what they took there.
               "cost": {"closed_loop": {"retrains": len(retrains),
                                        "train_seconds": round(sum(float(x.get("train_seconds", x.get("seconds")) or 0)
                                                                   for x in retrains), 1),
                                        "retrain_seconds": round(sum(float(x.get("seconds") or 0) for x in retrains), 1)},
-                       **{k: v | {"train_seconds": round(v["train_seconds"], 1)} for k, v in scheduled.items()},
-                       "scheduled_slow": {"retrains": slow["retrains"], "train_seconds": round(slow["train_seconds"], 1),
-                                          "every_days": slow["every_days"]}},
+                       **{k: v | {"train_seconds": round(v["train_seconds"], 1), "wall_seconds": round(v["wall_seconds"], 1)}
+                          for k, v in scheduled.items()}},
               "retrains": retrains,
               # where the replay's time went (the loop's steps include its retrains)
               "seconds_by_part": {k: round(v, 1) for k, v in spent.items()},
@@ -315,9 +325,10 @@ def write_report(report: dict[str, Any], out: Path) -> None:
              f"| context: retrain on all labelled history every {cost['scheduled_slow']['every_days']:g} days "
              f"(the loop's retraining.every_s) | {report['mean_scheduled_slow_auc']:.4f} | "
              f"{cost['scheduled_slow']['retrains']} | {cost['scheduled_slow']['train_seconds']} s |", "",
-             "The scheduled lines are refitted in the replay's own process (the same family and config, no Ray);",
-             "their training time is the model's fit. The loop's is its fits too (the gated run and, with",
-             "retraining.refit, its refit on the whole window); its retrains took "
+             "The scheduled lines are refitted in a process of their own beside the replay (the same family and",
+             "config, one thread, no Ray); their training time is their fits' CPU time, what each takes on an idle",
+             "core. The loop's is its fits' wall time in the loop's process (the gated run and, with",
+             "retraining.refit, its refit on the whole window), also one thread; its retrains took "
              f"{cost['closed_loop'].get('retrain_seconds', cost['closed_loop']['train_seconds'])} s in all "
              "(window, data stage, fits, gates against the champion, registration).", "",
              "Where the replay's time went: " + ", ".join(f"{k.replace('_', ' ')} {v} s" for k, v in

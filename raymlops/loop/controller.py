@@ -1,18 +1,20 @@
 """The closed loop: watch the served model, retrain when the policy says so, canary, promote or roll back.
 
-One ``tick`` looks at what the monitor saw and at the registry aliases, and takes at most one step:
+One ``tick`` looks at what the monitor saw and at the registry aliases, and takes its steps in order:
 
-1. a challenger is serving a canary share -> judge it on live labelled quality against the champion
-   (``canary_decision``): promote it, discard it (the alias is removed and replicas stop serving it), or wait;
-2. a champion promoted by the loop is on watch -> roll it back when its live quality breaks
-   ``rollback_gate`` against the champion it replaced (``rollback_decision``), or keep it;
+1. a champion promoted by the loop is on watch -> roll it back when its live quality breaks
+   ``rollback_gate`` against the champion it replaced (``rollback_decision``), or keep it; a rollback, or a
+   verdict that waits for more labels, ends the step;
+2. a challenger is serving a canary share -> judge it on live labelled quality against the champion
+   (``canary_decision``): promote it (it is on watch from the next step), discard it (the alias is removed
+   and replicas stop serving it), or wait; only a promotion lets the step go on, one candidate at a time;
 
    both judge the interval of the difference (``evaluation.comparison``), not two point values, and both
    are *paired*: the loop scores the two versions itself on every labelled request predicted since the
    canary began (or since the promotion), from the inputs the monitor keeps in ``feedback.jsonl``
    (``monitoring/shadow.py``), so they are compared on the same rows and not on two different weeks.
    Inside the noise they wait, up to ``retraining.max_wait_s``;
-3. otherwise -> ``retrain_decision``: on drift, prediction drift, a quality floor or a schedule (with
+3. then -> ``retrain_decision``: on drift, prediction drift, a quality floor or a schedule (with
    cool-down and a daily cap) run the training stage on the retraining window (``loop/retraining.py``);
    a candidate that passes the same gates as always, on the newest labelled days against the champion,
    is registered as ``challenger`` and the replicas start sending it the canary share.
@@ -146,7 +148,8 @@ class LoopController:
 
     # --------------------------------------------------------------------------------- tick
     def tick(self, now: float | None = None, evidence: dict[str, Any] | None = None) -> list[Decision]:
-        """Look once and take at most one step; return the decisions made (all are also logged).
+        """Look once: judge the watch, then the canary, then maybe retrain (the module's docstring); return
+        the decisions made (all are also logged).
 
         Only the holder of the loop's lease steps (LeaseHeld names another live holder): one writer."""
         self.lease.acquire()
@@ -161,17 +164,23 @@ class LoopController:
             q = quality.get(str(version)) or {}
             return q.get("metrics"), int(q.get("labelled", 0))
 
-        if challenger is not None and challenger != champion:
-            return [self._judge_canary(champion, challenger, live, now)]
         kept: list[Decision] = []
         if self.state.watch and self.state.watch["version"] == champion:
             decision = self._judge_watch(champion, live, now)
             if decision.action != "keep":
-                return [decision]
-            kept = [decision]  # probation over: the loop may retrain again in the same step
+                return [decision]  # rolled back, or on probation until more labels arrive
+            kept = [decision]  # probation over: the step goes on
         elif self.state.watch:
             self.state.watch = None  # someone else moved the champion: nothing of ours to watch
             self._save()
+        if challenger is not None and challenger != champion:
+            decision = self._judge_canary(champion, challenger, live, now)
+            if decision.action != "promote":
+                return [*kept, decision]  # one candidate at a time: nothing retrains while a canary is out
+            # Promoted (and on watch from the next step): the policy may start the next candidate at once, so
+            # a loop whose schedule is as short as its canary serves models no staler than that schedule.
+            kept.append(decision)
+            champion = challenger
         if not self.cfg.retraining.enabled:
             return kept
         if self.cfg.retraining.every_s is not None and self.state.last_scheduled_at is None \

@@ -43,7 +43,9 @@ def loop(ray_session, tmp_path_factory):
                           "metrics_port": free_port()}
     # drift_trigger 'always': the test drives the loop with drifted, labelled traffic (the shipped default
     # lets drift trigger only without labels; its unit test is in test_policy.py).
-    data["retraining"] = {"enabled": True, "min_drifted_features": 1, "cooldown_s": 0, "canary_share": 0.5,
+    # cooldown_s: one retrain per test; a promotion may start the next candidate in the same step, which the
+    # cool-down (an hour of wall clock) holds here.
+    data["retraining"] = {"enabled": True, "min_drifted_features": 1, "cooldown_s": 3600, "canary_share": 0.5,
                           "drift_trigger": "always",
                           "canary_min_samples": 150, "rollback_min_samples": 150, "window_days": None,
                           "min_rows": 500, "epochs": 3, "test_days": 10, "validation_days": 10}
@@ -138,11 +140,15 @@ def test_drift_retrains_canaries_promotes_and_a_losing_champion_is_rolled_back(l
     for _ in range(4):
         with Client(loop["url"], api_key=KEY) as client:
             replay_labelled(client, far, loop["schema"], "delayed", rows_per_request=8)
-        (canary,) = controller.tick()
+        canary, *after = controller.tick()
         print(f"canary: {canary.action}: {canary.reasons or canary.blocked_by}")
         if canary.action != "wait":
             break
     assert canary.kind == "canary" and canary.action == "promote"
+    # The promotion lets the step go on to the policy, whose drift trigger the cool-down holds.
+    (held,) = after
+    assert held.kind == "retrain" and held.action == "hold", held
+    assert not held.reasons or any("cool-down" in b for b in held.blocked_by), held
     assert reg.version_for_alias(name, CHAMPION) == version and reg.version_for_alias(name, CHALLENGER) is None
     assert controller.state.watch["version"] == version and controller.state.watch["previous"] == "1"
     wait_for(lambda: _served(loop["url"])[CHAMPION]["version"] == version, timeout_s=30, what="the promotion")
@@ -158,7 +164,7 @@ def test_drift_retrains_canaries_promotes_and_a_losing_champion_is_rolled_back(l
     assert reg.version_for_alias(name, CHAMPION) == "1"
     assert reg.audit_log(name)[-1].action == "rollback" and "lost live quality" in reg.audit_log(name)[-1].reason
     wait_for(lambda: _served(loop["url"])[CHAMPION]["version"] == "1", timeout_s=30, what="the rollback to reach the replicas")
-    kinds = [(d["kind"], d["action"]) for d in controller.decisions() if d["action"] != "wait"]
+    kinds = [(d["kind"], d["action"]) for d in controller.decisions() if d["action"] not in ("wait", "hold")]
     status = loop_status(cfg)
     assert status["champion"] == "1" and status["challenger"] is None and status["traffic"] == {"1": 1.0}
     assert status["evidence"]["quality"][version]["labelled"] > 0 and status["decisions"][-1]["action"] == "rollback"
