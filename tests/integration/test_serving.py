@@ -205,6 +205,14 @@ class SteadyLoad:
     def rate(self) -> float:
         return len(self.versions) / self.seconds if self.seconds else 0.0
 
+    def wait_for_answers(self, n: int, what: str, version: str | None = None) -> None:
+        """Wait until ``n`` more answers (from ``version``, when given) have come back than now."""
+        def count() -> int:
+            return sum(v == version for v in self.versions) if version else len(self.versions)
+
+        target = count() + n
+        wait_for(lambda: count() >= target, timeout_s=60, what=f"{n} answers: {what}", every_s=0.05)
+
     def __enter__(self) -> SteadyLoad:
         self._started = time.monotonic()
         for t in self._threads:
@@ -229,13 +237,13 @@ def test_promotion_and_rollback_under_load_fail_no_request(service):
     v2 = register_copy(reg, name, service["trained"].package_dir, service["tmp"])
     schema = Client(url).model_info()["input_schema"]
     with SteadyLoad(url, probe_record(schema), rate=50) as load:
-        time.sleep(2)
+        load.wait_for_answers(60, "v1 under load before the promotion")
         reg.promote(name, v2, reason="test promotion")
         wait_for(lambda: _served_versions(url) == {v2}, what=f"every replica serving v{v2}")
-        time.sleep(3)
+        load.wait_for_answers(100, f"v{v2} under load after the promotion", version=v2)
         reg.rollback(name, reason="test rollback")
         wait_for(lambda: _served_versions(url) == {"1"}, what="every replica back on v1")
-        time.sleep(2)
+        load.wait_for_answers(60, "v1 under load after the rollback", version="1")
     print(f"\nsteady load: {len(load.versions)} answers in {load.seconds:.1f} s ({load.rate:.0f}/s), "
           f"{len(load.failures)} failures, versions seen {sorted(set(load.versions))}")
     assert load.failures == []
@@ -366,11 +374,16 @@ def test_killing_the_monitor_fails_no_request_and_it_comes_back(service):
 
     schema = Client(service["url"]).model_info()["input_schema"]
     monitor = ray.get_actor(monitor_name(service["name"], service["cfg"].workdir_path), namespace=NAMESPACE)
+    def samples() -> int:
+        return sum(ray.get(monitor.stats.remote(), timeout=10)["requests"].values())
+
+    held = samples()
     with Client(service["url"]) as client:
         before = client.predict(probe_record(schema))
-    time.sleep(1)  # handed over (every 0.25 s) before the kill
+    # Its sample is handed over (every 0.25 s) before the kill: its label must join after the restart.
+    wait_for(lambda: samples() > held, what="the monitor to hold the request's sample before the kill")
     with SteadyLoad(service["url"], probe_record(schema), rate=40) as load:
-        time.sleep(2)
+        load.wait_for_answers(60, "before the monitor is killed")
         ray.kill(monitor, no_restart=False)
         killed_at = time.monotonic()
 
@@ -384,7 +397,7 @@ def test_killing_the_monitor_fails_no_request_and_it_comes_back(service):
 
         stats = wait_for(fed_again, timeout_s=60, what="the restarted monitor to receive samples")
         back_after = time.monotonic() - killed_at
-        time.sleep(1)
+        load.wait_for_answers(40, "after the monitor is back")
     print(f"\nmonitor killed under load: {len(load.versions)} answers, {len(load.failures)} failures; "
           f"fed again after {back_after:.1f} s; samples counted lost: {stats['gap']}")
     assert load.failures == [] and len(load.versions) > 100

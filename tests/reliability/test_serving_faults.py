@@ -1,8 +1,9 @@
 """Guarantee 1: a serving replica killed under steady load.
 
-Two replicas of the smoke model answer ~40 requests/s from 8 client threads for 20 s (the raymlops
-client, which retries idempotent predictions on refused connections and 429/503). A third of the way in,
-one replica's process is SIGKILLed. Reported: requests sent, failed, p50/p99 latency, and how long
+Two replicas of the smoke model, at the shipped serving and monitoring defaults, answer ~40 requests/s
+from 8 client threads for 20 s (the raymlops client, which retries idempotent predictions on refused
+connections, 429/503 and the 500/502 of a replica that died mid-request). A third of the way in, one
+replica's process is SIGKILLed: no request may fail. Reported: requests sent, failed, p50/p99 latency, and how long
 until Serve has two running replicas again.
 """
 
@@ -23,7 +24,7 @@ from raymlops.data.stage import run_data_stage
 from raymlops.errors import ServingError
 from raymlops.model.inputs import probe_record
 from raymlops.training.stage import run_training_stage
-from tests.helpers import serve_port, smoke_dict, wait_for, write_config
+from tests.helpers import free_port, serve_port, smoke_dict, wait_for, write_config
 
 pytestmark = [pytest.mark.reliability, pytest.mark.serial]  # a replacement within 10 s, the load really ran
 RATE_PER_THREAD, THREADS, SECONDS = 5.0, 8, 20.0
@@ -39,8 +40,10 @@ def two_replicas(ray_session, tmp_path_factory):
     data = smoke_dict()
     data["training"]["epochs"] = 2
     data["evaluation"]["gates"] = []
-    data["serving"] = {"port": serve_port(), "min_replicas": 2, "max_replicas": 2, "cpus_per_replica": 0.25}
-    data["monitoring"] = {"enabled": False}
+    # The shipped serving and monitoring defaults (the monitor on, sampling every request), with two
+    # replicas so that one can die: only the ports are this test's own.
+    data["serving"] = {"port": serve_port(), "min_replicas": 2, "max_replicas": 2}
+    data["monitoring"] = {"metrics_port": free_port()}
     cfg = load_config(write_config(tmp, data))
     run_training_stage(cfg, run_data_stage(cfg), run_name="faults-v1")
     url = deploy(cfg, app_name="faults", route_prefix="/faults")
@@ -107,8 +110,9 @@ def test_a_replica_killed_under_load_costs_at_most_its_in_flight_requests(two_re
           f"{len(failures)} failed {failures[:3]}, p50 {p50:.0f} ms, p99 {p99:.0f} ms, replacement running "
           f"{replaced - killed_at:.1f}s after the kill")
     assert sent >= 0.6 * RATE_PER_THREAD * THREADS * SECONDS  # the load really ran
-    # At most what was in flight on the killed replica: its max_ongoing_requests bounds that.
-    assert len(failures) <= THREADS
+    # The requests in flight on the killed replica got 500/502 from Serve; the client repeats an idempotent
+    # prediction on those, so none of them reaches the caller as a failure.
+    assert not failures, failures[:5]
     # The issue's target: a replacement serving within 10 s. Serve's 1 s health check notices the death;
     # the new replica starts from the champion its node confirmed with the registry (package_cache).
     assert replaced - killed_at <= 10.0

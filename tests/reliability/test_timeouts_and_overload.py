@@ -21,7 +21,7 @@ from raymlops.data.stage import run_data_stage
 from raymlops.model.inputs import probe_record
 from raymlops.training.stage import run_training_stage
 from tests import slow_model
-from tests.helpers import serve_port, smoke_dict, wait_for, write_config
+from tests.helpers import free_port, serve_port, smoke_dict, wait_for, write_config
 
 pytestmark = [pytest.mark.reliability, pytest.mark.serial]  # latency bounds and a measured capacity
 MiB = 1 << 20
@@ -37,7 +37,9 @@ def slow_cfg(ray_session, tmp_path_factory):
     data["evaluation"]["gates"] = []
     data["serving"] = {"port": serve_port(), "min_replicas": 1, "max_replicas": 1, "cpus_per_replica": 0.25,
                        "batching": {"enabled": False}}
-    data["monitoring"] = {"enabled": False, "latency_slo_ms": 1000}
+    # The monitor on, as shipped (it samples every answered request); the SLO fits a model whose every call
+    # costs 100 ms by construction.
+    data["monitoring"] = {"metrics_port": free_port(), "latency_slo_ms": 1000}
     cfg = load_config(write_config(tmp, data))
     run_training_stage(cfg, run_data_stage(cfg), run_name="slow-v1")
     yield cfg
