@@ -26,8 +26,8 @@ lint: setup
 	$(VENV)/bin/lint-imports
 
 # Three parts (tests/conftest.py): the unit tests in two processes of their own; every other test not marked
-# serial in two processes, a file at a time, longest first; then the serial ones (wall-clock bounds, a
-# multi-node cluster) with the machine to themselves.
+# serial in two processes, a file at a time, longest first; then the serial ones (wall-clock bounds) with
+# the machine to themselves.
 test: setup lint
 	$(PY) -m pytest -q -p no:cacheprovider -n 2 tests/unit
 	$(PY) -m pytest -q -p no:cacheprovider --durations=15 -n 2 --dist loadfile --no-loadscope-reorder -m "not serial" \

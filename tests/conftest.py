@@ -4,9 +4,9 @@
 logic: none of them may find a Ray started by another test in its process). Then every other test not
 marked ``serial``, in two processes (pytest-xdist, a whole file to one process, so module fixtures are
 made once): each process has its own session Ray and real servers, and a command's own Ray is started by
-the command as always. Last the ``serial`` tests, alone on the machine: they assert wall-clock bounds
-(latency, throughput, how fast a replica is replaced) or start a three-node cluster, which a second
-process sharing the two cores would falsify.
+the command as always (the three-node cluster of ``tests/multinode`` too: it asserts no timing). Last
+the ``serial`` tests, alone on the machine: they assert wall-clock bounds (latency, throughput, how fast
+a replica is replaced), which a second process sharing the two cores would falsify.
 
 In the parallel part files go longest first (longest-processing-time order), so that the two processes
 finish together instead of one running a long fault injection at the end while the other idles; the
@@ -33,10 +33,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 SECONDS = {  # make test --durations=0, 2026-12-07, on the 2-core machine
     "tests/integration/test_model_families.py": 340,
+    "tests/multinode/test_local_cluster.py": 276,  # measured alone, in the serial part
     "tests/reliability/test_driver_killed.py": 286,
     "tests/e2e/test_training_cli.py": 268,
     "tests/integration/test_training.py": 180,
-    "tests/e2e/test_replay.py": 149,
+    "tests/e2e/test_replay.py": 103,  # its cron baselines now fit in a process of their own
     "tests/reliability/test_tracking_outage.py": 144,
     "tests/reliability/test_concurrent_writers.py": 136,
     "tests/e2e/test_cli.py": 133,
