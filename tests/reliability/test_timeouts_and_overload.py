@@ -81,8 +81,10 @@ def test_a_hung_model_call_gets_504_within_the_timeout_and_leaks_nothing(app):
     url = app("hang", request_timeout_s=timeout_s, max_ongoing_requests=8)
     s = requests.Session()
     record = probe_record(s.get(f"{url}/v1/model", timeout=10).json()["input_schema"])
-    rest = s.get(f"{url}/v1/model", timeout=10).json()
-    assert rest["model_calls"]["running"] == 0
+    # At rest: Serve's health check scores a probe record every second, so a call can be running at any
+    # moment; rest is a moment when none is.
+    rest = wait_for(lambda: (m := s.get(f"{url}/v1/model", timeout=10).json())["model_calls"]["running"] == 0 and m,
+                    what="a moment with no model call running", every_s=0.05)
 
     slow_model.set_rule(delay_s=3600, min_rows=3)  # calls of 3+ rows hang until the rule is removed
     status, took, resp = _post(s, url, {"records": [record] * 3})
