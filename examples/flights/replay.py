@@ -237,9 +237,8 @@ def main() -> int:
                                            "samples_lost": int(stats["gap"]),
                                            "labels_not_joined": int(answers.attrs["unknown_labels"])}
             months.append(entry)
-            pending_months.append((entry, [{"labels": labels[idx], "baselines": p["baselines"]} for p, idx in
-                                           zip(parts, np.split(np.arange(len(labels)),
-                                                               np.cumsum([len(p["rows"]) for p in parts])[:-1]))]))
+            pending_months.append((entry, [{"labels": p["rows"][cfg.features.target].to_numpy(float),
+                                            "baselines": p["baselines"]} for p in parts]))
             taken = [f"{d['kind']} {d['action']} ({d['at']})" for d in entry["decisions"]]
             say(f"2013-{month:02d}", f"{len(rows):,} flights in {len(parts)} steps, served AUC {entry['served_auc']:.4f} "
                 f"vs static {entry['static_auc']:.4f}; versions {entry['versions']}; "
