@@ -95,6 +95,13 @@ def serve_port() -> int:
     return running[1] if running else free_port()
 
 
+def as_from_a_terminal() -> None:
+    """``preexec_fn`` for a command a test later Ctrl-Cs: the signal state an interactive shell gives it
+    (SIGINT delivered, default action), whatever mask or disposition the test process has picked up."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt(proc: subprocess.Popen, timeout_s: float = 60) -> None:
     """Ctrl-C a command started in its own session (as a user would), then kill it if it hangs."""
     os.killpg(proc.pid, signal.SIGINT)
