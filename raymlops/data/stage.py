@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,30 +36,6 @@ from raymlops.workspace import Workspace
 Progress = Callable[[str, str], None]
 
 
-class FrameDatasets(Mapping[str, "ray.data.Dataset"]):
-    """The in-process stage's frames, each made a Dataset when first asked for. ``ray.data.from_pandas``
-    needs a running Ray, and the in-process stage runs before Ray is started (so that bad input fails at
-    once, without a cluster's start-up); training asks for them inside Ray."""
-
-    def __init__(self, frames: dict[str, pd.DataFrame]) -> None:
-        self._frames = dict(frames)
-        self._made: dict[str, ray.data.Dataset] = {}
-
-    def __getitem__(self, name: str) -> ray.data.Dataset:
-        if name not in self._made:
-            self._made[name] = ray.data.from_pandas(self._frames[name])
-        return self._made[name]
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._frames
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._frames)
-
-    def __len__(self) -> int:
-        return len(self._frames)
-
-
 @dataclass(frozen=True)
 class DataStageResult:
     """What the data stage hands to training: the snapshot, the report, splits and fitted features."""
@@ -70,8 +46,8 @@ class DataStageResult:
     split_rows: dict[str, int]
     features: feats.FittedFeatures
     features_path: Path
-    datasets: Mapping[str, ray.data.Dataset] = field(repr=False, compare=False)
-    raw: Mapping[str, ray.data.Dataset] = field(default_factory=dict, repr=False, compare=False)
+    datasets: dict[str, ray.data.Dataset] = field(repr=False, compare=False)
+    raw: dict[str, ray.data.Dataset] = field(default_factory=dict, repr=False, compare=False)
     # The raw splits as frames in the driver, when the stage ran there: what evaluation scores in process.
     frames: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False, compare=False)
     reused_snapshot: bool = False
@@ -179,16 +155,7 @@ def run_data_stage(cfg: PipelineConfig, progress: Progress | None = None) -> Dat
         raise cause from exc
 
 
-def run_data_stage_in_process(cfg: PipelineConfig, progress: Progress | None = None) -> DataStageResult | None:
-    """The data stage without Ray, where it runs in this process (small file sources: ``in_process.wanted``);
-    None where it needs Ray Data. Run before Ray starts, bad input (a misspelled column, a malformed row, a
-    failed expectation) fails in a second or two instead of after a cluster's start-up."""
-    if not in_process.wanted(cfg):
-        return None
-    return _run_data_stage(cfg, progress, ray_data=False)
-
-
-def _run_data_stage(cfg: PipelineConfig, progress: Progress | None, ray_data: bool = True) -> DataStageResult | None:
+def _run_data_stage(cfg: PipelineConfig, progress: Progress | None) -> DataStageResult:
     say = progress or (lambda step, msg: None)
     ws = Workspace(cfg.workdir_path).ensure()
     run_tag = time.strftime("%Y%m%d-%H%M%S") + f"-{cfg.config_hash()[:6]}"
@@ -204,8 +171,6 @@ def _run_data_stage(cfg: PipelineConfig, progress: Progress | None, ray_data: bo
         small = in_process.run(cfg, ws, run_tag, say, seconds)
         if small is not None:
             return _from_frames(small, seconds)
-    if not ray_data:
-        return None
     say("ingest", "reading sources")
     raw, info = build_dataset(cfg, text_columns=cfg.validation.columns.keys())
     raw = raw.materialize()
@@ -235,9 +200,10 @@ def _run_data_stage(cfg: PipelineConfig, progress: Progress | None, ray_data: bo
 
 def _from_frames(small: in_process.InProcessData, seconds: dict[str, float]) -> DataStageResult:
     """The in-process path's frames as the Datasets training and evaluation read (put in the object store
-    once, when first read; no task runs)."""
+    once; no task runs)."""
     return DataStageResult(
         snapshot=small.snapshot, report=small.report, report_path=small.report_path, split_rows=small.counts,
         features=small.fitted, features_path=small.features_path,
-        datasets=FrameDatasets(small.transformed), raw=FrameDatasets(small.raw), frames=small.raw,
+        datasets={name: ray.data.from_pandas(frame) for name, frame in small.transformed.items()},
+        raw={name: ray.data.from_pandas(frame) for name, frame in small.raw.items()}, frames=small.raw,
         reused_snapshot=small.reused, seconds=seconds)

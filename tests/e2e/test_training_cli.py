@@ -20,7 +20,7 @@ from raymlops.serving.client import Client
 from raymlops.registry.store import Registry
 from raymlops.model.inputs import probe_record
 from tests.e2e.test_cli import ENV, RAYMLOPS, cli
-from tests.helpers import REPO, as_from_a_terminal, free_port, interrupt, smoke_config, smoke_dict, write_config
+from tests.helpers import REPO, free_port, interrupt, smoke_config, smoke_dict, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -71,8 +71,7 @@ def test_the_readme_walkthrough_from_a_csv_of_your_own(tmp_path):
     key = "walkthrough-key"
     server = subprocess.Popen([*RAYMLOPS, "serve", str(config), "--num-cpus", "2"], cwd=REPO,
                               env={**ENV, "RAYMLOPS_API_KEY": key}, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                              preexec_fn=as_from_a_terminal)
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(server.stdout.readline, "")), daemon=True)
     reader.start()
