@@ -114,10 +114,21 @@ class LoopController:
             self._monitor = ray.get_actor(monitor_name(self.name, self.cfg.workdir_path), namespace=NAMESPACE)
         return self._monitor
 
-    def evidence(self, answers: bool = True) -> dict[str, Any]:
+    def evidence(self, answers: bool = True, timeout_s: float = 60.0) -> dict[str, Any]:
+        """The monitor's drift and quality view. A monitor that is restarting (it died and Ray brings it
+        back, its state reloaded from disk) is waited for, up to ``timeout_s``: the call only reads."""
         import ray
+        from ray.exceptions import ActorUnavailableError, RayActorError
 
-        return ray.get(self.monitor.evidence.remote(answers), timeout=60)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return ray.get(self.monitor.evidence.remote(answers), timeout=max(1.0, deadline - time.monotonic()))
+            except (ActorUnavailableError, RayActorError):
+                if time.monotonic() >= deadline:
+                    raise
+                self._monitor = None  # looked up again by name: the restarted actor
+                time.sleep(0.5)
 
     def _event(self, kind: str, action: str) -> None:
         try:
