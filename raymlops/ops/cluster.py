@@ -104,6 +104,11 @@ def _node_env() -> dict[str, str]:
     dropped = ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
     env = {k: v for k, v in os.environ.items() if k not in dropped}
     env["RAY_AUTH_MODE"] = "token"
+    # On SIGTERM a Ray node first drains (up to 30 s) so that Serve can move replicas to other nodes. `down`
+    # stops every node of this one-machine cluster, so there is nowhere to move to: the head, still holding
+    # the leases of detached actors, waited out the drain and was killed at the grace period (20 s per
+    # down). A value the user set wins.
+    env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "0")
     # Jobs' entrypoints (`python -m raymlops ...`) must find this Python, with raymlops installed.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return env
