@@ -20,6 +20,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -64,12 +65,29 @@ class _Metrics:
                                  "(monitoring.latency_slo_ms)", ["model"], registry=r)
         self.version = Gauge("raymlops_model_version", "Version serving per alias (value is the version)",
                              ["model", "alias"], registry=r)
+        self.endpoint: str | None = None
         try:
             start_http_server(port, addr=host, registry=r)
             self.endpoint = f"http://{host}:{port}/metrics"
         except OSError as exc:
-            log.error("metrics endpoint %s:%d unavailable (%s); metrics are kept but not exported", host, port, exc)
-            self.endpoint = None
+            # A monitor Ray restarts can come up while its dead predecessor still holds the port: keep
+            # trying in the background instead of leaving the restarted monitor unscraped for good.
+            log.error("metrics endpoint %s:%d unavailable (%s); metrics are kept and the port is retried",
+                      host, port, exc)
+            threading.Thread(target=self._bind_later, args=(start_http_server, host, port), daemon=True).start()
+
+    def _bind_later(self, start_http_server: Any, host: str, port: int, every_s: float = 0.5,
+                    max_every_s: float = 10.0) -> None:
+        while True:
+            time.sleep(every_s)
+            try:
+                start_http_server(port, addr=host, registry=self.registry)
+            except OSError:
+                every_s = min(max_every_s, every_s * 1.5)
+                continue
+            self.endpoint = f"http://{host}:{port}/metrics"
+            log.warning("metrics endpoint %s is up", self.endpoint)
+            return
 
 
 class PredictionJournal:
