@@ -26,6 +26,12 @@ def _local_checkpoints(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("checkpoint_*") if (p / COMPLETE).is_file())
 
 
+def newest_local_checkpoint(local_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint a local-mode run wrote, if any."""
+    found = _local_checkpoints(Path(local_dir))
+    return found[-1] if found else None
+
+
 def resume_checkpoint(local_dir: str | None) -> Any:
     """The checkpoint to resume from: Ray Train's, or in local mode (``local_dir``, the worker config's
     ``local_checkpoint_dir``) the newest complete one on disk."""

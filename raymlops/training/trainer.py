@@ -21,6 +21,7 @@ import ray.train
 from raymlops.config import PipelineConfig
 from raymlops.data.stage import DataStageResult
 from raymlops.errors import ConfigError, TrainingError
+from raymlops.model import checkpointing
 from raymlops.model.contract import STATE, ModelSpec, WorkerConfig, get_family
 from raymlops.workspace import Workspace
 
@@ -120,16 +121,23 @@ def run_training(cfg: PipelineConfig, data: DataStageResult, run_name: str,
     ws = Workspace(cfg.workdir_path).ensure()
     started = time.perf_counter()
     spec = model_spec(cfg, data)
-    trainer = build_trainer(cfg, data, run_name, ws.checkpoints, overrides, spec=spec, fixed_rounds=fixed_rounds)
+    workers = workers_for(cfg, data)
+    trainer = build_trainer(cfg, data, run_name, ws.checkpoints, overrides, spec=spec, workers=workers,
+                            fixed_rounds=fixed_rounds)
     try:
         result = trainer.fit()
     except Exception as exc:  # Ray raises TrainingFailedError subclasses and others
         raise TrainingError(f"training run {run_name!r} failed: {exc}. Its last checkpoint (if any) is under "
                             f"{ws.checkpoints / run_name}; rerun with --run-name {run_name} to resume.") from exc
-    if result.checkpoint is None:
+    checkpoint = Path(result.checkpoint.path) if result.checkpoint is not None else None
+    if checkpoint is None and workers == 0:
+        # A rerun of a local-mode run that had trained every epoch (it died registering, say) resumes with
+        # nothing left to train and reports nothing; Ray Train's controller would hand back the last
+        # checkpoint, local mode does not. The run's own newest checkpoint is its result.
+        checkpoint = checkpointing.newest_local_checkpoint(ws.checkpoints / run_name)
+    if checkpoint is None:
         raise TrainingError(f"training run {run_name!r} reported no checkpoint (no epoch completed)")
-    return training_result(cfg, run_name, Path(result.checkpoint.path), spec,
-                           seconds=time.perf_counter() - started)
+    return training_result(cfg, run_name, checkpoint, spec, seconds=time.perf_counter() - started)
 
 
 def training_result(cfg: PipelineConfig, run_name: str, ckpt_dir: Path, spec: ModelSpec,

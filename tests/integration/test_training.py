@@ -175,3 +175,7 @@ def test_a_small_run_trains_in_the_driver_keeps_its_checkpoints_and_resumes_by_n
     assert starts == [0, 0, resumed_at, resumed_at], starts
     assert len(list(run_dir.glob("checkpoint_*"))) == 2  # the two newest are kept
     assert second.final_metrics["val_auc"] > 0.5
+    # Rerun once more (as after a driver that died registering): nothing is left to train, and the run's
+    # result is its last checkpoint, not "no epoch completed".
+    again = run_training(longer, stage, run_name="local")
+    assert again.checkpoint_dir == second.checkpoint_dir and again.history == second.history

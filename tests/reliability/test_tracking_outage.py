@@ -4,6 +4,11 @@
 written its first checkpoint. The run must fail clearly (RegistryError naming the server and the way to
 resume, exit 1, no traceback), register nothing, keep its checkpoint; with the server back on the same
 address and store, the same command with the same --run-name resumes from the checkpoint and registers.
+
+Training runs at the shipped default (``num_workers: auto``: this small run trains in the driver). The
+rerun may find every epoch already trained (the first attempt failed registering): it must register that
+run's last checkpoint, which local mode once reported as "no epoch completed". Ray Train workers' resume
+is proven by ``test_driver_killed.py`` and ``tests/integration/test_training.py``.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ def test_training_survives_a_tracking_outage_and_registers_once_the_server_is_ba
     data["data"]["sources"][0]["path"] = str(tmp_path / "flights.csv")
     # batch 64: the epochs after the first checkpoint still outlast stopping the server (the run cannot
     # finish without it anyway), at half the steps of batch 32.
-    data["training"] = {"num_workers": 1, "epochs": 5, "batch_size": 64, "early_stopping_patience": 10}
+    data["training"] = {"epochs": 5, "batch_size": 64, "early_stopping_patience": 10}
     data["evaluation"]["gates"] = ["auc >= 0.5"]
     config = write_config(tmp_path, data)
     env = {**os.environ, "RAYMLOPS_PROGRESS": "0", "MLFLOW_TRACKING_URI": server.url,
