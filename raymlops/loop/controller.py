@@ -116,7 +116,7 @@ class LoopController:
 
     def evidence(self, answers: bool = True, timeout_s: float = 60.0) -> dict[str, Any]:
         """The monitor's drift and quality view. A monitor that is restarting (it died and Ray brings it
-        back, its state reloaded from disk) is waited for, up to ``timeout_s``: the call only reads."""
+        back; its labelled answers start again) is waited for, up to ``timeout_s``: the call only reads."""
         import ray
         from ray.exceptions import ActorUnavailableError, RayActorError
 
