@@ -41,7 +41,12 @@ os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now (the caller retries if someone takes it meanwhile)."""
+    """A TCP port nothing listens on right now (the caller retries if someone takes it meanwhile); on
+    loopback, outside the ephemeral range (``tests.helpers.free_port``)."""
+    if host == "127.0.0.1":
+        from tests.helpers import free_port as loopback_port
+
+        return loopback_port()
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
