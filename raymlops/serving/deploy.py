@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.error
 import urllib.request
@@ -57,8 +58,26 @@ def start_serve(host: str, port: int, request_timeout_s: float, access_log: bool
         raise ServingError(f"Ray Serve on this cluster already listens on {running[0]}:{running[1]}, not on "
                            f"{host}:{port} as serving.host/serving.port say; set them to match, or stop the "
                            "other applications (`serve shutdown`)")
-    serve.start(http_options=HTTPOptions(host=host, port=port, request_timeout_s=request_timeout_s),
-                logging_config=LoggingConfig(enable_access_log=access_log, log_level="WARNING"))
+    from ray.exceptions import RayActorError
+
+    options = dict(http_options=HTTPOptions(host=host, port=port, request_timeout_s=request_timeout_s),
+                   logging_config=LoggingConfig(enable_access_log=access_log, log_level="WARNING"),
+                   controller_options={"runtime_env": {"env_vars": PROXY_START_ENV}})
+    try:
+        serve.start(**options)
+    except RayActorError:
+        # The controller gave up on a proxy that was still starting and killed it; it starts another at
+        # once (with a longer wait). The controller now exists, so this call returns without waiting, and
+        # ``deploy`` waits for ``/readyz`` through the new proxy.
+        serve.start(**options)
+
+
+# Serve's controller kills a proxy that has not answered its ready check within 5 s. On a small machine
+# busy with training (2 cores, one test per core), starting a proxy's Python process alone took longer,
+# and ``serve.start`` failed with ActorDiedError. A proxy that is slow to start is not unhealthy; a value
+# the user set in the environment wins.
+PROXY_READY_ENV = "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"
+PROXY_START_ENV = {PROXY_READY_ENV: os.environ.get(PROXY_READY_ENV, "30")}
 
 
 def deploy(cfg: PipelineConfig, *, port: int | None = None, ready_timeout_s: float = 120.0,

@@ -91,6 +91,23 @@ def test_http_predictions_equal_offline_batch_predictions(service):
     assert len({round(p, 6) for p in got}) > len(got) // 10  # answers differ by row: not one constant score
 
 
+
+def test_serves_controller_waits_longer_for_a_proxy_that_is_slow_to_start(service):
+    """Serve's controller kills a proxy not ready within 5 s; on a busy 2-core machine starting its process
+    took longer and ``serve.start`` failed with ActorDiedError. ``deploy`` gives the controller 30 s."""
+    import ray
+
+    from raymlops.runtime.reaper import node_processes
+    from raymlops.serving.deploy import PROXY_READY_ENV
+
+    ours = node_processes(ray._private.worker._global_node.get_session_dir_path())
+    controller = [pid for pid in ours
+                  if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::ServeController")]
+    assert len(controller) == 1, ours
+    environ = Path(f"/proc/{controller[0]}/environ").read_bytes().split(b"\0")
+    assert f"{PROXY_READY_ENV}=30".encode() in environ
+
+
 BAD_BODIES = {
     "wrong type": lambda r: {"record": {**r, "distance": "far"}},
     "missing field": lambda r: {"record": {k: v for k, v in r.items() if k != "carrier"}},
