@@ -365,10 +365,18 @@ class Registry:
         return {alias: str(version) for alias, version in (model.aliases or {}).items()}
 
     def list_versions(self, name: str) -> list[Any]:
+        """Model ``name``'s versions, oldest first; empty when the registry answers that it has none.
+
+        A registry that cannot be read is not "no versions": it raises RegistryError (``status`` and
+        ``models`` used to print an empty table while the tracking server was down)."""
         try:
             versions = self.client.search_model_versions(f"name = '{name}'")
-        except Exception:
-            return []
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            if is_unreachable(exc):
+                raise RegistryError(f"the MLflow tracking server at {self.tracking_uri} cannot be reached, so the "
+                                    f"versions of model {name!r} are unknown: {first}") from exc
+            raise RegistryError(f"cannot list the versions of model {name!r} at {self.tracking_uri}: {first}") from exc
         return sorted(versions, key=lambda v: int(v.version))
 
     def list_models(self) -> list[Any]:

@@ -201,6 +201,10 @@ def test_an_absent_alias_or_model_is_none_but_an_outage_is_an_error(reg, client)
     assert is_unreachable(err.value)
     with pytest.raises(RegistryError, match="cannot be reached"):  # not "has no version with alias"
         reg.resolve("m")
+    with pytest.raises(RegistryError, match="cannot be reached, so the versions of model 'm' are unknown"):
+        reg.list_versions("m")  # an outage is not "no versions" (it used to answer [])
+    client.unreachable = False
+    assert [v.version for v in reg.list_versions("m")] == [1]
 
 
 def test_a_promotion_during_an_outage_leaves_the_alias_and_the_audit_log_alone(reg, client):
