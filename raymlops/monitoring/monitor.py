@@ -20,6 +20,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -257,7 +258,8 @@ class Monitor:
         self.metrics.events.labels(self.model, kind, action).inc()
 
     async def stats(self) -> dict[str, Any]:
-        return {**self.state.summary(), "metrics_endpoint": self.metrics.endpoint, "last_drift": self.last_drift}
+        return {**self.state.summary(), "metrics_endpoint": self.metrics.endpoint, "last_drift": self.last_drift,
+                "pid": os.getpid()}  # a restarted monitor is another process
 
 
 def monitor_name(model: str, workdir: str | Path) -> str:
