@@ -155,17 +155,52 @@ def run_data_stage(cfg: PipelineConfig, progress: Progress | None = None) -> Dat
         raise cause from exc
 
 
-def _run_data_stage(cfg: PipelineConfig, progress: Progress | None) -> DataStageResult:
-    say = progress or (lambda step, msg: None)
-    ws = Workspace(cfg.workdir_path).ensure()
-    run_tag = time.strftime("%Y%m%d-%H%M%S") + f"-{cfg.config_hash()[:6]}"
-    seconds: dict[str, float] = {}
-    t0 = time.perf_counter()
+@dataclass(frozen=True)
+class DataBeforeRay:
+    """The data stage of small file sources, run in this process before Ray starts: its frames, made into
+    the Datasets training reads (``in_ray``) once Ray is up. Bad input (a misspelled column, a malformed
+    row, a failed expectation) then fails in a second or two, with no cluster started."""
 
+    small: in_process.InProcessData
+    seconds: dict[str, float]
+
+    def in_ray(self) -> DataStageResult:
+        """The stage's result, its Datasets put in the object store now (needs a connected Ray)."""
+        return _from_frames(self.small, self.seconds)
+
+
+def run_data_stage_before_ray(cfg: PipelineConfig, progress: Progress | None = None) -> DataBeforeRay | None:
+    """The data stage without Ray where it runs in this process (small file sources: ``in_process.wanted``);
+    None where it needs Ray Data (``run_data_stage`` then does all of it inside Ray)."""
+    if not in_process.wanted(cfg):
+        return None
+    say = progress or (lambda step, msg: None)
+    ws, run_tag, seconds, t0 = Workspace(cfg.workdir_path).ensure(), _run_tag(cfg), {}, time.perf_counter()
+    _check_columns(cfg, say)
+    seconds["ingest"] = time.perf_counter() - t0  # the column check; reading is added to it
+    small = in_process.run(cfg, ws, run_tag, say, seconds)
+    return None if small is None else DataBeforeRay(small=small, seconds=seconds)
+
+
+def _run_tag(cfg: PipelineConfig) -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + f"-{cfg.config_hash()[:6]}"
+
+
+def _check_columns(cfg: PipelineConfig, say: Progress) -> None:
     say("ingest", "checking the config's columns against the sources")
     problems = data_column_problems(cfg, lambda src, whole: source_columns(src, cfg, whole))
     if problems:
         raise config_error(problems, "against its data")
+
+
+def _run_data_stage(cfg: PipelineConfig, progress: Progress | None) -> DataStageResult:
+    say = progress or (lambda step, msg: None)
+    ws = Workspace(cfg.workdir_path).ensure()
+    run_tag = _run_tag(cfg)
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    _check_columns(cfg, say)
     if in_process.wanted(cfg):
         seconds["ingest"] = time.perf_counter() - t0  # the column check; reading is added to it
         small = in_process.run(cfg, ws, run_tag, say, seconds)
