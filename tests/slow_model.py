@@ -4,7 +4,8 @@
 exists, each forward pass over at least ``min_rows`` rows waits ``delay_s`` before scoring, and stops
 waiting at once when the file is removed: ``{"delay_s": 3600, "min_rows": 3}`` hangs calls of three or
 more rows until the test deletes the file, ``{"delay_s": 0.1, "min_rows": 1}`` gives every call a fixed
-cost so a replica's capacity is known on any machine. Serving processes import it by the config's
+cost so a replica's capacity is known on any machine, and ``"per_row_s": 0.05`` adds a cost per row (a
+batched call of 16 rows then takes 0.8 s: batching does not change the capacity). Serving processes import it by the config's
 ``model.builder: tests.slow_model:build`` (a trusted builder).
 """
 
@@ -24,9 +25,9 @@ _HERE = str(Path(__file__).resolve())  # the same in the test process and in eve
 RULE = Path(tempfile.gettempdir()) / f"raymlops-slow-model-{hashlib.sha1(_HERE.encode()).hexdigest()[:8]}.json"
 
 
-def set_rule(delay_s: float, min_rows: int = 1) -> None:
+def set_rule(delay_s: float, min_rows: int = 1, per_row_s: float = 0.0) -> None:
     tmp = RULE.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"delay_s": delay_s, "min_rows": min_rows}))
+    tmp.write_text(json.dumps({"delay_s": delay_s, "min_rows": min_rows, "per_row_s": per_row_s}))
     tmp.rename(RULE)
 
 
@@ -49,7 +50,7 @@ class SlowModel(nn.Module):
     def forward(self, numeric, categorical):
         rule = _rule()
         if rule and numeric.shape[0] >= rule["min_rows"]:
-            until = time.monotonic() + rule["delay_s"]
+            until = time.monotonic() + rule["delay_s"] + rule.get("per_row_s", 0.0) * numeric.shape[0]
             while time.monotonic() < until and RULE.exists():
                 time.sleep(min(0.01, max(0.0, until - time.monotonic())))
         return self.inner(numeric, categorical)

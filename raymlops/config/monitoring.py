@@ -34,8 +34,9 @@ class MonitoringConfig(StrictModel):
     quality_window: int = Field(1000, ge=10, description="Labelled predictions per live-quality window.")
     drift: DriftConfig = Field(default_factory=DriftConfig, description="Drift tests.")
     latency_slo_ms: float = Field(
-        50.0, gt=0, description="p99 in-replica latency the service is sized to meet; exported as "
-        "raymlops_latency_slo_seconds, which the RaymlopsLatencyHigh alert compares the live p99 with.")
+        50.0, gt=0, description="p99 in-replica latency the service is sized to meet: serving.admission sheds "
+        "what would break it; exported as raymlops_latency_slo_seconds, which the RaymlopsLatencyHigh alert "
+        "compares the live p99 with.")
     metrics_host: str = Field("127.0.0.1", description="Bind address of the monitor's Prometheus endpoint.")
     metrics_port: int = Field(9108, ge=1, le=65535, description="Port of the monitor's Prometheus endpoint.")
     keep_predictions: int = Field(

@@ -28,6 +28,10 @@ class ServingConfig(StrictModel):
         64, ge=1, description="Most requests a replica works on at once (batching needs several in flight: 64 served 2.4x the requests/s of 16 at 32 clients, benchmarks/serve_knobs_bench.py).")
     max_queued_requests: int = Field(
         64, ge=1, description="Most requests waiting per proxy; beyond it requests are shed at once (finite queue).")
+    admission: Literal["slo", "off"] = Field(
+        "slo", description="'slo': each replica also limits the requests inside it to what keeps their latency "
+        "within monitoring.latency_slo_ms, learned from the latency itself (raymlops/serving/admission.py), and "
+        "sheds the rest at once; 'off': only the counts above.")
     shed_status: Literal[503, 429] = Field(503, description="HTTP status of a shed request.")
     retry_after_s: float = Field(1.0, ge=0, description="Retry-After header sent with a shed request.")
     request_timeout_s: float = Field(

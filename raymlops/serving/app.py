@@ -44,6 +44,7 @@ from ray import serve
 from raymlops.errors import ModelPackageError
 from raymlops.model.inputs import frame_from_rows, probe_record, record_model
 from raymlops.registry.store import CHAMPION, Registry
+from raymlops.serving.admission import SloAdmission
 from raymlops.serving.api_key import load_api_key
 from raymlops.serving.model_calls import ModelCallTimeout, ModelCalls
 from raymlops.serving.rollout import ModelSlots
@@ -128,6 +129,53 @@ class _TooLarge(Exception):
     pass
 
 
+class AdmitBySlo:
+    """ASGI middleware: admission by ``monitoring.latency_slo_ms`` (``serving/admission.py``) for predictions.
+
+    A prediction beyond the replica's learned limit gets ``serving.shed_status`` with ``Retry-After`` before
+    its body is read (nothing was done: it may be retried anywhere); an admitted one's time in the replica,
+    body parsing included, moves the limit when it is answered with 200. The floor is what one model call
+    takes together: a batch, or the model-call threads without batching. Made in each replica's process
+    (Starlette builds its middleware there), which keeps its gate on ``state.admission`` for ``/v1/model``.
+    """
+
+    def __init__(self, app: Any, state: Any, serving: Any, monitoring: Any) -> None:
+        together = serving.batching.max_batch_size if serving.batching.enabled else MODEL_CALL_THREADS
+        self.app = app
+        self.gate = SloAdmission(monitoring.latency_slo_ms / 1000, floor=min(together, serving.max_ongoing_requests),
+                                 ceiling=serving.max_ongoing_requests)
+        state.admission = self.gate
+        self.status = serving.shed_status
+        body = b'{"detail":"shed: this replica has as many requests as keep its latency within ' \
+               b'monitoring.latency_slo_ms; retry after Retry-After seconds"}'
+        retry_after = str(math.ceil(serving.retry_after_s)).encode()  # whole seconds, as HTTP (and Serve) says
+        self.shed_start = {"type": "http.response.start", "status": self.status, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            (b"retry-after", retry_after)]}
+        self.shed_body = {"type": "http.response.body", "body": body}
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST" or not scope["path"].endswith("/v1/predict"):
+            return await self.app(scope, receive, send)
+        ticket = self.gate.enter()
+        if ticket is None:
+            await send(self.shed_start)
+            await send(self.shed_body)
+            return
+        status = 0
+
+        async def noting_status(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noting_status)
+        finally:  # a failed or cancelled call says nothing about how long a good answer takes
+            self.gate.leave(ticket, measured=status == 200)
+
+
 def _presented_key(request: Request) -> str | None:
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
@@ -177,6 +225,8 @@ def build_app(settings: ServeSettings) -> Any:
     api = FastAPI(title=f"raymlops: {model_name}", version="1",
                   description=f"Predictions of the registered model {model_name!r} (champion alias).")
     api.add_middleware(BodyLimit, limit=serving.max_body_bytes)
+    if serving.admission == "slo":  # outermost: a shed prediction is not even read
+        api.add_middleware(AdmitBySlo, state=api.state, serving=serving, monitoring=settings.monitoring)
     api.add_exception_handler(RequestValidationError, _validation_error)
 
     def key_check(required: bool):
@@ -445,6 +495,8 @@ def build_app(settings: ServeSettings) -> Any:
                     # Model calls running, abandoned past their deadline (still running) and timed out in all;
                     # tasks on this replica's event loop: both return to their resting level after a hang ends.
                     "model_calls": self.calls.stats(), "event_loop_tasks": len(asyncio.all_tasks()),
+                    # Admission by the latency SLO: the limit it learned, requests inside, shed so far.
+                    "admission": api.state.admission.stats() if getattr(api.state, "admission", None) else None,
                     # Where this replica's first model came from, and how long its start took.
                     "startup": self.startup}
 

@@ -37,9 +37,10 @@ def slow_cfg(ray_session, tmp_path_factory):
     data["evaluation"]["gates"] = []
     data["serving"] = {"port": serve_port(), "min_replicas": 1, "max_replicas": 1, "cpus_per_replica": 0.25,
                        "batching": {"enabled": False}}
-    # The monitor on, as shipped (it samples every answered request); the SLO fits a model whose every call
-    # costs 100 ms by construction.
-    data["monitoring"] = {"metrics_port": free_port(), "latency_slo_ms": 1000}
+    # The monitor on, as shipped (it samples every answered request). The SLO fits the overload test's model,
+    # whose every row costs 50 ms by construction: the shipped batch of 16 takes 0.8 s, and a request may wait
+    # one batch out (the shipped 50 ms presumes a model call of a few ms).
+    data["monitoring"] = {"metrics_port": free_port(), "latency_slo_ms": 2000}
     cfg = load_config(write_config(tmp, data))
     run_training_stage(cfg, run_data_stage(cfg), run_name="slow-v1")
     yield cfg
@@ -178,12 +179,19 @@ def _serving_rss(app_name: str) -> int:
 
 
 def test_three_times_the_sustainable_load_is_shed_fast_and_admitted_requests_meet_the_slo(app, slow_cfg):
-    slo_s = slow_cfg.monitoring.latency_slo_ms / 1000  # measured end to end here, stricter than in-replica
-    url = app("overload", max_ongoing_requests=2, max_queued_requests=2, retry_after_s=1)
-    record = probe_record(requests.get(f"{url}/v1/model", timeout=10).json()["input_schema"])
-    slow_model.set_rule(delay_s=0.1, min_rows=1)  # every call costs 100 ms: 2 slots serve ~20/s
+    """At the shipped serving defaults (64 requests per replica, 64 queued, batches of 16, admission by the
+    SLO, the monitor on): the replica learns how many requests keep their latency within the SLO and sheds
+    the rest at once; Serve's counts alone would queue 128 requests, 6 s of work."""
+    from raymlops.config import BatchingConfig, ServingConfig
 
-    capacity = _capacity(url, record, clients=2)
+    slo_s = slow_cfg.monitoring.latency_slo_ms / 1000  # measured end to end here, stricter than in-replica
+    shipped = ServingConfig()
+    assert (shipped.max_ongoing_requests, shipped.max_queued_requests, shipped.admission) == (64, 64, "slo")
+    url = app("overload", batching=BatchingConfig())  # the fixture turns batching off for the hang test
+    record = probe_record(requests.get(f"{url}/v1/model", timeout=10).json()["input_schema"])
+    slow_model.set_rule(delay_s=0.0, min_rows=1, per_row_s=0.05)  # every row costs 50 ms: ~20 rows/s
+
+    capacity = _capacity(url, record, clients=16)  # a full batch: what the replica sustains with batching on
     rss_before = _serving_rss("overload")
     peak = [rss_before]
     sampling = threading.Event()
@@ -195,7 +203,8 @@ def test_three_times_the_sustainable_load_is_shed_fast_and_admitted_requests_mee
     sampler = threading.Thread(target=sample_memory)
     sampler.start()
     try:
-        overload = _offer(url, record, rate=3 * capacity, seconds=15)
+        # Enough senders that those waiting for an admitted answer (up to ~1.6 s) leave others to keep 3x going
+        overload = _offer(url, record, rate=3 * capacity, seconds=15, threads=64)
     finally:
         sampling.set()
         sampler.join()
@@ -208,11 +217,12 @@ def test_three_times_the_sustainable_load_is_shed_fast_and_admitted_requests_mee
     p99 = float(np.percentile(admitted, 99))
     shed_p99 = float(np.percentile([t for t, _ in shed], 99))
     served_rate = len(admitted) / 15
+    admission = requests.get(f"{url}/v1/model", timeout=10).json()["admission"]
     print(f"\nsustainable: {capacity:.1f} req/s; offered {offered:.1f} req/s ({offered / capacity:.1f}x) for 15 s: "
           f"{len(admitted)} served ({served_rate:.1f}/s), {len(shed)} shed, other statuses {other}; "
           f"admitted p50 {np.median(admitted) * 1000:.0f} ms p99 {p99 * 1000:.0f} ms (SLO {slo_s * 1000:.0f} ms); "
           f"shed answered in p99 {shed_p99 * 1000:.0f} ms; serving memory {rss_before / MiB:.0f} MiB before, "
-          f"peak {peak[0] / MiB:.0f} MiB")
+          f"peak {peak[0] / MiB:.0f} MiB; admission {admission}")
     assert offered >= 2.5 * capacity  # the load really was about 3x
     assert not other, f"only 200 or 503 expected under overload, got {other}"
     assert len(shed) > len(overload) / 3 and all(ra == "1" for _, ra in shed)
@@ -220,6 +230,7 @@ def test_three_times_the_sustainable_load_is_shed_fast_and_admitted_requests_mee
     assert p99 < slo_s
     assert served_rate >= 0.5 * capacity  # shedding did not starve the replica (its CPU is shared with the load)
     assert peak[0] - rss_before < 100 * MiB
+    assert admission["shed"] >= 0.9 * len(shed)  # shed by the replica's learned limit, not Serve's full queue
 
     ok = [t for st, t, _ in recovery if st == 200]
     print(f"load back to 0.5x: {len(ok)} of {len(recovery)} served, p99 {np.percentile(ok, 99) * 1000:.0f} ms")
