@@ -134,15 +134,16 @@ class AdmitBySlo:
 
     A prediction beyond the replica's learned limit gets ``serving.shed_status`` with ``Retry-After`` before
     its body is read (nothing was done: it may be retried anywhere); an admitted one's time in the replica,
-    body parsing included, moves the limit when it is answered with 200. The floor is what one model call
-    takes together: a batch, or the model-call threads without batching. Made in each replica's process
+    body parsing included, moves the limit when it is answered with 200. The floor is twice what one model
+    call takes together (a batch, or the model-call threads without batching): one call running and the next
+    one filling, so the model never waits for requests to come through the proxy. Made in each replica's process
     (Starlette builds its middleware there), which keeps its gate on ``state.admission`` for ``/v1/model``.
     """
 
     def __init__(self, app: Any, state: Any, serving: Any, monitoring: Any) -> None:
         together = serving.batching.max_batch_size if serving.batching.enabled else MODEL_CALL_THREADS
         self.app = app
-        self.gate = SloAdmission(monitoring.latency_slo_ms / 1000, floor=min(together, serving.max_ongoing_requests),
+        self.gate = SloAdmission(monitoring.latency_slo_ms / 1000, floor=min(2 * together, serving.max_ongoing_requests),
                                  ceiling=serving.max_ongoing_requests)
         state.admission = self.gate
         self.status = serving.shed_status

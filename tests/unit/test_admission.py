@@ -129,7 +129,7 @@ def simulate(gate: SloAdmission | None, clock: Clock, *, rate: float, seconds: f
     return np.array(latencies), admitted, shed
 
 
-@pytest.mark.parametrize("batch, batch_s, per_row_s, floor", [(1, 0.010, 0.0, 1), (16, 0.004, 0.0025, 16)],
+@pytest.mark.parametrize("batch, batch_s, per_row_s, floor", [(1, 0.010, 0.0, 2), (16, 0.004, 0.0025, 32)],
                          ids=["one at a time", "batches of 16"])
 def test_at_three_times_capacity_the_learned_limit_keeps_admitted_requests_within_the_slo(
         batch, batch_s, per_row_s, floor):
