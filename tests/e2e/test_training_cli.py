@@ -203,8 +203,11 @@ def test_served_flights_champion_answers_like_batch_prediction_on_1000_test_rows
                   "--output", str(tmp_path / "x"), "--workdir", str(tmp_path / "work"))
     assert unknown.returncode == 1 and "RegistryError" in unknown.stderr and "version 9" in unknown.stderr
 
-    port = yaml.safe_load(config.read_text())["serving"]["port"]
-    server = subprocess.Popen([*RAYMLOPS, "serve", str(config), "--num-cpus", "2"], cwd=REPO, env=ENV,
+    # A port free now: the one the fixture wrote into the config minutes ago may have been taken since (this
+    # command once exited 1 in CI before it was ready)
+    port = free_port()
+    server = subprocess.Popen([*RAYMLOPS, "serve", str(config), "--num-cpus", "2", "--port", str(port)],
+                              cwd=REPO, env=ENV,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(server.stdout.readline, "")), daemon=True)
@@ -216,7 +219,8 @@ def test_served_flights_champion_answers_like_batch_prediction_on_1000_test_rows
         # Ready when the command says so (it prints the URL once its own readiness wait is over), not
         # merely when /readyz first answers: interrupting it in between would be a different test.
         while not any("serving flights-delay at" in line for line in lines):
-            assert server.poll() is None and time.monotonic() < deadline, "raymlops serve did not become ready"
+            assert server.poll() is None and time.monotonic() < deadline, \
+                "raymlops serve did not become ready:\n" + "".join(lines)[-3000:]
             time.sleep(0.5)
         client.ready()
         schema = client.model_info()["input_schema"]
