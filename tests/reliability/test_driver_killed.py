@@ -8,9 +8,9 @@ one version, with test metrics within tolerance of an undisturbed run of the sam
 The SIGKILL test trains at the shipped ``num_workers: auto``: this run's 14,000 training rows train in the
 driver's own process (Ray Train's local mode), as a user's first runs do, so the driver killed
 mid-training is the process that trains, and the loop writes each checkpoint itself. The raylet test
-keeps one Ray Train worker: in local mode the loop holds a small split in memory after its first pass
-and trains on without Ray, so whether Ray's end of the driver comes before the run's own end would be a
-race, not the guarantee under test (a run that needs its Ray when it dies).
+keeps one Ray Train worker, whose every epoch reads its shard through Ray Data: a run that needs its Ray
+when Ray dies. (An MLP that kept its split in memory after the first pass trained on without Ray, and
+in two CI runs finished and registered with exit 0 before Ray ended it; that change was taken back.)
 """
 
 from __future__ import annotations
