@@ -4,13 +4,6 @@ The killed process takes its embedded Ray with it (nothing of its session may be
 same command with the same ``--run-name`` resumes from the last checkpoint instead of starting over,
 closes the dead attempt's MLflow run (KILLED, pointing at the run that resumed it) and registers exactly
 one version, with test metrics within tolerance of an undisturbed run of the same config.
-
-The SIGKILL test trains at the shipped ``num_workers: auto``: this run's 14,000 training rows train in the
-driver's own process (Ray Train's local mode), as a user's first runs do, so the driver killed
-mid-training is the process that trains, and the loop writes each checkpoint itself. The raylet test
-keeps one Ray Train worker, whose every epoch reads its shard through Ray Data: a run that needs its Ray
-when Ray dies. (An MLP that kept its split in memory after the first pass trained on without Ray, and
-in two CI runs finished and registered with exit 0 before Ray ended it; that change was taken back.)
 """
 
 from __future__ import annotations
@@ -26,16 +19,14 @@ import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
-from raymlops.model.checkpointing import newest_local_checkpoint
 from tests.helpers import REPO, SMOKE_FLIGHTS, registered_checkpoints, smoke_dict, wait_for, write_config
 
 pytestmark = pytest.mark.reliability
 NAME = "flights-smoke"  # the smoke config's pipeline, experiment and model name
 
 
-def _config(tmp_path, name: str, workers: int | None = None):
-    """The config of one pipeline, with its working folder in ``tmp_path/name/work``; ``workers`` None
-    keeps the shipped num_workers ('auto': the driver, at this size)."""
+def _config(tmp_path, name: str):
+    """The config of one pipeline, with its working folder in ``tmp_path/name/work``."""
     flights = pd.read_csv(SMOKE_FLIGHTS)
     big = tmp_path / "flights.csv"
     if not big.exists():
@@ -45,20 +36,11 @@ def _config(tmp_path, name: str, workers: int | None = None):
     data["data"]["sources"][0]["path"] = str(big)
     # 16 short epochs (batch 128): the kill after checkpoint 2 lands mid-training, 14 epochs before the end,
     # even when checkpoints reach disk late (the same guarantee as 8 epochs of batch 32, at half the steps).
-    data["training"] = {"epochs": 16, "batch_size": 128, "early_stopping_patience": 20}
-    if workers is not None:
-        data["training"]["num_workers"] = workers
+    data["training"] = {"num_workers": 1, "epochs": 16, "batch_size": 128, "early_stopping_patience": 20}
     data["evaluation"]["gates"] = ["auc >= 0.5"]
     folder = tmp_path / name
     folder.mkdir(exist_ok=True)
     return write_config(folder, data)
-
-
-def _checkpoints_written(run_dir) -> int:
-    """Epochs a local-mode run has checkpointed: the newest complete ``checkpoint_<epoch>`` folder (the loop
-    writes each atomically, with a ``.complete`` marker, and keeps the two newest) names its epoch, from 0."""
-    newest = newest_local_checkpoint(run_dir) if run_dir.is_dir() else None
-    return int(newest.name.rsplit("_", 1)[1]) + 1 if newest else 0
 
 
 def _run(config, run_name: str) -> subprocess.Popen:
@@ -98,14 +80,18 @@ def test_a_killed_driver_is_resumed_by_a_rerun_with_the_same_name(tmp_path):
     config = _config(tmp_path, "crash")
     run_dir = tmp_path / "crash" / "work" / "checkpoints" / "crash"
 
+    def checkpoints():
+        return sorted(p for p in run_dir.iterdir() if p.is_dir() and p.name.startswith("checkpoint_")) \
+            if run_dir.is_dir() else []
+
     first = _run(config, "crash")
     try:
-        wait_for(lambda: _checkpoints_written(run_dir) >= 2 or first.poll() is not None, timeout_s=300,
-                 what="two complete checkpoints", every_s=0.1)
+        wait_for(lambda: registered_checkpoints(run_dir) >= 2 or first.poll() is not None, timeout_s=300,
+                 what="two registered checkpoints", every_s=0.1)
         assert first.poll() is None, first.stderr.read()[-3000:]
         os.kill(first.pid, signal.SIGKILL)  # the driver only: its Ray must follow it down
         first.wait(timeout=30)
-        killed_after = _checkpoints_written(run_dir)
+        killed_after = len(checkpoints())
         # raymlops.runtime.reaper stops what Ray leaves of the node (its agents hang once GCS and raylet are gone).
         deadline = time.monotonic() + 30
         while _session_processes(first.pid) and time.monotonic() < deadline:
@@ -159,7 +145,7 @@ def _raylets_of(pid: int) -> list[psutil.Process]:
 def test_ray_dying_under_a_run_ends_it_with_a_message_a_failed_mlflow_run_and_a_rerun_resumes(tmp_path):
     """The raylet killed mid-training (what the OOM killer or a `ray stop` does): Ray ends its driver with
     ``_exit``, so the command itself must say what happened, end the MLflow run FAILED and name the rerun."""
-    config = _config(tmp_path, "stopped", workers=1)
+    config = _config(tmp_path, "stopped")
     run_dir = tmp_path / "stopped" / "work" / "checkpoints" / "stopped"
     first = _run(config, "stopped")
     try:
