@@ -133,3 +133,31 @@ def test_categorical_chi_square_equals_scipys():
     assert d.statistic == pytest.approx(stats.chisquare(pooled, expected).statistic, rel=1e-9)
     assert d.p_value == pytest.approx(stats.chisquare(pooled, expected).pvalue, rel=1e-9, abs=1e-300)
     assert d.unseen_share == pytest.approx(0.05, abs=0.01)
+    from scipy.spatial.distance import jensenshannon
+
+    cells = np.append(observed, 0.0) / len(live)  # the five categories, 'other', 'missing'
+    reference_cells = np.append(shares / shares.sum(), [0.0, 0.0])
+    assert d.distance == pytest.approx(jensenshannon(np.clip(reference_cells, 1e-4, None), np.clip(cells, 1e-4, None)),
+                                       rel=1e-12)
+
+
+def test_categorical_counts_are_the_same_for_arrow_text_objects_and_numbers():
+    """The Arrow hash lookup (pandas' default string type) and the raw-count path agree on every field,
+    unseen and missing values included; numbers are named as the profile names them (as text)."""
+    from raymlops.monitoring.drift import categorical_drift
+    from raymlops.monitoring.profiles import categorical_profile
+
+    rng = np.random.default_rng(11)
+    values = rng.choice(["a", "b", "c", "d", "z", None], 4000, p=[0.4, 0.25, 0.15, 0.1, 0.06, 0.04])
+    ref = categorical_profile(pd.Series(rng.choice(list("abcd"), 5000)))
+    arrow = categorical_drift("c", ref, pd.Series(values, dtype="string[pyarrow]"))
+    plain = categorical_drift("c", ref, pd.Series(values, dtype=object))
+    assert arrow == plain
+    assert arrow.missing_share == pytest.approx(np.mean(values == None), abs=1e-12)  # noqa: E711
+    assert arrow.unseen_share == pytest.approx(np.mean(values == "z"), abs=1e-12)
+    codes = rng.integers(1, 4, 3000)
+    numbers = categorical_profile(pd.Series(codes))
+    assert set(numbers["shares"]) == {"1", "2", "3"}
+    assert categorical_drift("n", numbers, pd.Series(codes)).psi == pytest.approx(0.0, abs=1e-12)
+    assert categorical_drift("n", numbers, pd.Series(codes.astype(str), dtype="string[pyarrow]")).psi == \
+        pytest.approx(0.0, abs=1e-12)
