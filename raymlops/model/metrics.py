@@ -17,8 +17,23 @@ from sklearn import metrics as skm
 
 from raymlops.config import METRICS
 
-__all__ = ["METRICS", "calibration_error", "classification_metrics", "compute_metrics", "multiclass_metrics",
+__all__ = ["METRICS", "binary_auc", "calibration_error", "classification_metrics", "compute_metrics", "multiclass_metrics",
            "regression_metrics", "slice_metrics"]
+
+
+def binary_auc(y: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC of 0/1 labels from the ranks of the scores (Mann-Whitney; tied scores count one half), as
+    ``sklearn.metrics.roc_auc_score`` gives it, at a fraction of its checks' cost: the MLP loop computes it
+    every epoch. NaN unless both classes are present."""
+    from scipy.stats import rankdata
+
+    y = np.asarray(y).ravel() > 0.5
+    positives = int(y.sum())
+    negatives = len(y) - positives
+    if positives == 0 or negatives == 0:
+        return math.nan
+    ranks = rankdata(np.asarray(score, dtype=np.float64).ravel())
+    return float((ranks[y].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
 def calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,20 @@ from safetensors.torch import load_file, save_file
 from raymlops.model import checkpointing
 from raymlops.model.checkpointing import BEST_WEIGHTS
 from raymlops.model.contract import STATE, ModelSpec, WorkerConfig
+from raymlops.model.metrics import binary_auc
 from raymlops.model.mlp import build_model, loss_for, target_tensor
 
 
 WEIGHTS = "model.safetensors"
 OPTIMIZER = "optimizer.pt"
+# In local mode (the loop in the driver's process) the splits are read through Ray Data once and kept as
+# tensors when they fit in this many bytes; every epoch then draws its own permutation of them instead of
+# starting a new read (which cost more than the epoch itself on small data). Bigger splits, and every
+# Ray Train worker, stream through Ray Data every epoch: a worker holding its shard would train on after
+# Ray died under it, and such a run must fail and say so (tests/reliability/test_driver_killed.py).
+IN_MEMORY_MAX_BYTES = 512 * 2**20
+
+Tensors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class _Collate(NumpyBatchCollateFn):
@@ -54,6 +64,35 @@ class _Collate(NumpyBatchCollateFn):
 def collate(spec: ModelSpec, target: str) -> _Collate:
     """The collate callable of one model spec (see ``_Collate``)."""
     return _Collate(spec, target)
+
+
+def shard_tensors(shard: Any, fn: _Collate, max_bytes: int = IN_MEMORY_MAX_BYTES) -> Tensors | None:
+    """A whole shard as (numeric, categorical, target) tensors, read in one pass in the shard's order; None
+    once it passes ``max_bytes`` (the caller then streams it every epoch). Shards of one run are split with
+    equal row counts, so every worker takes the same path and runs the same number of steps."""
+    parts: list[Tensors] = []
+    size = 0
+    for batch in shard.iter_torch_batches(batch_size=8192, collate_fn=fn):
+        size += sum(t.element_size() * t.nelement() for t in batch)
+        if size > max_bytes:
+            return None
+        parts.append(batch)
+    if not parts:
+        return None
+    return tuple(torch.cat(column) for column in zip(*parts))  # type: ignore[return-value]
+
+
+def minibatches(tensors: Tensors, batch_size: int, seed: int | None = None) -> Iterator[Tensors]:
+    """``tensors`` in batches of ``batch_size`` rows: shuffled by a permutation seeded with ``seed`` (the
+    same epoch of a resumed run draws the same one), or in order when ``seed`` is None."""
+    n = len(tensors[2])
+    order = None if seed is None else torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    for start in range(0, n, batch_size):
+        if order is None:
+            yield tuple(t[start:start + batch_size] for t in tensors)  # type: ignore[misc]
+        else:
+            rows = order[start:start + batch_size]
+            yield tuple(t[rows] for t in tensors)  # type: ignore[misc]
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -79,12 +118,6 @@ def _gather(arr: np.ndarray) -> np.ndarray:
         dist.all_gather_object(parts, arr)
         return np.concatenate(parts)
     return arr
-
-
-def _auc(y: np.ndarray, score: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(y, score)) if len(np.unique(y)) == 2 else float("nan")
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -114,13 +147,26 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     fn = collate(spec, target)
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("validation")
+    in_driver = config.local_checkpoint_dir is not None  # set in local mode only
+    train_tensors = shard_tensors(train_shard, fn) if in_driver and start_epoch < tcfg.epochs else None
+    val_tensors = shard_tensors(val_shard, fn) if train_tensors is not None else None
+
+    def train_batches(epoch: int):
+        if train_tensors is not None:
+            return minibatches(train_tensors, tcfg.batch_size, seed=tcfg.seed + epoch)
+        return train_shard.iter_torch_batches(
+            batch_size=tcfg.batch_size, collate_fn=fn, local_shuffle_buffer_size=4 * tcfg.batch_size,
+            local_shuffle_seed=tcfg.seed + epoch)
+
+    def val_batches():
+        if val_tensors is not None:
+            return minibatches(val_tensors, 4096)
+        return val_shard.iter_torch_batches(batch_size=4096, collate_fn=fn)
 
     for epoch in range(start_epoch, tcfg.epochs):
         model.train()
         total, count = 0.0, 0
-        for numeric, categorical, y in train_shard.iter_torch_batches(
-                batch_size=tcfg.batch_size, collate_fn=fn, local_shuffle_buffer_size=4 * tcfg.batch_size,
-                local_shuffle_seed=tcfg.seed + epoch):
+        for numeric, categorical, y in train_batches(epoch):
             numeric, categorical, y = numeric.to(device), categorical.to(device), y.to(device)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
@@ -134,7 +180,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         model.eval()
         val_total, val_count, scores, labels = 0.0, 0, [], []
         with torch.no_grad():
-            for numeric, categorical, y in val_shard.iter_torch_batches(batch_size=4096, collate_fn=fn):
+            for numeric, categorical, y in val_batches():
                 numeric, categorical, y = numeric.to(device), categorical.to(device), y.to(device)
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                     out = model(numeric, categorical).float()
@@ -151,7 +197,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         if classification:
             y_all = _gather(np.concatenate(labels) if labels else np.zeros(0, np.float32))
             s_all = _gather(np.concatenate(scores) if scores else np.zeros(0, np.float32))
-            metrics["val_auc"] = _auc(y_all, s_all)
+            metrics["val_auc"] = binary_auc(y_all, s_all)
         if val_loss < best - 1e-7 or config.fixed_rounds:  # a refit keeps its last epoch
             best, bad_epochs, best_state = val_loss, 0, _cpu_state(model)
         else:

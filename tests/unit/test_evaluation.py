@@ -77,3 +77,20 @@ def test_multiclass_metrics_of_class_probabilities():
     check_gate("macro_f1 >= 0.3", "multiclass")
     with pytest.raises(ValueError, match="class probabilities"):
         compute_metrics("multiclass", y, perfect[:, 0])
+
+
+def test_binary_auc_equals_sklearn_with_ties_and_says_nan_for_one_class():
+    import math
+
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from raymlops.model.metrics import binary_auc
+
+    rng = np.random.default_rng(2)
+    for n in (2, 17, 403, 5000):
+        y = (rng.random(n) < 0.3).astype(np.float32)
+        y[:2] = [0, 1]
+        for score in (rng.random(n), np.round(rng.random(n), 1), np.zeros(n)):  # continuous, tied, all tied
+            assert binary_auc(y, score) == pytest.approx(roc_auc_score(y, score), abs=1e-12)
+    assert math.isnan(binary_auc(np.ones(5), rng.random(5)))

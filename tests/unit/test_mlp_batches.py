@@ -1,0 +1,66 @@
+"""A small shard is read once and kept as tensors; each epoch draws its own seeded permutation of it."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from raymlops.model.contract import ModelSpec
+from raymlops.model.mlp_worker import collate, minibatches, shard_tensors
+
+
+class _Shard:
+    """What ``shard_tensors`` uses of a Ray Data shard: batches of numpy columns through a collate callable."""
+
+    def __init__(self, rows: int) -> None:
+        rng = np.random.default_rng(0)
+        self.columns = {"a": np.arange(rows, dtype=np.float64), "b": rng.normal(size=rows),
+                        "x": rng.integers(0, 7, rows), "delayed": (np.arange(rows) % 3 == 0).astype(np.int64)}
+        self.reads = 0
+
+    def iter_torch_batches(self, batch_size, collate_fn):
+        self.reads += 1
+        n = len(self.columns["a"])
+        for start in range(0, n, batch_size):
+            yield collate_fn({k: v[start:start + batch_size] for k, v in self.columns.items()})
+
+
+def _fn():
+    spec = ModelSpec(task="classification", numeric=["a", "b"], categorical=["x"], cardinalities=[7])
+    return collate(spec, "delayed")
+
+
+def test_a_shard_becomes_one_set_of_tensors_in_its_own_order():
+    shard = _Shard(20_000)
+    numeric, categorical, y = shard_tensors(shard, _fn())
+    assert shard.reads == 1
+    assert numeric.shape == (20_000, 2) and categorical.shape == (20_000, 1) and y.shape[0] == 20_000
+    assert numeric[:, 0].tolist() == list(range(20_000))  # every row once, in the shard's order
+    assert torch.equal(y.flatten(), torch.from_numpy(shard.columns["delayed"]).float())
+
+
+def test_a_shard_over_the_byte_limit_is_left_to_stream():
+    shard = _Shard(20_000)
+    assert shard_tensors(shard, _fn(), max_bytes=100_000) is None  # 20,000 rows x 20 bytes
+    assert shard_tensors(_Shard(0), _fn()) is None  # nothing to keep: the streaming path handles it
+
+
+def test_each_epoch_sees_every_row_once_in_a_permutation_its_seed_repeats():
+    tensors = shard_tensors(_Shard(1_000), _fn())
+
+    def epoch(seed):
+        batches = list(minibatches(tensors, 128, seed=seed))
+        assert [len(b[2]) for b in batches] == [128] * 7 + [104]
+        return torch.cat([b[0][:, 0] for b in batches]).long().tolist()
+
+    first, again, other = epoch(5), epoch(5), epoch(6)
+    assert sorted(first) == list(range(1_000))
+    assert first == again  # a resumed run's epoch 5 draws what the undisturbed run's did
+    assert first != other and first != list(range(1_000))
+
+
+def test_validation_batches_keep_the_order():
+    tensors = shard_tensors(_Shard(10_000), _fn())
+    batches = list(minibatches(tensors, 4096))
+    assert [len(b[2]) for b in batches] == [4096, 4096, 1808]
+    assert torch.cat([b[0][:, 0] for b in batches]).long().tolist() == list(range(10_000))
