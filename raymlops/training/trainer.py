@@ -106,8 +106,10 @@ def build_trainer(cfg: PipelineConfig, data: DataStageResult, run_name: str, sto
         # transform tasks could never be scheduled and training would wait forever.
         datasets={"train": data.datasets["train"].materialize(),
                   "validation": data.datasets["validation"].materialize()},
+        # One worker reads every row anyway: unsplit, its epochs iterate the materialised Dataset itself,
+        # without the split coordinator actor a split starts (seconds before the first step on 2 cores).
         dataset_config=ray.train.DataConfig(
-            datasets_to_split="all" if family.split_validation else ["train"]),
+            datasets_to_split=[] if workers == 1 else "all" if family.split_validation else ["train"]),
     )
 
 
