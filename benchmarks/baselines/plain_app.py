@@ -7,7 +7,10 @@ sample queue, dynamic batching, registry watching):
 * the same ASGI body-size limit (``BodyLimit``) and 422 handler as the Serve app;
 * the request body validated by the same generated pydantic models (``record_model`` +
   ``predict_request_model`` from the package's input schema, ``max_records_per_request`` from the config);
-* ``frame_from_rows(rows, schema)`` then ``LoadedModel.predict_frame(frame)`` of the same package;
+* the replica's own fast path: validated records straight to feature arrays
+  (``FittedFeatures.transform_records``; the typed frame ``frame_from_rows`` only where that path leaves
+  values to it), then ``LoadedModel.predict_features`` of the same package, so the ratio measures what
+  Ray Serve costs, not a slower handler;
 * the same response model (``PredictResponse`` via ``predictions_for``) and headers (X-Model-Version,
   X-Request-Id).
 
@@ -52,8 +55,10 @@ _probe = frame_from_rows([Record.model_validate(probe_record(schema)).model_dump
 @app.post("/v1/predict", response_model=PredictResponse)
 async def predict(body: PredictRequest, response: Response) -> PredictResponse:  # type: ignore[valid-type]
     rows = body.rows()
-    frame = frame_from_rows(rows, schema)
-    scores = model.predict_frame(frame)
+    features = model.features.transform_records(rows)
+    if features is None:
+        features = model.features.transform_frame(frame_from_rows(rows, schema))
+    scores = model.predict_features(features)
     request_id = uuid.uuid4().hex
     values = [float(s) for s in scores]
     response.headers["X-Model-Version"] = version
