@@ -163,12 +163,11 @@ def _numeric_drifts(names: list[str], refs: list[dict[str, Any]], columns: np.nd
     n = columns.shape[1]
     present_counts = (~np.isnan(columns)).sum(axis=1)
     columns.sort(axis=1)  # NaN last
-    ordered = columns
     fields: list[list[Any]] = []
     tested, ks_values, sizes = [], [], []
     for j, (name, ref) in enumerate(zip(names, refs, strict=True)):
         sample, edges, shares = _reference_arrays(ref)
-        live = ordered[j, : present_counts[j]]
+        live = columns[j, : present_counts[j]]
         missing = float(1 - len(live) / n) if n else 0.0
         if len(live) == 0 or len(sample) == 0:
             fields.append([name, "numeric", n, "ks", 0.0, 1.0, 0.0, 0.0, missing, 0.0])
