@@ -61,6 +61,11 @@ class RetrainingConfig(StrictModel):
         "validation and test days included, and that model is the challenger (training.refit): the newest "
         "days are the most telling, and without a refit the candidate never learns from them. Its canary "
         "judges it on live traffic.")
+    earlier_champions: int = Field(
+        0, ge=0, description="Before a retrain fits anything, score this many of the most recent earlier "
+        "champions (versions that once held the champion alias) against the champion on the labelled answers "
+        "of its current tenure: one that passes promote_gate there, paired and outside the noise, becomes the "
+        "challenger instead of a new fit (seasons return), and its canary judges it on fresh traffic. 0: off.")
     tune: bool = Field(False, description="Search hyperparameters on each retrain (tuning section).")
     check_every_s: float = Field(
         60, gt=0, description="How often `raymlops serve` (or `raymlops loop`) runs one step of the loop.")

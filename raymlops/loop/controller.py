@@ -49,8 +49,8 @@ import pandas as pd
 from raymlops.config import PipelineConfig, TimeSplitConfig
 from raymlops.errors import GateFailed, RaymlopsError
 from raymlops.loop.lease import Lease
-from raymlops.loop.policy import (Decision, Evidence, canary_decision, gate_metric, retrain_decision,
-                                       rollback_decision)
+from raymlops.loop.policy import (Decision, Evidence, best_earlier_champion, canary_decision, gate_metric,
+                                  retrain_decision, rollback_decision)
 from raymlops.loop.retraining import labelled_traffic, retraining_config, retraining_window, split_starts
 from raymlops.registry.store import CHALLENGER, CHAMPION, Registry
 from raymlops.training.comparison import HIGHER_IS_BETTER, Comparison, compare, day_groups, interval
@@ -288,7 +288,9 @@ class LoopController:
                                                        float(self.state.canary["wall"]), r.canary_min_samples)
         if comparison is None:  # statistics off: each version's own live quality, as before
             (champ_q, _), (chall_q, n) = live(champion), live(challenger)
-        decision = canary_decision(r, champ_q, chall_q, n, now, comparison, now - self.state.canary["since"])
+        # An earlier champion is not trained on newer data: inside the noise after max_wait_s it never wins.
+        policy = r.model_copy(update={"after_wait": "champion"}) if self.state.canary.get("earlier") else r
+        decision = canary_decision(policy, champ_q, chall_q, n, now, comparison, now - self.state.canary["since"])
         if decision.action == "promote":
             reason = f"canary v{challenger} passed {'; '.join(decision.reasons)} on {n} labelled answers"
             self.registry.promote(self.name, challenger, reason=reason)
@@ -330,8 +332,50 @@ class LoopController:
         return self._record(decision, champion=champion, previous=previous)
 
     # ------------------------------------------------------------------------------ retrain
+    def _earlier_champion(self, champion: str) -> tuple[str | None, list[str]]:
+        """The best of the ``retraining.earlier_champions`` most recent earlier champions against
+        ``champion`` on the labelled answers of its current tenure (since it last took the alias), or None."""
+        r = self.cfg.retraining
+        moves = [m for m in self.registry.audit_log(self.name) if m.alias == CHAMPION]
+        tenure = max((m.time for m in moves if m.to_version == str(champion)), default=None)
+        earlier: list[str] = []
+        for move in reversed(moves):
+            for version in (move.from_version, move.to_version):
+                if version and version != str(champion) and version not in earlier:
+                    earlier.append(version)
+        judged = {}
+        for version in earlier[: r.earlier_champions]:
+            comparison, champion_live, live, n = self._paired(
+                r.promote_gate, champion, version, tenure if tenure is not None else self._since(champion),
+                r.canary_min_samples)
+            judged[version] = (champion_live, live, n, comparison)
+        return best_earlier_champion(r.promote_gate, r.canary_min_samples, judged)
+
+    def _canary_earlier(self, decision: Decision, champion: str, version: str, said: list[str],
+                        now: float) -> Decision:
+        """Make an earlier champion the challenger: no fit; its canary judges it on fresh traffic."""
+        r = self.cfg.retraining
+        reason = f"earlier champion v{version} beat v{champion} on its tenure's labelled answers: {'; '.join(said)}"
+        self.registry.move_alias(self.name, CHALLENGER, version, action="earlier champion", reason=reason)
+        self.state.retrains_at.append(now)  # the cool-down and the daily cap count it as a retrain
+        if r.every_s is not None:
+            self.state.last_scheduled_at = now
+        self.state.canary = {"version": str(version), "since": now, "wall": time.time(), "earlier": True}
+        self._save()
+        self.say("retrain", reason)
+        return self._record(decision, outcome={"result": "earlier champion", "version": str(version),
+                                               "compared": said, "train_seconds": 0.0, "seconds": 0.0})
+
     def _retrain(self, decision: Decision, champion: str | None, now: float) -> Decision:
         r = self.cfg.retraining
+        compared: list[str] = []  # what the earlier champions scored, when the config asks for them
+        if r.earlier_champions and champion:
+            try:
+                earlier, compared = self._earlier_champion(champion)
+            except (RaymlopsError, OSError, ValueError) as exc:  # e.g. an old package gone: fit as usual
+                earlier, compared = None, [f"earlier champions not judged: {exc}"]
+            if earlier is not None:
+                return self._canary_earlier(decision, champion, earlier, compared, now)
         try:
             table, end = self.window(champion, until=pd.Timestamp(now, unit="s", tz="UTC"))
         except (RaymlopsError, OSError, ValueError) as exc:
@@ -348,7 +392,8 @@ class LoopController:
         run_name = f"{self.cfg.name}-retrain-{stamp}"
         path = self.dir / "windows" / f"{stamp}.parquet"
         outcome: dict[str, Any] = {"run_name": run_name, "window": str(path), "rows": len(table),
-                                   "window_end": str(end) if end is not None else None}
+                                   "window_end": str(end) if end is not None else None,
+                                   **({"earlier_champions": compared} if compared else {})}
         self.state.retrains_at.append(now)
         if r.every_s is not None:
             self.state.last_scheduled_at = now

@@ -114,6 +114,28 @@ def _judged(gate: str, champion_live: dict[str, float] | None, live: dict[str, f
     return verdict, f"{gate!r}: {result.detail}", result.comparison
 
 
+def best_earlier_champion(gate: str, min_samples: int,
+                          judged: dict[str, tuple[dict[str, float] | None, dict[str, float] | None, int,
+                                                  Comparison | None]]) -> tuple[str | None, list[str]]:
+    """The earlier champion to canary again instead of a new fit, or None; and what each one scored.
+
+    ``judged``: version -> (champion's live quality, its live quality, labelled answers, the paired
+    comparison of it against the champion on those answers). A version qualifies only where the paired
+    statistics are on, it has ``min_samples`` answers, and the whole interval passes ``gate``; of those,
+    the largest estimated gain wins. Inside the noise nothing is re-used (a fit happens as usual).
+    """
+    said, best, best_gain = [], None, -float("inf")
+    for version, (champion_live, live, samples, comparison) in judged.items():
+        if comparison is None or not live or samples < min_samples or comparison.verdict == "wait":
+            said.append(f"v{version}: {samples} labelled answers, not judged (needs {min_samples}, paired)")
+            continue
+        verdict, detail, _ = _judged(gate, champion_live, live, comparison)
+        said.append(f"v{version}: {detail} ({verdict})")
+        if verdict == "meets" and comparison.estimate > best_gain:
+            best, best_gain = version, comparison.estimate
+    return best, said
+
+
 def _waited(reason: str, waited_s: float, max_wait_s: float) -> list[str]:
     return [f"{reason}; waited {waited_s:.0f} s of retraining.max_wait_s {max_wait_s:g} s for more labels"]
 

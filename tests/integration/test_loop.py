@@ -205,3 +205,53 @@ def test_a_loop_step_waits_for_a_monitor_that_ray_is_restarting(loop):
              no_restart=False)
     after = controller.evidence()
     assert set(after) == set(before)  # the same view (its labelled answers start again after a restart)
+
+
+def test_an_earlier_champion_that_wins_on_the_newest_labels_is_canaried_again_instead_of_a_fit(loop):
+    """Seasons return (retraining.earlier_champions): after the rollback above, the world of the Newark rule
+    comes back. The rolled-back version, an earlier champion, beats champion v1 on the labelled answers of
+    v1's tenure, so the retrain the drift asks for re-uses it as the challenger (nothing is trained or
+    registered), and its canary promotes it on fresh traffic at the shipped promote gate."""
+    cfg, reg, name = loop["cfg"], loop["registry"], loop["name"]
+    assert reg.version_for_alias(name, CHAMPION) == "1" and reg.version_for_alias(name, CHALLENGER) is None
+    (earlier,) = {m.from_version for m in reg.audit_log(name) if m.alias == CHAMPION and m.action == "rollback"}
+    versions = len(reg.list_versions(name))
+    # cooldown_s 0: the retrain of the test above was minutes ago (its cool-down holds a retrain for an hour).
+    cfg = cfg.model_copy(update={"retraining": cfg.retraining.model_copy(update={"earlier_champions": 2,
+                                                                                 "cooldown_s": 0})})
+    rows = _labelled(loop, loop["rows"])
+    june = _later(rows[rows["time_hour"] >= "2013-04"], pd.DateOffset(months=2))
+    far = june.assign(delayed=(june["origin"] == "EWR").astype("int64"),
+                      distance=np.minimum(4999.0, june["distance"] * 3 + 1500))
+    with Client(loop["url"], api_key=KEY) as client:
+        replay_labelled(client, far, loop["schema"], "delayed")
+
+    controller = LoopController(cfg)
+    earlier_decisions = len(controller.decisions())
+    (retrain,) = controller.tick()
+    outcome = controller.decisions()[-1].get("outcome")
+    print(f"\nretrain: {retrain.reasons} {retrain.blocked_by}; outcome {outcome}")
+    assert retrain.kind == "retrain" and retrain.action == "retrain"
+    assert outcome["result"] == "earlier champion" and outcome["version"] == earlier, outcome
+    assert any(f"v{earlier}:" in line and "(meets)" in line for line in outcome["compared"]), outcome
+    assert len(reg.list_versions(name)) == versions  # nothing trained, nothing registered
+    assert reg.version_for_alias(name, CHALLENGER) == earlier
+    move = reg.audit_log(name)[-1]
+    assert move.alias == CHALLENGER and move.to_version == earlier and move.action == "earlier champion"
+    wait_for(lambda: (_served(loop["url"]).get(CHALLENGER) or {}).get("version") == earlier, timeout_s=30,
+             what="the earlier champion's canary")
+
+    # The canary at the fixture's own settings: its cool-down (an hour) holds a retrain after the promotion.
+    controller = LoopController(loop["cfg"])
+    for _ in range(4):
+        with Client(loop["url"], api_key=KEY) as client:
+            replay_labelled(client, far, loop["schema"], "delayed", rows_per_request=8)
+        canary, *_ = controller.tick()
+        print(f"canary: {canary.action}: {canary.reasons or canary.blocked_by}")
+        if canary.action != "wait":
+            break
+    assert canary.kind == "canary" and canary.action == "promote"
+    assert reg.version_for_alias(name, CHAMPION) == earlier
+    kinds = [(d["kind"], d["action"]) for d in controller.decisions()[earlier_decisions:]
+             if d["action"] not in ("wait", "hold")]
+    assert kinds[:2] == [("retrain", "retrain"), ("canary", "promote")], kinds

@@ -94,3 +94,32 @@ def test_with_labels_drift_is_context_and_lost_quality_is_the_trigger():
     dropped = Evidence(NOW, rows=2000, live={"auc": 0.7}, labelled=800, quality_drop="live auc 0.61 is below ...")
     d = retrain_decision(CFG, MON, [], dropped)
     assert d.action == "retrain" and d.reasons == ["live auc 0.61 is below ..."]
+
+
+def test_an_earlier_champion_is_reused_only_when_it_beats_the_champion_outside_the_noise():
+    """Of the earlier champions, the one whose paired interval clears the promote gate with the largest
+    gain is canaried again; one inside the noise, one with too few answers, or statistics off: none."""
+    import numpy as np
+
+    from raymlops.loop.policy import best_earlier_champion
+    from raymlops.training.comparison import compare
+
+    rng = np.random.default_rng(4)
+    y = (rng.random(3000) < 0.3).astype(float)
+    champion = rng.random(3000)
+    clearly_better = y * 0.5 + rng.random(3000)   # AUC ~0.75 against ~0.5
+    slightly_better = y * 0.3 + rng.random(3000)  # AUC ~0.65
+    noise = rng.random(3000)                      # the same as the champion, by construction
+
+    def judged(scores, n=3000):
+        c = compare("auc", y[:n], champion[:n], scores[:n], min_samples=300, seed=0)
+        return ({"auc": c.champion}, {"auc": c.challenger}, n, c)
+
+    gate = RetrainingConfig().promote_gate
+    chosen, said = best_earlier_champion(gate, 300, {"3": judged(slightly_better), "2": judged(clearly_better),
+                                                     "1": judged(noise)})
+    assert chosen == "2" and len(said) == 3 and "(meets)" in said[0] and "(meets)" in said[1]
+    assert best_earlier_champion(gate, 300, {"1": judged(noise)})[0] is None
+    assert best_earlier_champion(gate, 300, {"2": judged(clearly_better, n=100)})[0] is None  # too few answers
+    off = judged(clearly_better)
+    assert best_earlier_champion(gate, 300, {"2": (off[0], off[1], off[2], None)})[0] is None  # unpaired: never
