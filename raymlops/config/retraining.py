@@ -65,7 +65,8 @@ class RetrainingConfig(StrictModel):
         0, ge=0, description="Before a retrain fits anything, score this many of the most recent earlier "
         "champions (versions that once held the champion alias) against the champion on the labelled answers "
         "of its current tenure: one that passes promote_gate there, paired and outside the noise, becomes the "
-        "challenger instead of a new fit (seasons return), and its canary judges it on fresh traffic. 0: off.")
+        "challenger instead of a new fit (seasons return), and its canary judges it on fresh traffic (one whose "
+        "canary was discarded is not proposed again while the same champion serves). 0: off.")
     tune: bool = Field(False, description="Search hyperparameters on each retrain (tuning section).")
     check_every_s: float = Field(
         60, gt=0, description="How often `raymlops serve` (or `raymlops loop`) runs one step of the loop.")

@@ -336,18 +336,21 @@ class LoopController:
         """The best of the ``retraining.earlier_champions`` most recent earlier champions against
         ``champion`` on the labelled answers of its current tenure (since it last took the alias), or None."""
         r = self.cfg.retraining
-        moves = [m for m in self.registry.audit_log(self.name) if m.alias == CHAMPION]
+        log = self.registry.audit_log(self.name)
+        moves = [m for m in log if m.alias == CHAMPION]
         tenure = max((m.time for m in moves if m.to_version == str(champion)), default=None)
+        since = tenure if tenure is not None else self._since(champion)
+        # One that lost its canary during this tenure already had its chance on these answers' successors.
+        lost = {m.from_version for m in log if m.alias == CHALLENGER and m.action == "discard" and m.time >= since}
         earlier: list[str] = []
         for move in reversed(moves):
             for version in (move.from_version, move.to_version):
                 if version and version != str(champion) and version not in earlier:
                     earlier.append(version)
         judged = {}
-        for version in earlier[: r.earlier_champions]:
-            comparison, champion_live, live, n = self._paired(
-                r.promote_gate, champion, version, tenure if tenure is not None else self._since(champion),
-                r.canary_min_samples)
+        for version in [v for v in earlier if v not in lost][: r.earlier_champions]:
+            comparison, champion_live, live, n = self._paired(r.promote_gate, champion, version, since,
+                                                              r.canary_min_samples)
             judged[version] = (champion_live, live, n, comparison)
         return best_earlier_champion(r.promote_gate, r.canary_min_samples, judged)
 

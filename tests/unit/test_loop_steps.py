@@ -86,3 +86,35 @@ def test_without_a_challenger_a_kept_champion_retrains_in_the_same_step(cfg):
     decisions = controller.tick(now=10_000.0, evidence={"quality": {}})
     assert controller.calls == [("watch", "1"), ("retrain", "1")]
     assert [(d.kind, d.action) for d in decisions] == [("rollback", "keep"), ("retrain", "retrain")]
+
+
+def test_earlier_champions_are_judged_newest_first_on_the_tenure_and_a_lost_canary_is_not_retried(cfg):
+    """Which versions a retrain scores as earlier champions, and from when (the champion's newest move to
+    the alias): the scores themselves come from the paired comparison, tested on real Ray in test_loop.py."""
+    from raymlops.registry.store import AliasMove
+
+    def move(t, alias, old, new, action):
+        return AliasMove(t, "m", alias, old, new, action, "", "test")
+
+    log = [move(1.0, CHAMPION, None, "1", "register"), move(2.0, CHAMPION, "1", "2", "promote"),
+           move(3.0, CHAMPION, "2", "3", "promote"), move(4.0, CHAMPION, "3", "4", "promote"),
+           move(5.0, CHALLENGER, None, "3", "earlier champion"), move(6.0, CHALLENGER, "3", None, "discard")]
+
+    class Log(Aliases):
+        def audit_log(self, name):
+            return log
+
+    class Judged(LoopController):
+        def __init__(self, cfg):
+            super().__init__(cfg, registry=Log("4", None), monitor=object())  # type: ignore[arg-type]
+            self.name, self.asked = "m", []
+
+        def _paired(self, gate, champion, challenger, since, min_samples):
+            self.asked.append((challenger, since))
+            return None, None, None, 0  # statistics off: nothing qualifies
+
+    controller = Judged(cfg.model_copy(update={"retraining": cfg.retraining.model_copy(
+        update={"earlier_champions": 2})}))
+    chosen, said = controller._earlier_champion("4")
+    # v3 lost its canary in v4's tenure (since t = 4): v2 and v1 are the two newest that are left
+    assert chosen is None and controller.asked == [("2", 4.0), ("1", 4.0)] and len(said) == 2
