@@ -117,6 +117,29 @@ def _later(frame: pd.DataFrame, offset: pd.DateOffset | pd.Timedelta) -> pd.Data
     return frame.assign(time_hour=when.dt.strftime("%Y-%m-%dT%H:%M:%SZ"), month=when.dt.month, day=when.dt.day)
 
 
+def _newark_world(loop, months: int) -> pd.DataFrame:
+    """April's flights ``months`` later, so a retrain's newest days (its validation and test split) hold only
+    this traffic, in a changed world: a flight is late exactly when it leaves from Newark, a rule the first
+    champion never saw; distances move out of the range it knew too (input drift)."""
+    rows = _labelled(loop, loop["rows"])
+    later = _later(rows[rows["time_hour"] >= "2013-04"], pd.DateOffset(months=months))
+    return later.assign(delayed=(later["origin"] == "EWR").astype("int64"),
+                        distance=np.minimum(4999.0, later["distance"] * 3 + 1500))
+
+
+def _until_decided(loop, tick, traffic: pd.DataFrame, label: str) -> list:
+    """Labelled traffic, then a loop step, until the step's first verdict stops waiting (four rounds at most:
+    more labelled traffic narrows the interval of the difference); the last step's decisions."""
+    for _ in range(4):
+        with Client(loop["url"], api_key=KEY) as client:
+            replay_labelled(client, traffic, loop["schema"], "delayed", rows_per_request=8)
+        decisions = tick()
+        print(f"{label}: {decisions[0].action}: {decisions[0].reasons or decisions[0].blocked_by}")
+        if decisions[0].action != "wait":
+            break
+    return decisions
+
+
 def test_drift_retrains_canaries_promotes_and_a_losing_champion_is_rolled_back(loop):
     """Every verdict at the shipped ``promote_gate`` and ``rollback_gate``: the challenger wins because the
     labels really changed (a new rule), and the new champion loses because they really changed back."""
@@ -125,13 +148,7 @@ def test_drift_retrains_canaries_promotes_and_a_losing_champion_is_rolled_back(l
     assert (cfg.retraining.promote_gate, cfg.retraining.rollback_gate) == (defaults.promote_gate,
                                                                            defaults.rollback_gate)
     rows = _labelled(loop, loop["rows"])
-    # April's flights a month later, so a retrain's newest days (its validation and test split) hold only
-    # this traffic.
-    may = _later(rows[rows["time_hour"] >= "2013-04"], pd.DateOffset(months=1))
-    # The world changes: from May a flight is late exactly when it leaves from Newark, a rule the champion
-    # never saw; distances move out of the range it knew too (input drift).
-    far = may.assign(delayed=(may["origin"] == "EWR").astype("int64"),
-                     distance=np.minimum(4999.0, may["distance"] * 3 + 1500))
+    far = _newark_world(loop, months=1)  # from May
     with Client(loop["url"], api_key=KEY) as client:
         replay_labelled(client, far, loop["schema"], "delayed")
 
@@ -150,15 +167,8 @@ def test_drift_retrains_canaries_promotes_and_a_losing_champion_is_rolled_back(l
     # Nothing retrains while a canary is out, whatever the drift says.
     wait_for(lambda: (_served(loop["url"]).get(CHALLENGER) or {}).get("version") == version, timeout_s=30, what="the canary")
 
-    # While the interval of the difference straddles the gate the verdict waits for more labels (issue 14):
-    # more labelled traffic narrows it, a few rounds at most.
-    for _ in range(4):
-        with Client(loop["url"], api_key=KEY) as client:
-            replay_labelled(client, far, loop["schema"], "delayed", rows_per_request=8)
-        canary, *after = controller.tick()
-        print(f"canary: {canary.action}: {canary.reasons or canary.blocked_by}")
-        if canary.action != "wait":
-            break
+    # While the interval of the difference straddles the gate the verdict waits for more labels (issue 14).
+    canary, *after = _until_decided(loop, controller.tick, far, "canary")
     assert canary.kind == "canary" and canary.action == "promote"
     # The promotion lets the step go on to the policy, whose drift trigger the cool-down holds.
     (held,) = after
@@ -172,13 +182,8 @@ def test_drift_retrains_canaries_promotes_and_a_losing_champion_is_rolled_back(l
     # (the same weekdays). The champion it replaced is better again, and the watch rolls back once the
     # difference is outside the noise (the comparison resamples whole days: these span 120).
     autumn = _later(rows, pd.Timedelta(weeks=35))
-    for _ in range(4):
-        with Client(loop["url"], api_key=KEY) as client:
-            replay_labelled(client, autumn, loop["schema"], "delayed", rows_per_request=8)
-        (watch,) = LoopController(cfg).tick()  # a restarted loop: the watch survives in state.json
-        print(f"watch: {watch.action}: {watch.reasons or watch.blocked_by}")
-        if watch.action != "wait":
-            break
+    # Each step by a restarted loop: the watch survives in state.json.
+    (watch,) = _until_decided(loop, lambda: LoopController(cfg).tick(), autumn, "watch")
     assert watch.kind == "rollback" and watch.action == "rollback"
     assert reg.version_for_alias(name, CHAMPION) == "1"
     assert reg.audit_log(name)[-1].action == "rollback" and "lost live quality" in reg.audit_log(name)[-1].reason
@@ -219,10 +224,7 @@ def test_an_earlier_champion_that_wins_on_the_newest_labels_is_canaried_again_in
     # cooldown_s 0: the retrain of the test above was minutes ago (its cool-down holds a retrain for an hour).
     cfg = cfg.model_copy(update={"retraining": cfg.retraining.model_copy(update={"earlier_champions": 2,
                                                                                  "cooldown_s": 0})})
-    rows = _labelled(loop, loop["rows"])
-    june = _later(rows[rows["time_hour"] >= "2013-04"], pd.DateOffset(months=2))
-    far = june.assign(delayed=(june["origin"] == "EWR").astype("int64"),
-                      distance=np.minimum(4999.0, june["distance"] * 3 + 1500))
+    far = _newark_world(loop, months=2)  # from June
     with Client(loop["url"], api_key=KEY) as client:
         replay_labelled(client, far, loop["schema"], "delayed")
 
@@ -243,13 +245,7 @@ def test_an_earlier_champion_that_wins_on_the_newest_labels_is_canaried_again_in
 
     # The canary at the fixture's own settings: its cool-down (an hour) holds a retrain after the promotion.
     controller = LoopController(loop["cfg"])
-    for _ in range(4):
-        with Client(loop["url"], api_key=KEY) as client:
-            replay_labelled(client, far, loop["schema"], "delayed", rows_per_request=8)
-        canary, *_ = controller.tick()
-        print(f"canary: {canary.action}: {canary.reasons or canary.blocked_by}")
-        if canary.action != "wait":
-            break
+    canary, *_ = _until_decided(loop, controller.tick, far, "canary")
     assert canary.kind == "canary" and canary.action == "promote"
     assert reg.version_for_alias(name, CHAMPION) == earlier
     kinds = [(d["kind"], d["action"]) for d in controller.decisions()[earlier_decisions:]
