@@ -17,8 +17,8 @@ from sklearn import metrics as skm
 
 from raymlops.config import METRICS
 
-__all__ = ["METRICS", "binary_auc", "calibration_error", "classification_metrics", "compute_metrics", "multiclass_metrics",
-           "regression_metrics", "slice_metrics"]
+__all__ = ["METRICS", "binary_auc", "calibration_error", "classification_metrics", "compute_metrics",
+           "multiclass_metrics", "regression_metrics", "slice_metrics"]
 
 
 def binary_auc(y: np.ndarray, score: np.ndarray) -> float:

@@ -68,9 +68,8 @@ def collate(spec: ModelSpec, target: str) -> _Collate:
 
 
 def shard_tensors(shard: Any, fn: _Collate, max_bytes: int = IN_MEMORY_MAX_BYTES) -> Tensors | None:
-    """A whole shard as (numeric, categorical, target) tensors, read in one pass in the shard's order; None
-    once it passes ``max_bytes`` (the caller then streams it every epoch). Shards of one run are split with
-    equal row counts, so every worker takes the same path and runs the same number of steps."""
+    """A whole split as (numeric, categorical, target) tensors, read in one pass in its order; None once it
+    passes ``max_bytes`` (the caller then streams it every epoch). Local mode only (``IN_MEMORY_MAX_BYTES``)."""
     parts: list[Tensors] = []
     size = 0
     for batch in shard.iter_torch_batches(batch_size=8192, collate_fn=fn):
