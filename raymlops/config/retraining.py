@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from raymlops.config.base import StrictModel
 
@@ -46,6 +46,11 @@ class RetrainingConfig(StrictModel):
     window_days: float | None = Field(
         90, gt=0, description="A retrain learns from the latest this many days (of data.split's time column) of "
         "the champion's training data and labelled traffic; None: all of it.")
+    candidate_windows: list[Annotated[float, Field(gt=0)] | None] = Field(
+        default_factory=list, description="More windows (days; null: all history) a retrain fits a candidate on "
+        "besides window_days, each on its own rows: the one with the lowest validation loss (the same "
+        "validation days for every window, which none of them trains on) goes to the gates, so a retrain "
+        "chooses between remembering and forgetting by measurement. Each window costs one more fit. []: off.")
     validation_days: float = Field(7, gt=0, description="Days before the test days: early stopping.")
     test_days: float = Field(
         14, gt=0, description="The newest days of the window: the gates compare candidate and champion on them.")
@@ -70,3 +75,10 @@ class RetrainingConfig(StrictModel):
     tune: bool = Field(False, description="Search hyperparameters on each retrain (tuning section).")
     check_every_s: float = Field(
         60, gt=0, description="How often `raymlops serve` (or `raymlops loop`) runs one step of the loop.")
+
+    @model_validator(mode="after")
+    def _one_search_at_a_time(self) -> RetrainingConfig:
+        if self.tune and self.candidate_windows:
+            raise ValueError("retraining.tune and retraining.candidate_windows each choose among several fits; "
+                             "turn one of them off (tuning every window would multiply the retrain's cost)")
+        return self

@@ -51,7 +51,9 @@ from raymlops.errors import GateFailed, RaymlopsError
 from raymlops.loop.lease import Lease
 from raymlops.loop.policy import (Decision, Evidence, best_earlier_champion, canary_decision, gate_metric,
                                   retrain_decision, rollback_decision)
-from raymlops.loop.retraining import labelled_traffic, retraining_config, retraining_window, split_starts
+from raymlops.loop.retraining import (WindowFit, cut_window, labelled_traffic, retraining_config, retraining_window,
+                                      split_starts, window_days_to_fit, window_label)
+from raymlops.loop.windows import run_window_candidates
 from raymlops.registry.store import CHALLENGER, CHAMPION, Registry
 from raymlops.training.comparison import HIGHER_IS_BETTER, Comparison, compare, day_groups, interval
 from raymlops.workspace import append_lines, read_json_lines, write_json_atomic
@@ -94,6 +96,7 @@ class LoopController:
         self.registry = registry or Registry.for_config(cfg)
         self._monitor = monitor
         self.retrain = retrain or run_training
+        self.retrain_windows = run_window_candidates  # retraining.candidate_windows
         self.say = progress or (lambda step, msg: None)
         self.dir = cfg.workdir_path / "loop" / self.name
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -379,10 +382,17 @@ class LoopController:
                 earlier, compared = None, [f"earlier champions not judged: {exc}"]
             if earlier is not None:
                 return self._canary_earlier(decision, champion, earlier, compared, now)
-        try:
-            table, end = self.window(champion, until=pd.Timestamp(now, unit="s", tz="UTC"))
+        windows = window_days_to_fit(r)
+        try:  # with several windows, the widest is built once and each is cut from it
+            table, end = self.window(champion, until=pd.Timestamp(now, unit="s", tz="UTC"),
+                                     days=None if None in windows else max(windows))
         except (RaymlopsError, OSError, ValueError) as exc:
             return self._record(decision, outcome={"result": "failed", "error": f"building the window: {exc}"})
+        time_column = self.cfg.data.split.column if isinstance(self.cfg.data.split, TimeSplitConfig) else None
+        tables = {days: cut_window(table, time_column, end, days) for days in windows}
+        table = tables[r.window_days]
+        # another window that is too small to train on is left out; window_days alone decides whether to retrain
+        tables = {days: t for days, t in tables.items() if days == r.window_days or len(t) >= r.min_rows}
         if len(table) < r.min_rows:
             blocked = Decision("retrain", "hold", decision.reasons,
                                [f"retraining window has {len(table)} rows < retraining.min_rows {r.min_rows}"],
@@ -393,7 +403,9 @@ class LoopController:
             return self._record(Decision("retrain", "hold", decision.reasons, [thin], decision.evidence, at=now))
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
         run_name = f"{self.cfg.name}-retrain-{stamp}"
-        path = self.dir / "windows" / f"{stamp}.parquet"
+        paths = {days: self.dir / "windows" / (f"{stamp}.parquet" if len(tables) == 1 else
+                                               f"{stamp}-{window_label(days)}.parquet") for days in tables}
+        path = paths[r.window_days]
         outcome: dict[str, Any] = {"run_name": run_name, "window": str(path), "rows": len(table),
                                    "window_end": str(end) if end is not None else None,
                                    **({"earlier_champions": compared} if compared else {})}
@@ -403,15 +415,32 @@ class LoopController:
         self._save()  # counted before it runs: a crash mid-retrain still respects the cool-down
         self.say("retrain", f"run {run_name} on {len(table)} rows up to {end} ({'; '.join(decision.reasons)})")
         started = time.perf_counter()
+        other_fits = 0.0  # seconds of the windows' fits that did not go to the gates
+
+        def chosen_from(fits: list[WindowFit], chosen: WindowFit) -> None:
+            nonlocal other_fits
+            other_fits = sum(f.seconds for f in fits if f is not chosen)
+            outcome.update(window=str(paths[chosen.days]), rows=len(tables[chosen.days]), windows=[
+                {"window": f.label, "rows": len(tables[f.days]), "val_loss": round(f.val_loss, 6),
+                 "seconds": f.seconds, "chosen": f is chosen} for f in fits])
+
         try:
-            _write_parquet_atomic(table, path)
-            result = self.retrain(retraining_config(self.cfg, path, end), run_name)
+            for days, frame in tables.items():
+                _write_parquet_atomic(frame, paths[days])
+            if len(tables) == 1:
+                result = self.retrain(retraining_config(self.cfg, path, end), run_name)
+            else:
+                self.say("retrain", f"{len(tables)} windows ({', '.join(map(window_label, tables))}): "
+                                    "the lowest validation loss goes to the gates")
+                result = self.retrain_windows([(days, retraining_config(self.cfg, paths[days], end))
+                                               for days in tables], run_name, self.say, chosen_from)
             outcome.update(result="challenger", version=getattr(result, "version", None),
                            metrics=getattr(result, "metrics", None),
                            champion_metrics=getattr(result, "champion_metrics", None),
-                           # the fits alone (the gated run and its refit), beside the whole retrain's seconds
-                           train_seconds=round(sum((getattr(result, "seconds", None) or {}).get(k, 0.0)
-                                                   for k in ("train", "refit")), 1))
+                           # the fits alone (every window's, the gated run's and its refit), beside the
+                           # whole retrain's seconds
+                           train_seconds=round(other_fits + sum((getattr(result, "seconds", None) or {}).get(k, 0.0)
+                                                                for k in ("train", "refit")), 1))
             if outcome["version"] is not None:  # its canary is judged on the traffic labelled from now on
                 self.state.canary = {"version": str(outcome["version"]), "since": now, "wall": time.time()}
                 self._save()
@@ -422,10 +451,11 @@ class LoopController:
         outcome["seconds"] = round(time.perf_counter() - started, 1)
         return self._record(decision, outcome=outcome)
 
-    def window(self, champion: str | None,
-               until: pd.Timestamp | None = None) -> tuple[pd.DataFrame, pd.Timestamp | None]:
-        """The retraining table: the champion's training rows and labelled traffic, cut to the window (and
-        to rows timed at or before ``until``, the loop's clock)."""
+    def window(self, champion: str | None, until: pd.Timestamp | None = None,
+               days: float | None | str = "window_days") -> tuple[pd.DataFrame, pd.Timestamp | None]:
+        """The retraining table: the champion's training rows and labelled traffic, cut to the latest ``days``
+        (``retraining.window_days`` unless given; None: all) and to rows timed at or before ``until``, the
+        loop's clock."""
         r = self.cfg.retraining
         version = self.registry.version_info(self.name, champion) if champion else None
         manifest = _champion_manifest(self.registry, self.name, champion)
@@ -443,7 +473,8 @@ class LoopController:
             wanted = [c for c in traffic.columns]
             files = sorted(Path(snapshot).glob("*.parquet"))
             history = pd.concat([pd.read_parquet(f, columns=wanted) for f in files], ignore_index=True) if files else None
-        return retraining_window(history, traffic, time_column, r.window_days, until=until)
+        return retraining_window(history, traffic, time_column, r.window_days if days == "window_days" else days,
+                                 until=until)
 
     # ------------------------------------------------------------------------------- status
     def status(self, live: bool = True) -> dict[str, Any]:

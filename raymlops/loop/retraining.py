@@ -10,6 +10,10 @@ The window is written once as Parquet and read by the ordinary data stage throug
 validation, snapshot (with its fingerprint: the new version's lineage names this exact window),
 features, training, gates and registration are the same code as every other run.
 
+With ``retraining.candidate_windows`` a retrain fits one candidate per window (``window_days_to_fit``),
+all ending at the same newest row, so their validation and test days are the same rows and none of them
+trains on those: the lowest validation loss (``best_window``) chooses which one the gates judge.
+
 Example::
 
     traffic = labelled_traffic(feedback_lines, schema, target="delayed", task="classification")
@@ -20,7 +24,9 @@ Example::
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,10 +101,52 @@ def retraining_window(history: pd.DataFrame | None, traffic: pd.DataFrame, time_
         if not len(table):
             return table, None
     end = times.max()
-    if days is None:
-        return table, end
-    keep = times > end - pd.Timedelta(days=days)
-    return table[keep.to_numpy()].reset_index(drop=True), end
+    return cut_window(table, time_column, end, days), end
+
+
+def window_days_to_fit(r: RetrainingConfig) -> list[float | None]:
+    """The windows a retrain fits a candidate on: ``window_days`` first, then ``candidate_windows`` (each once)."""
+    days: list[float | None] = []
+    for d in (r.window_days, *r.candidate_windows):
+        if d not in days:
+            days.append(d)
+    return days
+
+
+def window_label(days: float | None) -> str:
+    """A window's name in run names, file names and decisions: ``all`` or ``90d``."""
+    return "all" if days is None else f"{days:g}d"
+
+
+def cut_window(table: pd.DataFrame, time_column: str | None, end: pd.Timestamp | None,
+               days: float | None) -> pd.DataFrame:
+    """The rows of ``table`` in the latest ``days`` up to ``end`` (all of them for ``days=None``)."""
+    if days is None or not time_column or end is None:
+        return table
+    keep = pd.to_datetime(table[time_column], utc=True) > end - pd.Timedelta(days=days)
+    return table[keep.to_numpy()].reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class WindowFit:
+    """One window's candidate in a retrain: its rows and how it did on the shared validation days."""
+
+    days: float | None
+    rows: int
+    val_loss: float
+    seconds: float
+
+    @property
+    def label(self) -> str:
+        return window_label(self.days)
+
+
+def best_window(fits: list[WindowFit]) -> WindowFit:
+    """The candidate with the lowest validation loss; a tie keeps the earlier one (``window_days`` first).
+    A NaN loss (a fit that never validated) never wins while another has a number."""
+    if not fits:
+        raise ValueError("no window was fitted")
+    return min(fits, key=lambda f: math.inf if math.isnan(f.val_loss) else f.val_loss)
 
 
 def split_starts(r: RetrainingConfig, end: pd.Timestamp) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -133,4 +181,5 @@ def retraining_config(cfg: PipelineConfig, table_path: str | Path, end: pd.Times
                                   "tuning": cfg.tuning.model_copy(update={"enabled": r.tune})})
 
 
-__all__ = ["labelled_traffic", "retraining_config", "retraining_window", "split_starts"]
+__all__ = ["WindowFit", "best_window", "cut_window", "labelled_traffic", "retraining_config", "retraining_window",
+           "split_starts", "window_days_to_fit", "window_label"]

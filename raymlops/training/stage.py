@@ -128,7 +128,10 @@ def _reference_sample(data: DataStageResult) -> pd.DataFrame:
 
 
 def run_training_stage(cfg: PipelineConfig, data: DataStageResult, run_name: str,
-                       progress: Progress | None = None) -> TrainingStageResult:
+                       progress: Progress | None = None, *, fitted: TrainingResult | None = None,
+                       tags: dict[str, str] | None = None) -> TrainingStageResult:
+    """``fitted``: a model already trained on ``data`` (the loop's chosen window, ``loop/windows.py``):
+    evaluated, gated and registered like one trained here. ``tags`` go on the MLflow run."""
     say = progress or (lambda step, msg: None)
     if data.split_rows.get("test", 0) == 0:
         raise TrainingError("the test split is empty: nothing to evaluate on (check data.split)")
@@ -159,7 +162,7 @@ def run_training_stage(cfg: PipelineConfig, data: DataStageResult, run_name: str
         for stale in reg.end_interrupted_runs(cfg.name, run_name, resumed_by=run_id):
             say("resume", f"an earlier attempt of run {run_name!r} (MLflow run {stale[:12]}) died without "
                           "ending; marked KILLED, training resumes from its checkpoints")
-        reg.set_tags(run_id, system_info())
+        reg.set_tags(run_id, {**system_info(), **(tags or {})})
         reg.log_params(run_id, {**_flatten("model", cfg.model.model_dump(), {}),
                                 **_flatten("training", cfg.training.model_dump(), {}),
                                 "data.rows": data.snapshot.manifest.rows,
@@ -172,7 +175,9 @@ def run_training_stage(cfg: PipelineConfig, data: DataStageResult, run_name: str
 
         t0 = time.perf_counter()
         tuned: TuningResult | None = None
-        if cfg.tuning.enabled:
+        if fitted is not None:
+            trained = fitted
+        elif cfg.tuning.enabled:
             say("tune", f"{cfg.tuning.planned_trials()} trials, ASHA, {cfg.tuning.search_alg} search")
             tuned = run_tuning(cfg, data, run_name, tracking_uri=reg.tracking_uri, experiment=cfg.name,
                                parent_run_id=run_id)
@@ -186,7 +191,7 @@ def run_training_stage(cfg: PipelineConfig, data: DataStageResult, run_name: str
             say("train", f"{cfg.model.family}, {where}, up to " + (
                 f"{cfg.training.epochs} epochs" if cfg.model.family == "mlp" else f"{cfg.model.num_boost_round} rounds"))
             trained = run_training(cfg, data, run_name)
-        seconds["train"] = time.perf_counter() - t0
+        seconds["train"] = fitted.seconds if fitted is not None else time.perf_counter() - t0
         reg.log_metrics(run_id, trained.history)
 
         say("evaluate", "scoring the held-out test split")

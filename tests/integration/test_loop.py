@@ -251,3 +251,39 @@ def test_an_earlier_champion_that_wins_on_the_newest_labels_is_canaried_again_in
     kinds = [(d["kind"], d["action"]) for d in controller.decisions()[earlier_decisions:]
              if d["action"] not in ("wait", "hold")]
     assert kinds[:2] == [("retrain", "retrain"), ("canary", "promote")], kinds
+
+
+def test_a_retrain_over_candidate_windows_gates_and_registers_only_the_lowest_validation_loss(loop):
+    """retraining.candidate_windows: one retrain fits the 30-day window and all history on their own rows;
+    both are scored on the same validation days, and only the one with the lower validation loss is gated
+    and (if it passes) registered, its MLflow run naming the window and what each candidate scored."""
+    import time
+
+    from raymlops.loop.policy import Decision
+
+    cfg, reg, name = loop["cfg"], loop["registry"], loop["name"]
+    assert reg.version_for_alias(name, CHALLENGER) is None  # the test above promoted its canary
+    versions = len(reg.list_versions(name))
+    cfg = cfg.model_copy(update={"retraining": cfg.retraining.model_copy(update={"candidate_windows": [None]})})
+    controller = LoopController(cfg)
+    champion = reg.version_for_alias(name, CHAMPION)
+    # The retrain step itself (the policy that calls it is tested above and in test_policy.py).
+    controller._retrain(Decision("retrain", "retrain", ["test: candidate windows"], [], {}), champion, time.time())
+    outcome = controller.decisions()[-1]["outcome"]
+    print(f"\nwindows: {outcome.get('windows')}; result {outcome['result']}: {outcome.get('error', '')}")
+    assert outcome["result"] in ("challenger", "rejected by the gates"), outcome
+    windows = {w["window"]: w for w in outcome["windows"]}
+    assert list(windows) == ["30d", "all"] and windows["all"]["rows"] > windows["30d"]["rows"] >= cfg.retraining.min_rows
+    (chosen,) = [w for w in windows.values() if w["chosen"]]
+    assert chosen["val_loss"] == min(w["val_loss"] for w in windows.values()) and np.isfinite(chosen["val_loss"])
+    assert outcome["rows"] == chosen["rows"] and outcome["window"].endswith(f"-{chosen['window']}.parquet")
+    assert outcome["train_seconds"] >= sum(w["seconds"] for w in windows.values()) - 0.2  # every fit is counted
+    if outcome["result"] == "challenger":
+        assert len(reg.list_versions(name)) == versions + 1  # one candidate registered, not one per window
+        run = reg.client.get_run(reg.version_info(name, outcome["version"]).run_id)
+        assert run.data.tags["raymlops.window"] == chosen["window"]
+        scored = {c["window"]: c["val_loss"] for c in json.loads(run.data.tags["raymlops.window_candidates"])}
+        assert scored == pytest.approx({k: w["val_loss"] for k, w in windows.items()}, abs=1e-5)
+        assert reg.version_for_alias(name, CHALLENGER) == outcome["version"]
+    else:
+        assert len(reg.list_versions(name)) == versions

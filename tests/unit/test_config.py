@@ -79,6 +79,18 @@ def test_cross_field_checks_name_path_and_fix():
     assert "is the target" in text
 
 
+def test_tuning_every_candidate_window_is_refused_with_the_fix():
+    data = smoke_dict()
+    data["retraining"] = {"tune": True, "candidate_windows": [None]}
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, source="x.yaml")
+    assert "retraining" in "\n".join(info.value.problems) and "turn one of them off" in str(info.value)
+    data["retraining"] = {"candidate_windows": [None, 0]}
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, source="x.yaml")
+    assert "retraining.candidate_windows[1]" in str(info.value)
+
+
 def test_yaml_syntax_error_has_line(tmp_path):
     path = tmp_path / "broken.yaml"
     path.write_text("name: x\ndata:\n  sources: [\n")

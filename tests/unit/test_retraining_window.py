@@ -102,3 +102,39 @@ def test_a_window_whose_newest_days_are_empty_holds_the_retrain_and_says_why(tmp
     gap = full[(full.time_hour < "2013-06-10") | (full.time_hour > "2013-06-29 22:00")]  # a few rows at the end
     reason = _thin_splits(gap, cfg, times.max())
     assert reason and "0 rows in the 7 validation days" in reason and f"at least {MIN_SPLIT_ROWS}" in reason
+
+
+def test_candidate_windows_are_window_days_first_each_once_and_cut_from_the_same_end():
+    from raymlops.config import RetrainingConfig
+    from raymlops.loop.retraining import cut_window, window_days_to_fit, window_label
+
+    r = RetrainingConfig(window_days=30, candidate_windows=[None, 30, 90])
+    assert window_days_to_fit(r) == [30, None, 90]
+    assert [window_label(d) for d in window_days_to_fit(r)] == ["30d", "all", "90d"]
+    assert window_days_to_fit(RetrainingConfig(window_days=None)) == [None]
+    times = pd.date_range("2013-01-01", "2013-12-31", freq="D", tz="UTC")
+    table = pd.DataFrame({"time_hour": times, "x": range(len(times))})
+    end = times.max()
+    assert len(cut_window(table, "time_hour", end, 30)) == 30 and len(cut_window(table, "time_hour", end, None)) == 365
+    assert cut_window(table, "time_hour", end, 90)["time_hour"].min() == end - pd.Timedelta(days=89)
+    assert len(cut_window(table, None, None, 30)) == 365  # no time column: nothing to cut by
+
+
+def test_the_lowest_validation_loss_chooses_the_window_and_a_fit_without_one_never_wins():
+    from raymlops.loop.retraining import WindowFit, best_window
+
+    short, everything = WindowFit(30, 800, 0.61, 1.0), WindowFit(None, 5000, 0.58, 3.0)
+    assert best_window([short, everything]) is everything
+    assert best_window([WindowFit(30, 800, 0.58, 1.0), everything]).days == 30  # a tie keeps window_days
+    assert best_window([WindowFit(30, 800, float("nan"), 1.0), short]) is short
+    with pytest.raises(ValueError):
+        best_window([])
+
+
+def test_a_fit_is_judged_by_the_validation_loss_of_the_model_it_kept():
+    from raymlops.loop.windows import best_val_loss
+
+    history = [{"val_loss": 0.7}, {"val_loss": 0.62}, {"val_loss": 0.65}]
+    assert best_val_loss({"val_loss": 0.65, "best_val_loss": 0.62}, history) == 0.62
+    assert best_val_loss({"val_loss": 0.65}, history) == 0.62  # an older checkpoint without the field
+    assert best_val_loss({}, []) != best_val_loss({}, [])  # NaN: nothing validated
