@@ -43,3 +43,7 @@ class FeaturesConfig(StrictModel):
     numeric: list[NumericFeature] = Field(default_factory=list, description="Numeric inputs.")
     categorical: list[CategoricalFeature] = Field(default_factory=list, description="Categorical inputs.")
     derived: list[DerivedFeature] = Field(default_factory=list, description="Columns derived before fitting.")
+    weight_column: str | None = Field(
+        None, description="A column of per-row training weights (numbers >= 0): each training row counts by "
+        "its weight in the loss; validation (early stopping) and test rows count alike. Never a model input. "
+        "The closed loop sets it for a recency-weighted retrain (retraining.half_life_days).")

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from raymlops.config.base import StrictModel
-from raymlops.config.data import DataConfig
+from raymlops.config.data import DataConfig, TimeSplitConfig
 from raymlops.config.evaluation import EvaluationConfig, check_gate
 from raymlops.config.features import FeaturesConfig
 from raymlops.config.model import AnyModelConfig, ModelConfig
@@ -142,11 +142,23 @@ def _feature_columns_are_consistent(cfg: PipelineConfig) -> list[tuple[str, str]
             used.setdefault(item.column, path)
     if not (f.numeric or f.categorical):
         problems.append(("features", "declare at least one numeric or categorical feature"))
+    if f.weight_column is not None and (f.weight_column == f.target or f.weight_column in used
+                                        or f.weight_column in {d.source for d in f.derived}):
+        problems.append(("features.weight_column", f"{f.weight_column!r} is the target or a model input; the "
+                         "weight column must be a column of its own"))
     derived_names = [d.name for d in f.derived]
     for i, d in enumerate(f.derived):
         if derived_names.index(d.name) != i:
             problems.append((f"features.derived[{i}].name", f"derived column {d.name!r} is declared twice"))
     return problems
+
+
+@cross_check
+def _recency_weights_need_a_clock(cfg: PipelineConfig) -> list[tuple[str, str]]:
+    if cfg.retraining.half_life_days is not None and not isinstance(cfg.data.split, TimeSplitConfig):
+        return [("retraining.half_life_days", "recency weights need each row's time: use a time split "
+                 "(data.split.type: time), or remove half_life_days")]
+    return []
 
 
 @cross_check

@@ -51,6 +51,12 @@ class RetrainingConfig(StrictModel):
         "besides window_days, each on its own rows: the one with the lowest validation loss (the same "
         "validation days for every window, which none of them trains on) goes to the gates, so a retrain "
         "chooses between remembering and forgetting by measurement. Each window costs one more fit. []: off.")
+    half_life_days: float | None = Field(
+        None, gt=0, description="Recency-weighted history: each training row of the window counts "
+        "0.5 ** (age / half_life_days) in the loss, its age in days before the window's newest row, so old "
+        "seasons still teach but the newest weeks teach most (validation and test rows count alike). Needs a "
+        "time split. None: every row counts the same. A retrain ignores features.weight_column (live traffic "
+        "does not carry it).")
     validation_days: float = Field(7, gt=0, description="Days before the test days: early stopping.")
     test_days: float = Field(
         14, gt=0, description="The newest days of the window: the gates compare candidate and champion on them.")

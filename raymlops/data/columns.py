@@ -102,6 +102,8 @@ def check_columns(cfg: PipelineConfig, by_source: dict[str, SourceColumns]) -> l
 
     f = cfg.features
     need("features.target", f.target, kept)
+    if f.weight_column is not None:
+        need("features.weight_column", f.weight_column, kept)
     if getattr(cfg.data.split, "type", None) == "time":
         need("data.split.column", cfg.data.split.column, kept)
     derived: list[str] = []

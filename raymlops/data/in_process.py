@@ -139,7 +139,8 @@ def run(cfg: PipelineConfig, ws: Workspace, run_tag: str, say, seconds: dict[str
     task = cfg.model.task
     fitted = feats.fit_features([feats.fit_partial(raw["train"], cfg.features, task)], cfg.features, task)
     features_path = fitted.save(ws.features / f"{snap.snapshot_id}-{cfg.config_hash()}.json")
-    transformed = {name: steps.transform_batch(frame, fitted=fitted) for name, frame in raw.items()}
+    transformed = {name: steps.transform_batch(frame, fitted=fitted, weight=cfg.features.weight_column)
+                   for name, frame in raw.items()}
     seconds["features"] = time.perf_counter() - t
     return InProcessData(report=report, report_path=report_path, snapshot=snap, reused=reused, counts=counts,
                          fitted=fitted, features_path=features_path, raw=raw, transformed=transformed)

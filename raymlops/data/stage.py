@@ -112,7 +112,8 @@ def run_features(snapshot: versioning.Snapshot, data: ray.data.Dataset, cfg: Pip
     fitted = feats.fit_features(partials, cfg.features, cfg.model.task)
     path = fitted.save(ws.features / f"{snapshot.snapshot_id}-{cfg.config_hash()}.json")
     raw = {name: ds.drop_columns([SPLIT_COLUMN]) for name, ds in splits.items()}
-    transformed = {name: ds.map_batches(steps.transform_batch, batch_format="pandas", fn_kwargs={"fitted": fitted})
+    transformed = {name: ds.map_batches(steps.transform_batch, batch_format="pandas",
+                                        fn_kwargs={"fitted": fitted, "weight": cfg.features.weight_column})
                    for name, ds in raw.items()}
     return raw, transformed, counts, fitted, path
 

@@ -24,7 +24,7 @@ from raymlops.data import versioning
 from raymlops.data.readers import PROVENANCE_COLUMNS
 from raymlops.data.splits import assign_splits
 from raymlops.data.validation import check_batch, coerce_frame
-from raymlops.errors import SnapshotError
+from raymlops.errors import FeatureError, SnapshotError
 from raymlops.workspace import Workspace
 
 SPLIT_COLUMN = "__split"
@@ -73,8 +73,33 @@ def fit_batch(batch: pd.DataFrame, *, cfg: FeaturesConfig, task: str | None = No
     return one_row(feats.fit_partial(batch, cfg, task))
 
 
-def transform_batch(batch: pd.DataFrame, *, fitted: feats.FittedFeatures) -> pd.DataFrame:
-    return fitted.transform_frame(batch, keep=[fitted.target])
+def transform_batch(batch: pd.DataFrame, *, fitted: feats.FittedFeatures, weight: str | None = None) -> pd.DataFrame:
+    """Features, the target and (``features.weight_column``) the row weights, checked here: a weight that is
+    missing, negative or not a number would train silently wrong."""
+    out = fitted.transform_frame(batch, keep=[fitted.target] + ([weight] if weight else []))
+    if weight:
+        out[weight] = row_weights(batch, weight)
+    return out
+
+
+def row_weights(batch: pd.DataFrame, weight: str) -> np.ndarray:
+    """``batch[weight]`` as float32 training weights; a clear error naming the first bad row."""
+    if weight not in batch.columns:
+        raise FeatureError(f"features.weight_column {weight!r} is not a column of the data "
+                           f"(columns: {', '.join(map(str, batch.columns))})")
+    values = pd.to_numeric(batch[weight], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    bad = ~np.isfinite(values) | (values < 0)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise FeatureError(f"features.weight_column {weight!r}: row {row} of this batch holds "
+                           f"{_shown(batch[weight].iloc[row])} ({int(bad.sum())} such rows); weights are numbers >= 0")
+    return values.astype(np.float32)
+
+
+def _shown(value: Any) -> str:
+    """A cell as a user wrote it: ``-1.0``, ``'abc'`` or ``nan``, not ``np.float64(-1.0)``."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+    return values.astype(np.float32)
 
 
 def publish_snapshot(cfg: PipelineConfig, ws: Workspace, info: dict[str, Any], report_path: Path, snapshot_id: str, *,

@@ -52,7 +52,7 @@ from raymlops.loop.lease import Lease
 from raymlops.loop.policy import (Decision, Evidence, best_earlier_champion, canary_decision, gate_metric,
                                   retrain_decision, rollback_decision)
 from raymlops.loop.retraining import (WindowFit, cut_window, labelled_traffic, retraining_config, retraining_window,
-                                      split_starts, window_days_to_fit, window_label)
+                                      split_starts, window_days_to_fit, window_label, with_recency_weights)
 from raymlops.loop.windows import run_window_candidates
 from raymlops.registry.store import CHALLENGER, CHAMPION, Registry
 from raymlops.training.comparison import HIGHER_IS_BETTER, Comparison, compare, day_groups, interval
@@ -390,6 +390,8 @@ class LoopController:
             return self._record(decision, outcome={"result": "failed", "error": f"building the window: {exc}"})
         time_column = self.cfg.data.split.column if isinstance(self.cfg.data.split, TimeSplitConfig) else None
         tables = {days: cut_window(table, time_column, end, days) for days in windows}
+        if r.half_life_days is not None and time_column and end is not None:  # recency-weighted history
+            tables = {days: with_recency_weights(t, time_column, end, r.half_life_days) for days, t in tables.items()}
         table = tables[r.window_days]
         # another window that is too small to train on is left out; window_days alone decides whether to retrain
         tables = {days: t for days, t in tables.items() if days == r.window_days or len(t) >= r.min_rows}

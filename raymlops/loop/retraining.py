@@ -104,6 +104,21 @@ def retraining_window(history: pd.DataFrame | None, traffic: pd.DataFrame, time_
     return cut_window(table, time_column, end, days), end
 
 
+RECENCY_WEIGHT = "raymlops_recency_weight"  # the window's weight column under retraining.half_life_days
+
+
+def recency_weights(times: pd.Series, end: pd.Timestamp, half_life_days: float) -> np.ndarray:
+    """0.5 ** (age / half_life_days) per row, its age in days before ``end`` (a row at ``end`` weighs 1)."""
+    age_days = (end - pd.to_datetime(times, utc=True)).dt.total_seconds().to_numpy() / 86_400.0
+    return np.power(0.5, np.maximum(age_days, 0.0) / half_life_days)
+
+
+def with_recency_weights(table: pd.DataFrame, time_column: str, end: pd.Timestamp,
+                         half_life_days: float) -> pd.DataFrame:
+    """``table`` with its rows' recency weights as the ``RECENCY_WEIGHT`` column."""
+    return table.assign(**{RECENCY_WEIGHT: recency_weights(table[time_column], end, half_life_days)})
+
+
 def window_days_to_fit(r: RetrainingConfig) -> list[float | None]:
     """The windows a retrain fits a candidate on: ``window_days`` first, then ``candidate_windows`` (each once)."""
     days: list[float | None] = []
@@ -174,12 +189,15 @@ def retraining_config(cfg: PipelineConfig, table_path: str | Path, end: pd.Times
         "require_declared_columns": False,
         "row_count": cfg.validation.row_count.model_copy(update={"min": r.min_rows, "max": None}),
     })
+    # The user's weight column is not on live traffic; a recency-weighted retrain weighs by age instead.
+    features = cfg.features.model_copy(update={"weight_column": RECENCY_WEIGHT if r.half_life_days else None})
     training = cfg.training.model_copy(update={k: v for k, v in {
         "num_workers": r.num_workers, "cpus_per_worker": r.cpus_per_worker, "epochs": r.epochs,
         "refit": r.refit or None}.items() if v is not None})
-    return cfg.model_copy(update={"data": data, "validation": validation, "training": training,
+    return cfg.model_copy(update={"data": data, "validation": validation, "training": training, "features": features,
                                   "tuning": cfg.tuning.model_copy(update={"enabled": r.tune})})
 
 
-__all__ = ["WindowFit", "best_window", "cut_window", "labelled_traffic", "retraining_config", "retraining_window",
-           "split_starts", "window_days_to_fit", "window_label"]
+__all__ = ["RECENCY_WEIGHT", "WindowFit", "best_window", "cut_window", "labelled_traffic", "recency_weights",
+           "retraining_config", "retraining_window", "split_starts", "window_days_to_fit", "window_label",
+           "with_recency_weights"]

@@ -25,17 +25,22 @@ from raymlops.model.contract import STATE, ModelSpec, WorkerConfig, feature_matr
 MODEL_KEYS_FOR_STATE = ("num_boost_round", "early_stopping_rounds", "checkpoint_every")
 
 
-def shard_arrays(name: str, spec: ModelSpec, target: str) -> tuple[np.ndarray, np.ndarray]:
-    """This worker's shard of a dataset as (features float32 [n, k], target float32 [n])."""
+def shard_arrays(name: str, spec: ModelSpec, target: str,
+                 weight: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """This worker's shard of a dataset as (features float32 [n, k], target float32 [n], the rows'
+    ``weight`` column float32 [n] or None)."""
     import ray.train
 
-    xs, ys = [], []
+    xs, ys, ws = [], [], []
     for batch in ray.train.get_dataset_shard(name).iter_batches(batch_size=65_536, batch_format="numpy"):
         xs.append(feature_matrix(batch, spec))
         ys.append(np.asarray(batch[target], dtype=np.float32))
+        if weight:
+            ws.append(np.asarray(batch[weight], dtype=np.float32))
     if not xs:
-        return np.zeros((0, len(spec.columns)), np.float32), np.zeros(0, np.float32)
-    return np.concatenate(xs), np.concatenate(ys)
+        return (np.zeros((0, len(spec.columns)), np.float32), np.zeros(0, np.float32),
+                np.zeros(0, np.float32) if weight else None)
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(ws) if weight else None
 
 
 @dataclass

@@ -36,7 +36,8 @@ Adding a family, worked through for a hypothetical "catboost" family:
                return self.booster.predict(feature_matrix(features, self.spec), prediction_type="Probability")[:, 1]
 
        def train_loop_per_worker(config):          # runs on each Ray Train worker
-           x, y = shard_arrays("train", config)    # see raymlops/model/boosting.py for the helpers
+           x, y, w = shard_arrays("train", config.spec, config.target, config.weight)  # w: row weights or None
+           # (see raymlops/model/boosting.py for the helpers)
            ...fit, and every N rounds ray.train.report(metrics, checkpoint=...) with state.json...
 
        class CatBoostFamily:
@@ -145,6 +146,7 @@ class WorkerConfig:
     target: str
     fixed_rounds: bool = False
     local_checkpoint_dir: str | None = None
+    weight: str | None = None  # features.weight_column: the training rows' weights in the loss
 
     def loop_config(self) -> dict[str, Any]:
         """Ray Train's ``train_loop_config``, which must be a dict: this config as its one entry."""

@@ -68,10 +68,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     params = lightgbm_params(spec, model, training, world)
     if world > 1:
         params.update(get_network_params())
-    x, y = shard_arrays("train", spec, target)
-    vx, vy = shard_arrays("validation", spec, target)
+    x, y, w = shard_arrays("train", spec, target, config.weight)  # validation rows count alike
+    vx, vy, _ = shard_arrays("validation", spec, target)
     categorical = list(range(len(spec.numeric), len(spec.columns)))
-    train_set = lgb.Dataset(x, y, categorical_feature=categorical, free_raw_data=False, params=params)
+    train_set = lgb.Dataset(x, y, weight=w, categorical_feature=categorical, free_raw_data=False, params=params)
     val_set = lgb.Dataset(vx, vy, reference=train_set, categorical_feature=categorical, free_raw_data=False)
 
     state, model_bytes = resume_state(MODEL_FILE, config)

@@ -48,7 +48,8 @@ def window(frame: pd.DataFrame, time_column: str, days: float | None, end: pd.Ti
 def fit_frame(cfg: PipelineConfig, frame: pd.DataFrame, *, time_column: str, validation_days: float,
               threads: int | None = None) -> LocalModel:
     """Fit ``cfg``'s model family on ``frame`` (raw rows with the target), holding out its newest
-    ``validation_days`` for early stopping. ``threads`` defaults to every core of this machine."""
+    ``validation_days`` for early stopping. ``threads`` defaults to every core of this machine. Every row
+    counts the same (the replay's cron lines fit what live traffic carries, which has no weight column)."""
     started = time.perf_counter()
     target = cfg.features.target
     frame = frame.drop(columns=[c for c in cfg.data.cleaning.drop_columns if c in frame.columns])

@@ -43,33 +43,43 @@ OPTIMIZER_SETTINGS = "optimizer.json"
 # Ray died under it, and such a run must fail and say so (tests/reliability/test_driver_killed.py).
 IN_MEMORY_MAX_BYTES = 512 * 2**20
 
-Tensors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+Tensors = tuple[torch.Tensor, ...]  # (numeric, categorical, target[, weights])
 
 
 class _Collate(NumpyBatchCollateFn):
-    """A dict of numpy columns -> (numeric float32, categorical int64, target float32) tensors. A class of
-    Ray Data's collate kinds, not a closure: Ray 2.47+ warns once per epoch about a plain function."""
+    """A dict of numpy columns -> (numeric float32, categorical int64, target float32) tensors, and the
+    rows' weights (float32) as a fourth when ``weight`` names their column. A class of Ray Data's collate
+    kinds, not a closure: Ray 2.47+ warns once per epoch about a plain function."""
 
-    def __init__(self, spec: ModelSpec, target: str) -> None:
-        self.spec, self.target = spec, target
+    def __init__(self, spec: ModelSpec, target: str, weight: str | None = None) -> None:
+        self.spec, self.target, self.weight = spec, target, weight
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __call__(self, batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, ...]:
         spec, n = self.spec, len(batch[self.target])
         numeric = (np.stack([batch[c].astype(np.float32) for c in spec.numeric], axis=1)
                    if spec.numeric else np.zeros((n, 0), np.float32))
         categorical = (np.stack([batch[c].astype(np.int64) for c in spec.categorical], axis=1)
                        if spec.categorical else np.zeros((n, 0), np.int64))
-        return torch.from_numpy(numeric), torch.from_numpy(categorical), target_tensor(batch[self.target], spec)
+        out = (torch.from_numpy(numeric), torch.from_numpy(categorical), target_tensor(batch[self.target], spec))
+        if self.weight:
+            out += (torch.from_numpy(np.array(batch[self.weight], dtype=np.float32)),)  # a copy: Ray's is read-only
+        return out
 
 
-def collate(spec: ModelSpec, target: str) -> _Collate:
+def collate(spec: ModelSpec, target: str, weight: str | None = None) -> _Collate:
     """The collate callable of one model spec (see ``_Collate``)."""
-    return _Collate(spec, target)
+    return _Collate(spec, target, weight)
+
+
+def weighted_batch_loss(per_row: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The weighted sum of a batch's per-row losses (a regression's [n, 1] rows summed first)."""
+    return (per_row.reshape(len(weights), -1).sum(dim=1) * weights).sum()
 
 
 def shard_tensors(shard: Any, fn: _Collate, max_bytes: int = IN_MEMORY_MAX_BYTES) -> Tensors | None:
-    """A whole split as (numeric, categorical, target) tensors, read in one pass in its order; None once it
-    passes ``max_bytes`` (the caller then streams it every epoch). Local mode only (``IN_MEMORY_MAX_BYTES``)."""
+    """A whole split as ``fn``'s tensors (numeric, categorical, target[, weights]), read in one pass in its
+    order; None once it passes ``max_bytes`` (the caller then streams it every epoch). Local mode only
+    (``IN_MEMORY_MAX_BYTES``)."""
     parts: list[Tensors] = []
     size = 0
     for batch in shard.iter_torch_batches(batch_size=8192, collate_fn=fn):
@@ -169,19 +179,20 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             history = state.get("history", [])
     model = ray.train.torch.prepare_model(model)
     loss_fn = loss_for(spec.task, reduction="sum")
+    row_loss = loss_for(spec.task, reduction="none") if config.weight else None  # features.weight_column
     use_amp = device.type == "cuda"
-    fn = collate(spec, target)
+    fn, train_fn = collate(spec, target), collate(spec, target, config.weight)  # validation rows count alike
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("validation")
     in_driver = config.local_checkpoint_dir is not None  # set in local mode only
-    train_tensors = shard_tensors(train_shard, fn) if in_driver and start_epoch < tcfg.epochs else None
+    train_tensors = shard_tensors(train_shard, train_fn) if in_driver and start_epoch < tcfg.epochs else None
     val_tensors = shard_tensors(val_shard, fn) if train_tensors is not None else None
 
     def train_batches(epoch: int):
         if train_tensors is not None:
             return minibatches(train_tensors, tcfg.batch_size, seed=tcfg.seed + epoch)
         return train_shard.iter_torch_batches(
-            batch_size=tcfg.batch_size, collate_fn=fn, local_shuffle_buffer_size=4 * tcfg.batch_size,
+            batch_size=tcfg.batch_size, collate_fn=train_fn, local_shuffle_buffer_size=4 * tcfg.batch_size,
             local_shuffle_seed=tcfg.seed + epoch)
 
     def val_batches():
@@ -191,14 +202,21 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     for epoch in range(start_epoch, tcfg.epochs):
         model.train()
-        total, count = 0.0, 0
-        for numeric, categorical, y in train_batches(epoch):
+        total, count, weight_total = 0.0, 0, 0.0
+        for numeric, categorical, y, *weights in train_batches(epoch):
             numeric, categorical, y = numeric.to(device), categorical.to(device), y.to(device)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                 out = model(numeric, categorical)
-            loss = loss_fn(out.float(), y)
-            (loss / max(1, len(y))).backward()
+            if row_loss is None:
+                loss = loss_fn(out.float(), y)
+                (loss / max(1, len(y))).backward()
+                weight_total += len(y)
+            else:  # the batch's weighted mean loss
+                w = weights[0].to(device)
+                loss = weighted_batch_loss(row_loss(out.float(), y), w)
+                (loss / w.sum().clamp_min(1e-12)).backward()
+                weight_total += float(w.sum().item())
             optimizer.step()
             total += loss.item()
             count += len(y)
@@ -214,8 +232,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 val_count += len(y)
                 scores.append(torch.sigmoid(out).cpu().numpy() if classification else out.cpu().numpy())
                 labels.append(y.cpu().numpy())
-        total, count, val_total, val_count = _all_sum([total, count, val_total, val_count], device)
-        train_loss = total / max(1, count)
+        total, count, weight_total, val_total, val_count = _all_sum(
+            [total, count, weight_total, val_total, val_count], device)
+        train_loss = total / weight_total if weight_total > 0 else 0.0
         val_loss = val_total / max(1, val_count)
         # started_at_epoch > 0 marks epochs run after resuming from a checkpoint (worker, node or driver lost).
         metrics: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,

@@ -41,10 +41,11 @@ def feature_types(spec: ModelSpec) -> list[str]:
     return ["q"] * len(spec.numeric) + ["c"] * len(spec.categorical)
 
 
-def dmatrix(x: np.ndarray, spec: ModelSpec, label: np.ndarray | None = None) -> Any:
+def dmatrix(x: np.ndarray, spec: ModelSpec, label: np.ndarray | None = None,
+            weight: np.ndarray | None = None) -> Any:
     import xgboost as xgb
 
-    return xgb.DMatrix(x, label=label, feature_names=[f"f{i}" for i in range(x.shape[1])],
+    return xgb.DMatrix(x, label=label, weight=weight, feature_names=[f"f{i}" for i in range(x.shape[1])],
                        feature_types=feature_types(spec), enable_categorical=True)
 
 
@@ -57,9 +58,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     spec, target = config.spec, config.target
     model, training = config.model.model_dump(), config.training.model_dump()  # the family's params read dicts
     params = xgboost_params(spec, model, training)
-    x, y = shard_arrays("train", spec, target)
-    vx, vy = shard_arrays("validation", spec, target)
-    dtrain, dval = dmatrix(x, spec, y), dmatrix(vx, spec, vy)
+    x, y, w = shard_arrays("train", spec, target, config.weight)  # validation rows count alike
+    vx, vy, _ = shard_arrays("validation", spec, target)
+    dtrain, dval = dmatrix(x, spec, y, w), dmatrix(vx, spec, vy)
 
     state, model_bytes = resume_state(MODEL_FILE, config)
     init_model = None

@@ -50,7 +50,8 @@ def worker_config(cfg: PipelineConfig, spec: ModelSpec, overrides: dict[str, Any
         (model if key in model else training)[key] = value
     return WorkerConfig(spec=spec, model=type(cfg.model).model_validate(model),
                         training=type(cfg.training).model_validate(training), target=cfg.features.target,
-                        fixed_rounds=fixed_rounds, local_checkpoint_dir=local_checkpoint_dir)
+                        fixed_rounds=fixed_rounds, local_checkpoint_dir=local_checkpoint_dir,
+                        weight=cfg.features.weight_column)
 
 
 def model_spec(cfg: PipelineConfig, data: DataStageResult) -> ModelSpec:

@@ -256,15 +256,18 @@ def test_an_earlier_champion_that_wins_on_the_newest_labels_is_canaried_again_in
 def test_a_retrain_over_candidate_windows_gates_and_registers_only_the_lowest_validation_loss(loop):
     """retraining.candidate_windows: one retrain fits the 30-day window and all history on their own rows;
     both are scored on the same validation days, and only the one with the lower validation loss is gated
-    and (if it passes) registered, its MLflow run naming the window and what each candidate scored."""
+    and (if it passes) registered, its MLflow run naming the window and what each candidate scored. With
+    retraining.half_life_days the rows carry recency weights that halve every 14 days back from the newest."""
     import time
 
     from raymlops.loop.policy import Decision
+    from raymlops.loop.retraining import RECENCY_WEIGHT
 
     cfg, reg, name = loop["cfg"], loop["registry"], loop["name"]
     assert reg.version_for_alias(name, CHALLENGER) is None  # the test above promoted its canary
     versions = len(reg.list_versions(name))
-    cfg = cfg.model_copy(update={"retraining": cfg.retraining.model_copy(update={"candidate_windows": [None]})})
+    cfg = cfg.model_copy(update={"retraining": cfg.retraining.model_copy(update={"candidate_windows": [None],
+                                                                                 "half_life_days": 14})})
     controller = LoopController(cfg)
     champion = reg.version_for_alias(name, CHAMPION)
     # The retrain step itself (the policy that calls it is tested above and in test_policy.py).
@@ -278,6 +281,10 @@ def test_a_retrain_over_candidate_windows_gates_and_registers_only_the_lowest_va
     assert chosen["val_loss"] == min(w["val_loss"] for w in windows.values()) and np.isfinite(chosen["val_loss"])
     assert outcome["rows"] == chosen["rows"] and outcome["window"].endswith(f"-{chosen['window']}.parquet")
     assert outcome["train_seconds"] >= sum(w["seconds"] for w in windows.values()) - 0.2  # every fit is counted
+    table = pd.read_parquet(outcome["window"])
+    age = (pd.to_datetime(table["time_hour"], utc=True).max() - pd.to_datetime(table["time_hour"], utc=True))
+    assert np.allclose(table[RECENCY_WEIGHT], 0.5 ** (age.dt.total_seconds() / 86_400 / 14))
+    assert table[RECENCY_WEIGHT].max() == 1.0 and table[RECENCY_WEIGHT].min() < 0.5
     if outcome["result"] == "challenger":
         assert len(reg.list_versions(name)) == versions + 1  # one candidate registered, not one per window
         run = reg.client.get_run(reg.version_info(name, outcome["version"]).run_id)

@@ -298,3 +298,32 @@ def test_multiclass_flights_gate_on_log_loss_serve_class_probabilities_and_learn
     assert live["metrics"]["accuracy"] == pytest.approx(float((proba.argmax(axis=1) == [
         classes.index(v) for v in test_rows[cfg.features.target]]).mean()))
     assert live["metrics"]["log_loss"] == pytest.approx(first.metrics["log_loss"], rel=1e-4)
+
+
+@pytest.mark.parametrize("family,workers", [("mlp", 0), ("lightgbm", 2), ("xgboost", 0)])
+def test_training_rows_count_by_their_weight_in_every_family(family, workers, ray_session, tmp_path):
+    """features.weight_column (what retraining.half_life_days uses) reaches each family's loss: every
+    training row is there twice, once as it is (weight 1) and once with its label flipped. Unweighted,
+    the two copies cancel and nothing is learned; weighted (the flipped copy at 0), the model learns
+    as from the clean rows. LightGBM on 2 data-parallel workers: each shard carries its rows' weights."""
+    data = smoke_dict()
+    data["name"] = f"smoke-weights-{family}"
+    data["model"] = {**FAMILIES[family], **({"checkpoint_every": 50} if family != "mlp" else {})}
+    data["training"] = {"num_workers": workers, "epochs": 8, "learning_rate": 0.01, "batch_size": 128}
+    cfg = load_config(write_config(tmp_path, data))
+    stage = run_data_stage(cfg)
+    target = cfg.features.target
+    train = stage.datasets["train"]
+    kept = train.map_batches(lambda b: b.assign(w=1.0), batch_format="pandas")
+    flipped = train.map_batches(lambda b: b.assign(**{target: 1 - b[target], "w": 0.0}), batch_format="pandas")
+    doubled = dataclasses.replace(stage, datasets={**stage.datasets, "train": kept.union(flipped)},
+                                  split_rows={**stage.split_rows, "train": 2 * stage.split_rows["train"]})
+
+    def best_val_auc(result) -> float:
+        return min(result.history, key=lambda h: h["val_loss"])["val_auc"]
+
+    weighted_cfg = cfg.model_copy(update={"features": cfg.features.model_copy(update={"weight_column": "w"})})
+    weighted = best_val_auc(run_training(weighted_cfg, doubled, run_name="weighted"))
+    unweighted = best_val_auc(run_training(cfg, doubled, run_name="unweighted"))
+    print(f"\n{family}: validation AUC weighted {weighted:.4f}, unweighted {unweighted:.4f}")
+    assert weighted >= 0.6 and weighted - unweighted >= 0.05, (weighted, unweighted)

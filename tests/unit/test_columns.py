@@ -50,6 +50,7 @@ def test_the_smoke_config_matches_its_columns():
      "no key column 'time' in flights"),
     ({"evaluation.slices": ["zzz"]}, "evaluation.slices[0]", "the columns are: year, month, day, hour, carrier"),
     ({"features.target": "arr_delay"}, "features.target", "'arr_delay' is removed by data.cleaning.drop_columns"),
+    ({"features.weight_column": "wieght"}, "features.weight_column", "no column 'wieght' in the data"),
 ])
 def test_a_column_the_data_lacks_is_named_with_the_closest_names(changes, path, says):
     problems = _problems(_cfg(**changes))

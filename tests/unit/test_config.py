@@ -91,6 +91,20 @@ def test_tuning_every_candidate_window_is_refused_with_the_fix():
     assert "retraining.candidate_windows[1]" in str(info.value)
 
 
+def test_a_weight_column_must_be_its_own_column_and_recency_weights_need_a_time_split():
+    data = smoke_dict()
+    data["features"]["weight_column"] = data["features"]["target"]
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, source="x.yaml")
+    assert "features.weight_column" in str(info.value) and "column of its own" in str(info.value)
+    data = smoke_dict()
+    data["data"]["split"] = {"type": "random"}
+    data["retraining"] = {"half_life_days": 30}
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, source="x.yaml")
+    assert "retraining.half_life_days" in str(info.value) and "time split" in str(info.value)
+
+
 def test_yaml_syntax_error_has_line(tmp_path):
     path = tmp_path / "broken.yaml"
     path.write_text("name: x\ndata:\n  sources: [\n")

@@ -81,3 +81,17 @@ def test_errors_are_specific(flights):
         fitted.transform_frame(flights.drop(columns=["distance"]))
     with pytest.raises(FeatureError, match="format"):
         FittedFeatures.from_dict({**fitted.to_dict(), "format_version": 99})
+
+
+def test_the_weight_column_rides_with_the_target_and_a_bad_weight_names_its_row(flights):
+    from raymlops.data.steps import transform_batch
+
+    fitted = fit_features([fit_partial(flights, CFG)], CFG)
+    frame = flights.head(50).assign(w=np.linspace(0, 1, 50))
+    out = transform_batch(frame, fitted=fitted, weight="w")
+    assert out["w"].dtype == np.float32 and out["w"].tolist() == pytest.approx(np.linspace(0, 1, 50).tolist())
+    assert "w" not in transform_batch(frame, fitted=fitted).columns  # without weight_column: not carried
+    with pytest.raises(FeatureError, match=r"'w': row 3 of this batch holds -1.0 \(2 such rows\)"):
+        transform_batch(frame.assign(w=[1, 1, 1, -1, np.nan] + [1] * 45), fitted=fitted, weight="w")
+    with pytest.raises(FeatureError, match="is not a column of the data"):
+        transform_batch(flights.head(5), fitted=fitted, weight="w")

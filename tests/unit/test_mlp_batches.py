@@ -97,3 +97,24 @@ def test_the_optimizer_saved_without_pickle_resumes_exactly(tmp_path):
     step(resumed_model, resumed)
     for a, b in zip(model.parameters(), resumed_model.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_a_weighted_shard_carries_its_weights_and_the_batch_loss_weighs_each_row():
+    from raymlops.model.mlp import loss_for
+    from raymlops.model.mlp_worker import weighted_batch_loss
+
+    shard = _Shard(1_000)
+    shard.columns["w"] = np.linspace(0.0, 2.0, 1_000)
+    spec = ModelSpec(task="classification", numeric=["a", "b"], categorical=["x"], cardinalities=[7])
+    numeric, categorical, y, w = shard_tensors(shard, collate(spec, "delayed", "w"))
+    assert w.dtype == torch.float32 and torch.allclose(w, torch.from_numpy(shard.columns["w"]).float())
+    logits = torch.linspace(-2, 2, 1_000)
+    per_row = loss_for("classification", reduction="none")(logits, y)
+    assert torch.allclose(weighted_batch_loss(per_row, torch.ones(1_000)),
+                          loss_for("classification", reduction="sum")(logits, y))  # unweighted: the plain sum
+    assert torch.allclose(weighted_batch_loss(per_row, w), (per_row * w).sum())
+    halves = torch.zeros(1_000)
+    halves[:500] = 1
+    assert torch.allclose(weighted_batch_loss(per_row, halves), per_row[:500].sum())  # weight 0: not learned
+    regression = loss_for("regression", reduction="none")(torch.zeros(4, 1), torch.ones(4, 1))
+    assert weighted_batch_loss(regression, torch.tensor([1.0, 0, 0, 3])).item() == 4.0

@@ -138,3 +138,27 @@ def test_a_fit_is_judged_by_the_validation_loss_of_the_model_it_kept():
     assert best_val_loss({"val_loss": 0.65, "best_val_loss": 0.62}, history) == 0.62
     assert best_val_loss({"val_loss": 0.65}, history) == 0.62  # an older checkpoint without the field
     assert best_val_loss({}, []) != best_val_loss({}, [])  # NaN: nothing validated
+
+
+def test_recency_weights_halve_every_half_life_and_a_recency_retrain_weighs_by_them(tmp_path):
+    from raymlops.loop.retraining import RECENCY_WEIGHT, recency_weights, with_recency_weights
+
+    end = pd.Timestamp("2013-07-31", tz="UTC")
+    times = pd.Series(pd.to_datetime(["2013-07-31", "2013-07-01", "2013-06-01", "2013-08-02"], utc=True))
+    assert recency_weights(times, end, 30).tolist() == pytest.approx([1.0, 0.5, 0.25, 1.0])  # a later row: 1
+    table = with_recency_weights(pd.DataFrame({"t": times, "x": [1, 2, 3, 4]}), "t", end, 60)
+    assert table[RECENCY_WEIGHT].tolist() == pytest.approx([1.0, 2 ** -0.5, 0.5, 1.0])
+    data = smoke_config_dict_with(tmp_path, weight=True)
+    plain = retraining_config(data, tmp_path / "w.parquet", end)
+    assert plain.features.weight_column is None  # the user's weight column is not on live traffic
+    recent = data.model_copy(update={"retraining": data.retraining.model_copy(update={"half_life_days": 30})})
+    assert retraining_config(recent, tmp_path / "w.parquet", end).features.weight_column == RECENCY_WEIGHT
+
+
+def smoke_config_dict_with(tmp_path, weight: bool):
+    from tests.helpers import smoke_dict, write_config
+
+    data = smoke_dict()
+    if weight:
+        data["features"]["weight_column"] = "w"
+    return load_config(write_config(tmp_path, data))
