@@ -36,6 +36,11 @@ How to run (from the repository root; prepare the data first)::
     .venv/bin/python benchmarks/data_bench.py                  # 12 months, 2 repetitions per side
     .venv/bin/python benchmarks/data_bench.py --months 3 --repeat 3
     .venv/bin/python benchmarks/data_bench.py --quick          # the smoke case only, 1 repetition
+    .venv/bin/python benchmarks/data_bench.py --copies 6 --no-smoke --repeat 1 --no-reused   # 2,020,656 rows
+
+``--copies N`` replicates the flights year to N times its size (the issue's 2M+ rows: 6 copies), each copy
+a distinct set of rows (its flight numbers shifted by 10,000 per copy) with the same dates and weather,
+written once as Parquet files that both sides read; ``validation.row_count.max`` is lifted to fit.
 
 Writes ``benchmarks/out/data_bench.json``. Every workdir is a temporary directory, removed at the end.
 """
@@ -58,7 +63,7 @@ FLIGHTS_DIR = REPO / "examples" / "flights" / "data" / "flights"
 BASELINE = "pandas, 1 process"
 
 
-def make_config(case: str, months: int, engine: str, workdir: str):
+def make_config(case: str, months: int, engine: str, workdir: str, copies_dir: str | None = None):
     """The pipeline config of a case with the benchmark's adjustments; returns (cfg, notes)."""
     notes: list[str] = []
 
@@ -68,6 +73,11 @@ def make_config(case: str, months: int, engine: str, workdir: str):
             src["path"] = [f"../examples/flights/data/flights/2013-{m:02d}.parquet" for m in range(1, months + 1)]
             notes.append(f"flights source: 2013-01..2013-{months:02d}")
             rc = data["validation"].get("row_count") or {}
+            if copies_dir:
+                src["path"] = str(Path(copies_dir) / "*.parquet")
+                rc["max"] = None
+                data["validation"]["row_count"] = rc
+                notes.append(f"flights source: the months replicated ({copies_dir}); validation.row_count.max -> none")
             if months < 2 and (rc.get("min") or 0) > 1000:
                 rc["min"] = 1000
                 notes.append("validation.row_count.min -> 1000 (fewer than 2 months)")
@@ -78,8 +88,28 @@ def make_config(case: str, months: int, engine: str, workdir: str):
     return harness.bench_config("flights" if case == "flights" else "smoke", workdir, edit), notes
 
 
-def case_label(case: str, months: int) -> str:
-    return f"flights-{months}mo" if case == "flights" else "smoke-3k"
+def case_label(case: str, months: int, copies: int = 1) -> str:
+    if case != "flights":
+        return "smoke-3k"
+    return f"flights-{months}mo" + (f"-x{copies}" if copies > 1 else "")
+
+
+def write_copies(months: int, copies: int, folder: Path) -> int:
+    """The first ``months`` of flights ``copies`` times as Parquet files in ``folder``: copy k's flight
+    numbers are shifted by 10,000 k, so every row is distinct (same dates, so the weather joins alike)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    rows = 0
+    for m in range(1, months + 1):
+        table = pq.read_table(FLIGHTS_DIR / f"2013-{m:02d}.parquet")
+        flight = table.schema.get_field_index("flight")
+        for k in range(copies):
+            shifted = pc.add(table["flight"], pa.scalar(10_000 * k, table.schema.field("flight").type))
+            pq.write_table(table.set_column(flight, "flight", shifted), folder / f"2013-{m:02d}-copy{k}.parquet")
+            rows += table.num_rows
+    return rows
 
 
 # ------------------------------------------------------------------------------ the two children
@@ -89,7 +119,8 @@ def child_pandas(args) -> dict[str, Any]:
     runs = []
     with tempfile.TemporaryDirectory(prefix="data-bench-pandas-") as tmp, harness.MemorySampler(tree=False) as mem:
         for i in range(args.repeat):
-            cfg, notes = make_config(args.case, args.months, args.engine, str(Path(tmp) / f"workdir-{i}"))
+            cfg, notes = make_config(args.case, args.months, args.engine, str(Path(tmp) / f"workdir-{i}"),
+                                         args._copies_dir)
             runs.append(pandas_pipeline(cfg, Path(tmp) / f"scratch-{i}"))
     return {"runs": runs, "memory": mem.result(), "notes": notes}
 
@@ -131,12 +162,14 @@ def child_before_ray(args) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="data-bench-driver-") as tmp:
         with harness.MemorySampler(tree=True) as mem:
             for i in range(args.repeat):
-                cfg, notes = make_config(args.case, args.months, args.engine, str(Path(tmp) / f"workdir-{i}"))
+                cfg, notes = make_config(args.case, args.months, args.engine, str(Path(tmp) / f"workdir-{i}"),
+                                         args._copies_dir)
                 run, early = _before_ray_run(cfg)
                 runs.append(run)
         reused = None
         if not args.no_reused:
-            cfg, _ = make_config(args.case, args.months, args.engine, str(Path(tmp) / f"workdir-{args.repeat - 1}"))
+            cfg, _ = make_config(args.case, args.months, args.engine, str(Path(tmp) / f"workdir-{args.repeat - 1}"),
+                             args._copies_dir)
             reused, _ = _before_ray_run(cfg)
         t0 = time.perf_counter()
         with ray_runtime(num_cpus=2):
@@ -154,7 +187,7 @@ def child_raymlops(args) -> dict[str, Any]:
     from raymlops.runtime.session import ray_runtime
 
     with tempfile.TemporaryDirectory(prefix="data-bench-probe-") as probe:
-        if in_process.wanted(make_config(args.case, args.months, args.engine, probe)[0]):
+        if in_process.wanted(make_config(args.case, args.months, args.engine, probe, args._copies_dir)[0]):
             return child_before_ray(args)
     runs = []
     with tempfile.TemporaryDirectory(prefix="data-bench-ray-") as tmp:
@@ -165,11 +198,13 @@ def child_raymlops(args) -> dict[str, Any]:
             idle = harness.MemorySampler(tree=True).sample()
             with harness.MemorySampler(tree=True) as mem:
                 for i in range(args.repeat):
-                    cfg, notes = make_config(args.case, args.months, args.engine, str(Path(tmp) / f"workdir-{i}"))
+                    cfg, notes = make_config(args.case, args.months, args.engine, str(Path(tmp) / f"workdir-{i}"),
+                                         args._copies_dir)
                     runs.append(_raymlops_run(cfg))
             reused = None
             if not args.no_reused:
-                cfg, _ = make_config(args.case, args.months, args.engine, str(Path(tmp) / f"workdir-{args.repeat - 1}"))
+                cfg, _ = make_config(args.case, args.months, args.engine, str(Path(tmp) / f"workdir-{args.repeat - 1}"),
+                             args._copies_dir)
                 reused = _raymlops_run(cfg)
     return {"runs": runs, "reused_run": reused, "memory": mem.result(), "ray_startup_s": startup_s,
             "engine_used": "Ray Data", "idle_cluster": {"pss_mib": idle["pss"] / MIB, "processes": idle["processes"]},
@@ -185,7 +220,8 @@ def run_side(side: str, case: str, args) -> dict[str, Any]:
         cmd = [sys.executable, __file__, "--_child", side, "--_case", case, "--_out", str(out),
                "--months", str(args.months), "--repeat", str(args.repeat), "--engine", args.engine]
         cmd += ["--no-reused"] if args.no_reused else []
-        print(f"  {side} on {case_label(case, args.months)} ...", file=sys.stderr, flush=True)
+        cmd += ["--_copies-dir", args._copies_dir] if args._copies_dir and case == "flights" else []
+        print(f"  {side} on {case_label(case, args.months, args.copies)} ...", file=sys.stderr, flush=True)
         with open(log, "w") as logf, harness.CpuWatch() as watch:
             code, usage = harness.run_process(cmd, cwd=REPO, stdout=logf, stderr=logf,
                                               env={**os.environ, "RAYMLOPS_PROGRESS": "0"})
@@ -197,9 +233,10 @@ def run_side(side: str, case: str, args) -> dict[str, Any]:
     return res
 
 
-def compare(case: str, months: int, ours: dict[str, Any], base: dict[str, Any]) -> tuple[list[Comparison], dict]:
+def compare(case: str, months: int, ours: dict[str, Any], base: dict[str, Any],
+            copies: int = 1) -> tuple[list[Comparison], dict]:
     o, b = (min(r["runs"], key=lambda run: run["seconds"]) for r in (ours, base))
-    label = case_label(case, months)
+    label = case_label(case, months, copies)
     same = [k for k in ("rows_in", "rows_out", "snapshot_rows", "split_rows", "features") if o[k] != b[k]]
     extra = {"disturbed": ours["machine"]["disturbed"] or base["machine"]["disturbed"], "statistic": "best run",
              "same_work": not same}
@@ -243,12 +280,15 @@ def main() -> None:
     parser.add_argument("--no-reused", action="store_true", help="skip the run that re-uses an existing snapshot")
     parser.add_argument("--max-wait", type=float, default=120.0,
                         help="before each side wait up to this many seconds for a quiet machine (default 120)")
+    parser.add_argument("--copies", type=int, default=1,
+                        help="replicate the flights months this many times (6: 2,020,656 rows; default 1)")
+    parser.add_argument("--_copies-dir", dest="_copies_dir", help=argparse.SUPPRESS)
     parser.add_argument("--_child", choices=["pandas", "raymlops"], help=argparse.SUPPRESS)
     parser.add_argument("--_case", choices=["flights", "smoke"], help=argparse.SUPPRESS)
     parser.add_argument("--_out", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if not 1 <= args.months <= 12 or args.repeat < 1:
-        parser.error("--months must be 1..12 and --repeat at least 1")
+    if not 1 <= args.months <= 12 or args.repeat < 1 or args.copies < 1:
+        parser.error("--months must be 1..12, --repeat and --copies at least 1")
     if args._child:
         args.case = args._case
         res = child_pandas(args) if args._child == "pandas" else child_raymlops(args)
@@ -264,11 +304,17 @@ def main() -> None:
 
     comparisons: list[Comparison] = []
     details: dict[str, Any] = {}
-    for case in cases:
-        base = run_side("pandas", case, args)
-        ours = run_side("raymlops", case, args)
-        found, details[case_label(case, args.months)] = compare(case, args.months, ours, base)
-        comparisons += found
+    with tempfile.TemporaryDirectory(prefix="data-bench-copies-") as copies_dir:
+        if args.copies > 1 and "flights" in cases:
+            args._copies_dir = copies_dir
+            rows = write_copies(args.months, args.copies, Path(copies_dir))
+            print(f"  flights x{args.copies}: {rows:,} rows in {copies_dir}", file=sys.stderr, flush=True)
+        for case in cases:
+            base = run_side("pandas", case, args)
+            ours = run_side("raymlops", case, args)
+            found, details[case_label(case, args.months, args.copies)] = compare(case, args.months, ours, base,
+                                                                               args.copies)
+            comparisons += found
     harness.print_comparisons(comparisons)
     harness.write_results(__file__, comparisons, details, args)
 
