@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn import metrics as skm
 
 from raymlops.config import METRICS
 
@@ -49,6 +48,7 @@ def calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
 
 def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
     """ROC AUC, PR AUC, log loss, accuracy, F1, calibration error (NaN where undefined)."""
+    from sklearn import metrics as skm  # here, not at import: sklearn costs a Ray Train worker ~1 s to load
     y = np.asarray(y, dtype=float)
     p = np.clip(np.asarray(p, dtype=float), 1e-7, 1 - 1e-7)
     both = len(np.unique(y)) == 2
@@ -66,6 +66,7 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5)
 
 
 def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    from sklearn import metrics as skm  # lazily, as above
     y, pred = np.asarray(y, dtype=float), np.asarray(pred, dtype=float)
     return {
         "rmse": float(math.sqrt(skm.mean_squared_error(y, pred))),
@@ -79,6 +80,7 @@ def multiclass_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
     """Log loss, accuracy, macro F1 and one-vs-rest macro AUC of class probabilities ``proba`` [n, K]
     against class indices ``y``. AUC averages the classes present in ``y`` with at least one row of
     another class beside them (NaN when fewer than two classes are present)."""
+    from sklearn import metrics as skm  # lazily, as above
     y = np.asarray(y).astype(np.int64)
     proba = np.asarray(proba, dtype=float)
     if proba.ndim != 2:
