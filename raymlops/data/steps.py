@@ -99,7 +99,6 @@ def row_weights(batch: pd.DataFrame, weight: str) -> np.ndarray:
 def _shown(value: Any) -> str:
     """A cell as a user wrote it: ``-1.0``, ``'abc'`` or ``nan``, not ``np.float64(-1.0)``."""
     return repr(value.item() if isinstance(value, np.generic) else value)
-    return values.astype(np.float32)
 
 
 def publish_snapshot(cfg: PipelineConfig, ws: Workspace, info: dict[str, Any], report_path: Path, snapshot_id: str, *,
