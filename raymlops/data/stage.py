@@ -104,12 +104,14 @@ def run_features(snapshot: versioning.Snapshot, data: ray.data.Dataset, cfg: Pip
     """Split the snapshot's rows, fit the feature pipeline on train only, and transform every split lazily."""
     tagged = data.map_batches(steps.split_batch, batch_format="pandas", fn_kwargs={"split": cfg.data.split}).materialize()
     splits = {name: tagged.filter(expr=col(SPLIT_COLUMN) == name) for name in SPLITS}
-    counts = {name: ds.count() for name, ds in splits.items()}
+    # One pass counts every split and fits the features on the training rows (not a pass per split).
+    stats = _gather(tagged.map_batches(steps.split_stats_batch, batch_format="pandas",
+                                       fn_kwargs={"cfg": cfg.features, "task": cfg.model.task}))
+    counts = {name: sum(s["counts"].get(name, 0) for s in stats) for name in SPLITS}
     if counts["train"] == 0:
         raise DataValidationError(f"the training split of snapshot {snapshot.snapshot_id} is empty; check "
                                   "data.split (its boundaries or fractions)")
-    partials = _gather(splits["train"].map_batches(steps.fit_batch, batch_format="pandas", fn_kwargs={"cfg": cfg.features, "task": cfg.model.task}))
-    fitted = feats.fit_features(partials, cfg.features, cfg.model.task)
+    fitted = feats.fit_features([s["train"] for s in stats if s["train"]["rows"]], cfg.features, cfg.model.task)
     path = fitted.save(ws.features / f"{snapshot.snapshot_id}-{cfg.config_hash()}.json")
     raw = {name: ds.drop_columns([SPLIT_COLUMN]) for name, ds in splits.items()}
     transformed = {name: ds.map_batches(steps.transform_batch, batch_format="pandas",

@@ -69,8 +69,13 @@ def split_batch(batch: pd.DataFrame, *, split: SplitConfig) -> pd.DataFrame:
     return batch
 
 
-def fit_batch(batch: pd.DataFrame, *, cfg: FeaturesConfig, task: str | None = None) -> pd.DataFrame:
-    return one_row(feats.fit_partial(batch, cfg, task))
+def split_stats_batch(batch: pd.DataFrame, *, cfg: FeaturesConfig, task: str | None = None) -> pd.DataFrame:
+    """One pass over a split-tagged batch: its rows per split, and the feature statistics of its training
+    rows (``fit_partial``), so counting the splits and fitting the features read the data once."""
+    labels = batch[SPLIT_COLUMN]
+    train = batch[(labels == "train").to_numpy()]
+    return one_row({"counts": {str(k): int(v) for k, v in labels.value_counts().items()},
+                    "train": feats.fit_partial(train, cfg, task)})
 
 
 def transform_batch(batch: pd.DataFrame, *, fitted: feats.FittedFeatures, weight: str | None = None) -> pd.DataFrame:

@@ -95,3 +95,14 @@ def test_the_weight_column_rides_with_the_target_and_a_bad_weight_names_its_row(
         transform_batch(frame.assign(w=[1, 1, 1, -1, np.nan] + [1] * 45), fitted=fitted, weight="w")
     with pytest.raises(FeatureError, match="is not a column of the data"):
         transform_batch(flights.head(5), fitted=fitted, weight="w")
+
+
+def test_one_pass_counts_the_splits_and_fits_on_the_training_rows_only(flights):
+    import json
+
+    from raymlops.data.steps import SPLIT_COLUMN, split_stats_batch
+
+    labels = np.array(["train", "validation", "test", "train"])[np.arange(len(flights)) % 4]
+    out = json.loads(split_stats_batch(flights.assign(**{SPLIT_COLUMN: labels}), cfg=CFG)["partial"].iloc[0])
+    assert out["counts"] == {s: int((labels == s).sum()) for s in ("train", "validation", "test")}
+    assert out["train"] == fit_partial(flights[labels == "train"], CFG)
