@@ -453,11 +453,10 @@ class LoopController:
         outcome["seconds"] = round(time.perf_counter() - started, 1)
         return self._record(decision, outcome=outcome)
 
-    def window(self, champion: str | None, until: pd.Timestamp | None = None,
-               days: float | None | str = "window_days") -> tuple[pd.DataFrame, pd.Timestamp | None]:
+    def window(self, champion: str | None, *, days: float | None,
+               until: pd.Timestamp | None = None) -> tuple[pd.DataFrame, pd.Timestamp | None]:
         """The retraining table: the champion's training rows and labelled traffic, cut to the latest ``days``
-        (``retraining.window_days`` unless given; None: all) and to rows timed at or before ``until``, the
-        loop's clock."""
+        (None: all) and to rows timed at or before ``until``, the loop's clock."""
         r = self.cfg.retraining
         version = self.registry.version_info(self.name, champion) if champion else None
         manifest = _champion_manifest(self.registry, self.name, champion)
@@ -475,8 +474,7 @@ class LoopController:
             wanted = [c for c in traffic.columns]
             files = sorted(Path(snapshot).glob("*.parquet"))
             history = pd.concat([pd.read_parquet(f, columns=wanted) for f in files], ignore_index=True) if files else None
-        return retraining_window(history, traffic, time_column, r.window_days if days == "window_days" else days,
-                                 until=until)
+        return retraining_window(history, traffic, time_column, days, until=until)
 
     # ------------------------------------------------------------------------------- status
     def status(self, live: bool = True) -> dict[str, Any]:
